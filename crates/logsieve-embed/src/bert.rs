@@ -1,0 +1,192 @@
+//! A BERT encoder on candle, sized by the model's `config.json`.
+//!
+//! Written against candle-core/candle-nn directly (not candle-transformers'
+//! BertModel) so the forward pass is ours to shape: one padded batch in,
+//! mean-pooled, L2-normalised sentence vectors out.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+use crate::EmbedError;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    inter: Linear,
+    out: Linear,
+    out_norm: LayerNorm,
+}
+
+pub struct BertModel {
+    cfg: BertConfig,
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    emb_norm: LayerNorm,
+    layers: Vec<Layer>,
+    device: Device,
+}
+
+fn linear(vb: VarBuilder, i: usize, o: usize) -> candle_core::Result<Linear> {
+    candle_nn::linear(i, o, vb)
+}
+
+fn norm(vb: VarBuilder, n: usize, eps: f64) -> candle_core::Result<LayerNorm> {
+    candle_nn::layer_norm(n, eps, vb)
+}
+
+impl BertModel {
+    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
+        let cfg_path = dir.join("config.json");
+        let weights = dir.join("model.safetensors");
+        let werr = |message: String| EmbedError::Weights {
+            path: weights.display().to_string(),
+            message,
+        };
+        let cfg: BertConfig = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| e.to_string())
+            .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+            .map_err(|m| EmbedError::Weights {
+                path: cfg_path.display().to_string(),
+                message: m,
+            })?;
+        if cfg.hidden_act != "gelu" {
+            return Err(werr(format!("unsupported hidden_act `{}` (only gelu)", cfg.hidden_act)));
+        }
+        let device = Device::Cpu;
+        // Safety: the file is memory-mapped read-only and not modified while mapped.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+            .map_err(|e| werr(e.to_string()))?;
+        // Some exports prefix every tensor with `bert.`.
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        let build = || -> candle_core::Result<Self> {
+            let h = cfg.hidden_size;
+            let e = vb.pp("embeddings");
+            let word = candle_nn::embedding(cfg.vocab_size, h, e.pp("word_embeddings"))?;
+            let position = candle_nn::embedding(cfg.max_position_embeddings, h, e.pp("position_embeddings"))?;
+            let token_type = candle_nn::embedding(cfg.type_vocab_size, h, e.pp("token_type_embeddings"))?;
+            let emb_norm = norm(e.pp("LayerNorm"), h, cfg.layer_norm_eps)?;
+            let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+            for i in 0..cfg.num_hidden_layers {
+                let l = vb.pp(format!("encoder.layer.{i}"));
+                let a = l.pp("attention");
+                layers.push(Layer {
+                    query: linear(a.pp("self.query"), h, h)?,
+                    key: linear(a.pp("self.key"), h, h)?,
+                    value: linear(a.pp("self.value"), h, h)?,
+                    attn_out: linear(a.pp("output.dense"), h, h)?,
+                    attn_norm: norm(a.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
+                    inter: linear(l.pp("intermediate.dense"), h, cfg.intermediate_size)?,
+                    out: linear(l.pp("output.dense"), cfg.intermediate_size, h)?,
+                    out_norm: norm(l.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
+                });
+            }
+            Ok(Self {
+                cfg: cfg.clone(),
+                word,
+                position,
+                token_type,
+                emb_norm,
+                layers,
+                device: device.clone(),
+            })
+        };
+        build().map_err(|e| werr(e.to_string()))
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
+    }
+
+    /// Embed one batch of token-id rows (already truncated, specials included).
+    /// Rows are right-padded to the batch's longest; padding is masked out of
+    /// attention and pooling.
+    pub fn embed(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = rows.len();
+        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0u32; b * len];
+        let mut mask = vec![0f32; b * len];
+        for (r, row) in rows.iter().enumerate() {
+            ids[r * len..r * len + row.len()].copy_from_slice(row);
+            mask[r * len..r * len + row.len()].iter_mut().for_each(|m| *m = 1.0);
+        }
+        let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (b, len), &self.device)?;
+        let pooled = self.forward(&ids, &mask)?;
+        Ok(pooled.to_vec2::<f32>()?)
+    }
+
+    fn forward(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, len) = ids.dims2()?;
+        let h = self.cfg.hidden_size;
+        let heads = self.cfg.num_attention_heads;
+        let hd = h / heads;
+        let positions = Tensor::arange(0u32, len as u32, &self.device)?;
+        let types = Tensor::zeros((b, len), DType::U32, &self.device)?;
+        let x = self
+            .word
+            .forward(ids)?
+            .broadcast_add(&self.position.forward(&positions)?)?
+            .add(&self.token_type.forward(&types)?)?;
+        let mut x = self.emb_norm.forward(&x)?;
+        // Additive attention bias: 0 for real tokens, a large negative for padding.
+        let bias = ((mask.clone() - 1.0)? * 1e9f64)?.reshape((b, 1, 1, len))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for l in &self.layers {
+            let split = |t: Tensor| -> candle_core::Result<Tensor> {
+                t.reshape((b, len, heads, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = split(l.query.forward(&x)?)?;
+            let k = split(l.key.forward(&x)?)?;
+            let v = split(l.value.forward(&x)?)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, len, h))?;
+            let a = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + &x)?)?;
+            let i = l.inter.forward(&a)?.gelu_erf()?;
+            x = l.out_norm.forward(&(l.out.forward(&i)? + &a)?)?;
+        }
+        // Mean pooling over real tokens, then L2 normalisation.
+        let m = mask.unsqueeze(2)?;
+        let summed = x.broadcast_mul(&m)?.sum(1)?;
+        let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        mean.broadcast_div(&norms)
+    }
+}

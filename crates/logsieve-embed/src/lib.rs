@@ -1,0 +1,221 @@
+//! The embedding engine of the model stage.
+//!
+//! [`Embedder`] is the boundary the pipeline sees: texts in, L2-normalised
+//! sentence vectors out. [`MiniLm`] implements it for all-MiniLM-L6-v2 the way
+//! sentence-transformers does (WordPiece, truncation at 256 tokens, BERT,
+//! mean pooling over the attention mask, L2 normalisation), batching by a
+//! token budget over length-sorted inputs so little compute goes to padding.
+//! [`fetch`] puts the model files in a local cache and verifies them.
+
+pub mod bert;
+pub mod fetch;
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+pub use fetch::{ModelFiles, MODEL_ID, MODEL_SHA256};
+
+/// Why embedding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("model files: {0}")]
+    Fetch(#[from] fetch::FetchError),
+    #[error("{path}: cannot load tokenizer: {message}")]
+    Tokenizer { path: String, message: String },
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+    #[error("{path}: cannot load model weights: {message}")]
+    Weights { path: String, message: String },
+    #[error("encoder failed: {0}")]
+    Forward(#[from] candle_core::Error),
+}
+
+/// Texts in, unit-length sentence vectors out. Implementations must be safe
+/// to call from several threads.
+pub trait Embedder: Send + Sync {
+    /// A stable identifier for the model, recorded in trained artifacts.
+    fn model_id(&self) -> &str;
+    /// The sha256 of the weights file, recorded in trained artifacts.
+    fn weights_sha256(&self) -> &str;
+    /// Vector length.
+    fn dim(&self) -> usize;
+    /// Tokens per text after truncation, special tokens included.
+    fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError>;
+    /// One unit-length vector per text, in input order.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+/// How the encoder groups texts into forward passes.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOptions {
+    /// Inputs longer than this (in tokens, specials included) are truncated.
+    pub max_tokens: usize,
+    /// A batch holds at most this many padded tokens (rows × longest row).
+    pub batch_tokens: usize,
+    /// A batch holds at most this many rows.
+    pub max_batch: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            batch_tokens: 4096,
+            max_batch: 64,
+        }
+    }
+}
+
+/// all-MiniLM-L6-v2 on the candle BERT encoder.
+pub struct MiniLm {
+    tokenizer: Tokenizer,
+    model: bert::BertModel,
+    options: BatchOptions,
+    sha256: String,
+}
+
+impl MiniLm {
+    /// Load from a directory holding `config.json`, `tokenizer.json` and
+    /// `model.safetensors` (as [`fetch::ensure_model`] leaves it).
+    pub fn load(dir: &Path, options: BatchOptions) -> Result<Self, EmbedError> {
+        let tok_path = dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| EmbedError::Tokenizer {
+            path: tok_path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        // The snapshot's tokenizer.json truncates and pads to a fixed 128; the
+        // model (and sentence-transformers) use 256 and no fixed padding.
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: options.max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| EmbedError::Tokenizer {
+                path: tok_path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        tokenizer.with_padding(None);
+        let model = bert::BertModel::load(dir)?;
+        let sha256 = fetch::read_sha256_marker(dir).unwrap_or_else(|| MODEL_SHA256.to_string());
+        Ok(Self {
+            tokenizer,
+            model,
+            options,
+            sha256,
+        })
+    }
+
+    /// Fetch (if needed) and load the default model.
+    pub fn load_default(model_dir: Option<&Path>, options: BatchOptions) -> Result<Self, EmbedError> {
+        let files = match model_dir {
+            Some(dir) => ModelFiles::local(dir)?,
+            None => fetch::ensure_model(&fetch::FetchOptions::default())?,
+        };
+        Self::load(&files.dir, options)
+    }
+
+    pub fn options(&self) -> BatchOptions {
+        self.options
+    }
+
+    fn encode_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EmbedError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
+        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+}
+
+/// Group length-sorted rows into batches under a padded-token budget.
+/// `order` holds row indices sorted by ascending length; returns ranges of it.
+pub fn plan_batches(lengths: &[usize], order: &[usize], opts: &BatchOptions) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() {
+            let rows = end + 1 - start;
+            let longest = lengths[order[end]];
+            if rows > opts.max_batch || rows * longest > opts.batch_tokens {
+                break;
+            }
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+impl Embedder for MiniLm {
+    fn model_id(&self) -> &str {
+        MODEL_ID
+    }
+
+    fn weights_sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    fn dim(&self) -> usize {
+        self.model.hidden_size()
+    }
+
+    fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
+        Ok(self.encode_ids(texts)?.iter().map(Vec::len).collect())
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let ids = self.encode_ids(texts)?;
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| lengths[i]);
+        let mut out = vec![Vec::new(); ids.len()];
+        for range in plan_batches(&lengths, &order, &self.options) {
+            let rows: Vec<&[u32]> = order[range.clone()].iter().map(|&i| ids[i].as_slice()).collect();
+            let vectors = self.model.embed(&rows)?;
+            for (&i, v) in order[range].iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_token_budget_and_row_cap() {
+        let lengths = vec![10, 10, 20, 30, 100, 200];
+        let order: Vec<usize> = (0..lengths.len()).collect();
+        let opts = BatchOptions {
+            max_tokens: 256,
+            batch_tokens: 60,
+            max_batch: 2,
+        };
+        let batches = plan_batches(&lengths, &order, &opts);
+        assert_eq!(batches, vec![0..2, 2..4, 4..5, 5..6]);
+        for b in &batches {
+            let rows = b.len();
+            let longest = order[b.clone()].iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(rows <= 2);
+            assert!(rows == 1 || rows * longest <= 60);
+        }
+    }
+
+    #[test]
+    fn every_row_lands_in_exactly_one_batch() {
+        let lengths: Vec<usize> = (0..500).map(|i| 2 + (i * 37) % 250).collect();
+        let mut order: Vec<usize> = (0..lengths.len()).collect();
+        order.sort_by_key(|&i| lengths[i]);
+        let batches = plan_batches(&lengths, &order, &BatchOptions::default());
+        let covered: usize = batches.iter().map(|b| b.len()).sum();
+        assert_eq!(covered, 500);
+        assert!(batches.windows(2).all(|w| w[0].end == w[1].start));
+    }
+}
