@@ -1,0 +1,75 @@
+//! The encoder against sentence-transformers' own vectors.
+//!
+//! `shared/fixtures/minilm_reference.jsonl` holds 66 texts (the empty string,
+//! unicode and over-long lines among them) with the embedding and token count
+//! sentence-transformers produced. Ours must agree: cosine ≥ 0.9999 and the
+//! same token counts. Uses the real weights (fetched once into the cache).
+
+use std::path::PathBuf;
+
+use logsieve_embed::{BatchOptions, Embedder, MiniLm};
+
+#[derive(serde::Deserialize)]
+struct Case {
+    text: String,
+    tokens: usize,
+    embedding: Vec<f32>,
+}
+
+fn fixture() -> Vec<Case> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/minilm_reference.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+fn check(model: &MiniLm, cases: &[Case]) {
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let counts = model.token_counts(&texts).unwrap();
+    let vectors = model.embed(&texts).unwrap();
+    assert_eq!(vectors.len(), cases.len());
+    let mut worst = (1.0f32, String::new());
+    for ((case, got), n) in cases.iter().zip(&vectors).zip(&counts) {
+        assert_eq!(*n, case.tokens, "token count for {:?}", truncate(&case.text));
+        assert_eq!(got.len(), 384);
+        let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
+        let c = cosine(got, &case.embedding);
+        if c < worst.0 {
+            worst = (c, truncate(&case.text));
+        }
+        assert!(c >= 0.9999, "cosine {c} for {:?}", truncate(&case.text));
+    }
+    eprintln!("worst cosine {:.6} for {:?}", worst.0, worst.1);
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+#[test]
+fn matches_sentence_transformers_in_one_call() {
+    let model = MiniLm::load_default(None, BatchOptions::default()).expect("model loads");
+    let cases = fixture();
+    assert!(cases.len() >= 60);
+    assert!(cases.iter().any(|c| c.text.is_empty()), "fixture includes the empty string");
+    check(&model, &cases);
+}
+
+#[test]
+fn batching_does_not_change_vectors() {
+    // Tiny batches: every text alone, so padding never appears.
+    let opts = BatchOptions {
+        max_batch: 1,
+        ..BatchOptions::default()
+    };
+    let model = MiniLm::load_default(None, opts).expect("model loads");
+    let cases = fixture();
+    check(&model, &cases[..cases.len().min(20)]);
+}
