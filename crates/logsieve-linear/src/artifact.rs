@@ -1,0 +1,204 @@
+//! The trained classifier on disk: one JSON file, `classifier.json`.
+//!
+//! Open and documented (see docs/model-format.md): labels, weights, bias,
+//! the embedding model it was trained on (id and weights sha256), the
+//! threshold, training metadata and held-out metrics. No pickles.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::Report;
+use crate::LinearModel;
+
+pub const FORMAT: &str = "logsieve-classifier";
+pub const FORMAT_VERSION: u32 = 1;
+pub const FILE_NAME: &str = "classifier.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid classifier artifact: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// What the vectors were made with; a model is only valid with the same.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingInfo {
+    pub model_id: String,
+    pub weights_sha256: String,
+    pub dim: usize,
+    pub max_tokens: usize,
+    /// What text the encoder saw: `raw` message, or `masked` (variables replaced).
+    pub input: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingInfo {
+    pub data: String,
+    pub data_sha256: String,
+    /// Rows in the data file.
+    pub rows_total: usize,
+    /// Rows the model was fitted on (after rules, routes and the split).
+    pub rows_fitted: usize,
+    pub rows_per_label: Vec<(String, usize)>,
+    /// `train-split` (held-out part never seen) or `all`.
+    pub fitted_on: String,
+    pub test_fraction: f64,
+    pub seed: u64,
+    pub alpha: f64,
+    pub balance: crate::Balance,
+    pub max_iterations: u64,
+    pub logsieve_version: String,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub format: String,
+    pub format_version: u32,
+    pub embedding: EmbeddingInfo,
+    /// Below this top probability a row falls through to the next stage.
+    pub model_threshold: f32,
+    pub model: LinearModel,
+    pub training: TrainingInfo,
+    /// The model stage on the held-out split.
+    pub heldout: Option<Report>,
+}
+
+impl Artifact {
+    pub fn from_json(text: &str, path: &str) -> Result<Self, ArtifactError> {
+        let invalid = |message: String| ArtifactError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        let a: Artifact =
+            serde_json::from_str(text).map_err(|e| invalid(format!("line {} column {}: {e}", e.line(), e.column())))?;
+        if a.format != FORMAT {
+            return Err(invalid(format!("format is `{}`, expected `{FORMAT}`", a.format)));
+        }
+        if a.format_version != FORMAT_VERSION {
+            return Err(invalid(format!(
+                "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+                a.format_version
+            )));
+        }
+        let k = a.model.labels.len();
+        if k < 2 || a.model.weights.len() != k || a.model.bias.len() != k {
+            return Err(invalid(format!(
+                "{k} labels but {} weight rows and {} biases",
+                a.model.weights.len(),
+                a.model.bias.len()
+            )));
+        }
+        if let Some((i, _)) = a.model.weights.iter().enumerate().find(|(_, w)| w.len() != a.embedding.dim) {
+            return Err(invalid(format!(
+                "weight row {i} has {} values, embedding dim is {}",
+                a.model.weights[i].len(),
+                a.embedding.dim
+            )));
+        }
+        if !(0.0..=1.0).contains(&a.model_threshold) {
+            return Err(invalid(format!("model_threshold {} is outside 0..1", a.model_threshold)));
+        }
+        Ok(a)
+    }
+
+    /// Load `classifier.json` from a directory (or the file itself).
+    pub fn load(path: &Path) -> Result<Self, ArtifactError> {
+        let file = if path.is_dir() { path.join(FILE_NAME) } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file).map_err(|source| ArtifactError::Io {
+            path: file.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&text, &file.display().to_string())
+    }
+
+    /// Write `classifier.json` into `dir` (created if needed).
+    pub fn save(&self, dir: &Path) -> Result<(), ArtifactError> {
+        let io = |source| ArtifactError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let text = serde_json::to_string_pretty(self).expect("artifact serialises");
+        let file = dir.join(FILE_NAME);
+        std::fs::write(&file, text + "\n").map_err(|source| ArtifactError::Io {
+            path: file.display().to_string(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Artifact {
+        Artifact {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            embedding: EmbeddingInfo {
+                model_id: "m".into(),
+                weights_sha256: "00".into(),
+                dim: 2,
+                max_tokens: 256,
+                input: "raw".into(),
+            },
+            model_threshold: 0.5,
+            model: LinearModel {
+                labels: vec!["a".into(), "b".into()],
+                weights: vec![vec![1.0, 0.0], vec![0.0, 1.0]],
+                bias: vec![0.0, 0.0],
+            },
+            training: TrainingInfo {
+                data: "d.csv".into(),
+                data_sha256: "11".into(),
+                rows_total: 2,
+                rows_fitted: 2,
+                rows_per_label: vec![("a".into(), 1), ("b".into(), 1)],
+                fitted_on: "all".into(),
+                test_fraction: 0.2,
+                seed: 42,
+                alpha: 1.0,
+                balance: crate::Balance::Oversample,
+                max_iterations: 100,
+                logsieve_version: "0".into(),
+                created_unix: 0,
+            },
+            heldout: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        sample().save(dir.path()).unwrap();
+        let back = Artifact::load(dir.path()).unwrap();
+        assert_eq!(back.model.labels, vec!["a", "b"]);
+        assert_eq!(back.model.weights[1], vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn rejects_wrong_version_and_shapes_with_the_path() {
+        let mut a = sample();
+        a.format_version = 99;
+        let e = Artifact::from_json(&serde_json::to_string(&a).unwrap(), "x.json").unwrap_err().to_string();
+        assert!(e.starts_with("x.json: invalid classifier artifact: format_version 99"), "{e}");
+        let mut a = sample();
+        a.model.weights[0].push(3.0);
+        let e = Artifact::from_json(&serde_json::to_string(&a).unwrap(), "x.json").unwrap_err().to_string();
+        assert!(e.contains("weight row 0 has 3 values"), "{e}");
+        let e = Artifact::from_json("{\"format\": ", "x.json").unwrap_err().to_string();
+        assert!(e.contains("line 1 column"), "{e}");
+    }
+}
