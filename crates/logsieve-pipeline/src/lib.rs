@@ -1,1 +1,17 @@
+//! The cascade and everything around it: configuration, per-source routes,
+//! streaming readers and writers, training and evaluation.
+//!
+//! `Pipeline::classify` is the one entry point the CLI and the server share.
 
+pub mod cascade;
+pub mod config;
+pub mod decision;
+pub mod eval;
+pub mod io;
+pub mod labelled;
+pub mod run;
+pub mod train;
+
+pub use cascade::{Item, Pipeline, PipelineError, DEFAULT_CLASSIFIER_JSON};
+pub use config::{Config, Route};
+pub use decision::{Decision, Method, UNCLASSIFIED};

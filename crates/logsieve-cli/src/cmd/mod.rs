@@ -1,0 +1,48 @@
+//! One module per subcommand, each with its own `Args`.
+
+mod bench;
+mod classify;
+mod eval;
+mod model;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+use crate::common::ConfigArgs;
+
+/// logsieve: a functional label for every log line: rules, then
+/// all-MiniLM-L6-v2 + logistic regression, then an LLM.
+#[derive(Debug, Parser)]
+#[command(name = "logsieve", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Label every row of a CSV, JSON-lines or text input.
+    Classify(classify::Args),
+    /// Train the model stage on labelled rows and write a classifier artifact.
+    Train(train::Args),
+    /// Score the whole cascade on labelled rows.
+    Eval(eval::Args),
+    /// Manage the embedding model files.
+    #[command(subcommand)]
+    Model(model::Command),
+    /// Measure the stages' speed and memory.
+    Bench(bench::Args),
+}
+
+/// Run a subcommand; the exit code on success.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Classify(a) => classify::run(&cli.config, a),
+        Command::Train(a) => train::run(&cli.config, a),
+        Command::Eval(a) => eval::run(&cli.config, a),
+        Command::Model(c) => model::run(&cli.config, c),
+        Command::Bench(a) => bench::run(&cli.config, a),
+    }
+}

@@ -1,0 +1,86 @@
+//! `logsieve train`: fit the model stage on labelled rows, print the
+//! held-out report, write the artifact.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use logsieve_linear::{Balance, TrainOptions};
+use logsieve_pipeline::labelled::read_labelled;
+use logsieve_pipeline::train::{save, train, TrainSettings};
+
+use crate::common::ConfigArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Labelled CSV: source, log_message, target_label.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Directory to write classifier.json into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Share of rows held out for the report.
+    #[arg(long, default_value_t = logsieve_linear::split::DEFAULT_TEST_FRACTION)]
+    pub test_fraction: f64,
+    /// Seed of the stratified split.
+    #[arg(long, default_value_t = logsieve_linear::split::DEFAULT_SEED)]
+    pub seed: u64,
+    /// L2 penalty (sklearn's 1/C).
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f64,
+    #[arg(long, default_value_t = 300)]
+    pub max_iterations: u64,
+    /// Train on rows as they are instead of balancing rare labels.
+    #[arg(long)]
+    pub no_balance: bool,
+    /// After the held-out report, refit on every row (the held-out part included).
+    #[arg(long)]
+    pub refit_all: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
+    let pipeline = cfg.pipeline()?;
+    let bytes = std::fs::read(&a.data).with_context(|| format!("{}: cannot read", a.data.display()))?;
+    let rows = read_labelled(bytes.as_slice()).map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
+    let settings = TrainSettings {
+        test_fraction: a.test_fraction,
+        seed: a.seed,
+        options: TrainOptions {
+            alpha: a.alpha,
+            max_iterations: a.max_iterations,
+            balance: if a.no_balance { Balance::None } else { Balance::Oversample },
+        },
+        refit_all: a.refit_all,
+        threshold: cfg.threshold.unwrap_or(0.5),
+    };
+    let t0 = Instant::now();
+    let name = a.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let trained = train(&pipeline, &rows, &name, &bytes, &settings)?;
+    save(&trained, &a.out)?;
+    let art = &trained.artifact;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&art.heldout)?);
+    } else {
+        println!(
+            "{} rows; {} claimed by rules or routes; model fitted on {} rows ({}) in {:.1}s",
+            rows.len(),
+            trained.claimed,
+            art.training.rows_fitted,
+            art.training.fitted_on,
+            t0.elapsed().as_secs_f64()
+        );
+        if let Some(r) = &art.heldout {
+            println!(
+                "\nmodel stage on the held-out {:.0}% (seed {}):\n{}",
+                a.test_fraction * 100.0,
+                a.seed,
+                r.to_text()
+            );
+        }
+        println!("wrote {}", a.out.join(logsieve_linear::artifact::FILE_NAME).display());
+    }
+    Ok(0)
+}

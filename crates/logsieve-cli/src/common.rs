@@ -1,0 +1,85 @@
+//! What every subcommand shares: the config file and the flags that
+//! override it, input and output opening, peak memory.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use logsieve_pipeline::{Config, Pipeline};
+
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML). Default: the built-in config/default.toml.
+    #[arg(long, env = "LOGSIEVE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Rules file (TOML), overriding the config.
+    #[arg(long, global = true)]
+    pub rules: Option<PathBuf>,
+    /// Trained classifier directory (from `logsieve train`), overriding the config.
+    #[arg(long, global = true)]
+    pub model: Option<PathBuf>,
+    /// Local copy of all-MiniLM-L6-v2, instead of the cache.
+    #[arg(long, env = "LOGSIEVE_MODEL_DIR", global = true)]
+    pub model_dir: Option<PathBuf>,
+    /// Model-stage confidence threshold (0–1), overriding the config and the classifier.
+    #[arg(long, global = true)]
+    pub threshold: Option<f32>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> Result<Config> {
+        let mut cfg = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => Config::builtin(),
+        };
+        if let Some(r) = &self.rules {
+            cfg.rules.path = Some(r.clone());
+        }
+        if let Some(m) = &self.model {
+            cfg.model.classifier = Some(m.clone());
+        }
+        if let Some(d) = &self.model_dir {
+            cfg.model.embedding_dir = Some(d.clone());
+        }
+        if let Some(t) = self.threshold {
+            anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold {t} is outside 0..1");
+            cfg.model.threshold = Some(t);
+        }
+        Ok(cfg)
+    }
+
+    pub fn pipeline(&self) -> Result<Pipeline> {
+        Ok(Pipeline::new(self.load()?)?)
+    }
+}
+
+/// Open a file, or stdin for `-`/nothing.
+pub fn open_input(path: Option<&PathBuf>) -> Result<(Box<dyn BufRead>, Option<u64>, Option<String>)> {
+    match path {
+        Some(p) if p.as_os_str() != "-" => {
+            let f = File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
+            let len = f.metadata().ok().map(|m| m.len());
+            Ok((
+                Box::new(BufReader::with_capacity(256 * 1024, f)),
+                len,
+                Some(p.display().to_string()),
+            ))
+        }
+        _ => Ok((Box::new(BufReader::new(std::io::stdin())), None, None)),
+    }
+}
+
+/// Peak resident memory of this process in bytes (Linux), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let mut s = String::new();
+    File::open("/proc/self/status").ok()?.read_to_string(&mut s).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}

@@ -1,0 +1,280 @@
+//! The sieve itself: rules, then the model stage, then the LLM stage.
+//!
+//! [`Pipeline::classify`] takes a batch of (source, message) pairs and
+//! returns one [`Decision`] per pair, in order, whatever happens: a failing
+//! encoder or a missing LLM makes rows `method=none` with the reason, never
+//! drops them. The encoder loads lazily, so inputs that rules settle never
+//! pay for it; identical messages in a batch are embedded once.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use logsieve_embed::{Embedder, MiniLm};
+use logsieve_linear::{Artifact, Classifier};
+use logsieve_rules::Rules;
+
+use crate::config::{Config, Route};
+use crate::decision::{Decision, Method, UNCLASSIFIED};
+
+/// The model trained from the seed dataset, built into the binary.
+pub const DEFAULT_CLASSIFIER_JSON: &str = include_str!("../../../models/default/classifier.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Rules(#[from] logsieve_rules::RulesError),
+    #[error(transparent)]
+    Artifact(#[from] logsieve_linear::ArtifactError),
+    #[error(transparent)]
+    Embed(#[from] logsieve_embed::EmbedError),
+}
+
+/// One line to classify.
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    pub source: &'a str,
+    pub message: &'a str,
+}
+
+/// Counters a run reports (`classify --stats`, the server's metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub rows: AtomicU64,
+    pub by_rule: AtomicU64,
+    pub by_model: AtomicU64,
+    pub by_llm: AtomicU64,
+    pub by_none: AtomicU64,
+    /// Distinct texts that went through the encoder.
+    pub encoded: AtomicU64,
+    /// Tokens those texts had.
+    pub encoded_tokens: AtomicU64,
+}
+
+impl Stats {
+    fn count(&self, m: Method) {
+        self.rows.fetch_add(1, Ordering::Relaxed);
+        match m {
+            Method::Rule => &self.by_rule,
+            Method::Model => &self.by_model,
+            Method::Llm => &self.by_llm,
+            Method::None => &self.by_none,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "rows": g(&self.rows),
+            "by_method": {"rule": g(&self.by_rule), "model": g(&self.by_model), "llm": g(&self.by_llm), "none": g(&self.by_none)},
+            "encoded_texts": g(&self.encoded),
+            "encoded_tokens": g(&self.encoded_tokens),
+        })
+    }
+}
+
+type EmbedderSlot = OnceLock<Result<Arc<dyn Embedder>, String>>;
+
+pub struct Pipeline {
+    config: Config,
+    rules: Rules,
+    artifact: Artifact,
+    threshold: f32,
+    embedder: EmbedderSlot,
+    pub stats: Stats,
+}
+
+impl Pipeline {
+    /// Build from a configuration; the encoder itself loads on first use.
+    pub fn new(config: Config) -> Result<Self, PipelineError> {
+        let rules = match &config.rules.path {
+            Some(p) => Rules::from_path(p)?,
+            None => Rules::builtin(),
+        };
+        let artifact = match &config.model.classifier {
+            Some(p) => Artifact::load(p)?,
+            None => Artifact::from_json(DEFAULT_CLASSIFIER_JSON, "<built-in models/default/classifier.json>")?,
+        };
+        let threshold = config.model.threshold.unwrap_or(artifact.model_threshold);
+        Ok(Self {
+            config,
+            rules,
+            artifact,
+            threshold,
+            embedder: OnceLock::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Use this encoder instead of loading the default one (tests, other engines).
+    pub fn with_embedder(self, e: Arc<dyn Embedder>) -> Self {
+        let _ = self.embedder.set(Ok(e));
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// Labels this pipeline can give without an LLM: the classifier's and the rules'.
+    pub fn known_labels(&self) -> Vec<String> {
+        let mut l: Vec<String> = self.artifact.model.labels.clone();
+        l.extend(self.rules.specs().iter().map(|r| r.label.clone()));
+        l.sort();
+        l.dedup();
+        l
+    }
+
+    /// The encoder, loaded (and fetched) on first call.
+    pub fn embedder(&self) -> Result<Arc<dyn Embedder>, String> {
+        self.embedder
+            .get_or_init(|| {
+                let dir = self.config.model.embedding_dir.as_deref();
+                let m = load_embedder(dir, &self.config).map_err(|e| e.to_string())?;
+                if m.weights_sha256() != self.artifact.embedding.weights_sha256 {
+                    tracing::warn!(
+                        classifier = %self.artifact.embedding.weights_sha256,
+                        encoder = %m.weights_sha256(),
+                        "the classifier was trained on other encoder weights"
+                    );
+                }
+                Ok(m)
+            })
+            .clone()
+    }
+
+    /// The rules stage alone, honouring the source's route.
+    pub fn rule_decision(&self, item: Item<'_>) -> Option<Decision> {
+        match self.config.route(item.source) {
+            Route::Model | Route::Llm => None,
+            Route::Cascade | Route::Rules => self.rules.classify(item.source, item.message).map(|m| Decision {
+                target_label: m.label.to_string(),
+                method: Method::Rule,
+                confidence: 1.0,
+                detail: format!("rule {}", m.id),
+            }),
+        }
+    }
+
+    /// Classify a batch; one decision per item, in order.
+    pub fn classify(&self, items: &[Item<'_>]) -> Vec<Decision> {
+        let mut out: Vec<Option<Decision>> = Vec::with_capacity(items.len());
+        // Rows for the model stage, deduplicated by message text.
+        let mut pending: Vec<usize> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let route = self.config.route(item.source);
+            let d = if item.message.trim().is_empty() {
+                Some(Decision::none("empty log_message"))
+            } else if let Some(d) = self.rule_decision(*item) {
+                Some(d)
+            } else {
+                match route {
+                    Route::Rules => Some(Decision::none("no rule matched (source routed to rules only)")),
+                    Route::Llm => Some(self.llm_unavailable(item, "source is routed to the LLM stage")),
+                    Route::Cascade | Route::Model => {
+                        pending.push(i);
+                        None
+                    }
+                }
+            };
+            out.push(d);
+        }
+        if !pending.is_empty() {
+            let decisions = self.model_stage(items, &pending);
+            for (i, d) in pending.into_iter().zip(decisions) {
+                out[i] = Some(d);
+            }
+        }
+        out.into_iter()
+            .map(|d| {
+                let d = d.expect("every row decided");
+                self.stats.count(d.method);
+                d
+            })
+            .collect()
+    }
+
+    fn llm_unavailable(&self, _item: &Item<'_>, why: &str) -> Decision {
+        Decision::none(format!("{why}, and no LLM stage is configured"))
+    }
+
+    fn model_stage(&self, items: &[Item<'_>], rows: &[usize]) -> Vec<Decision> {
+        let embedder = match self.embedder() {
+            Ok(e) => e,
+            Err(e) => return rows.iter().map(|_| Decision::none(format!("model stage unavailable: {e}"))).collect(),
+        };
+        let mut unique: Vec<&str> = Vec::new();
+        let mut slot: HashMap<&str, usize> = HashMap::new();
+        let which: Vec<usize> = rows
+            .iter()
+            .map(|&i| {
+                let m = items[i].message;
+                *slot.entry(m).or_insert_with(|| {
+                    unique.push(m);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let vectors = match embedder.embed(&unique) {
+            Ok(v) => v,
+            Err(e) => return rows.iter().map(|_| Decision::none(format!("encoder failed: {e}"))).collect(),
+        };
+        self.stats.encoded.fetch_add(unique.len() as u64, Ordering::Relaxed);
+        if let Ok(counts) = embedder.token_counts(&unique) {
+            self.stats
+                .encoded_tokens
+                .fetch_add(counts.iter().sum::<usize>() as u64, Ordering::Relaxed);
+        }
+        let per_unique: Vec<Decision> = vectors.iter().map(|v| self.decide(v)).collect();
+        which.into_iter().map(|u| per_unique[u].clone())
+            .collect()
+    }
+
+    /// The classifier's verdict on one vector.
+    pub fn decide(&self, v: &[f32]) -> Decision {
+        let model = &self.artifact.model;
+        let p = model.predict_proba(v);
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        let (top, second) = (order[0], order.get(1).copied());
+        let runner_up = second
+            .map(|s| format!("; runner-up {} {:.3}", model.labels[s], p[s]))
+            .unwrap_or_default();
+        if p[top] >= self.threshold {
+            Decision {
+                target_label: model.labels[top].clone(),
+                method: Method::Model,
+                confidence: p[top],
+                detail: format!("model p={:.3}{runner_up}", p[top]),
+            }
+        } else {
+            Decision {
+                target_label: UNCLASSIFIED.into(),
+                method: Method::None,
+                confidence: p[top],
+                detail: format!(
+                    "model unsure: {} p={:.3} < threshold {:.2}{runner_up}; no LLM stage is configured",
+                    model.labels[top], p[top], self.threshold
+                ),
+            }
+        }
+    }
+}
+
+fn load_embedder(dir: Option<&Path>, cfg: &Config) -> Result<Arc<dyn Embedder>, logsieve_embed::EmbedError> {
+    Ok(Arc::new(MiniLm::load_default(dir, cfg.batch_options())?))
+}

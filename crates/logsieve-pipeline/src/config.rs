@@ -1,0 +1,192 @@
+//! The one TOML configuration: rules, model, input limits and per-source
+//! routes. Unknown fields are rejected; CLI flags override the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration used when no file is given.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub rules: RulesConfig,
+    pub model: ModelConfig,
+    pub input: InputConfig,
+    /// Source name → route.
+    pub routes: BTreeMap<String, Route>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// A rules TOML file; `None` uses the built-in rules.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A classifier directory (or its classifier.json); `None` uses the built-in model.
+    pub classifier: Option<PathBuf>,
+    /// A local copy of the embedding model; `None` uses the cache (fetched on first use).
+    pub embedding_dir: Option<PathBuf>,
+    /// Below this top probability a row falls through; `None` uses the classifier's own.
+    pub threshold: Option<f32>,
+    /// Inputs are truncated to this many tokens.
+    pub max_tokens: usize,
+    /// Padded tokens per forward pass.
+    pub batch_tokens: usize,
+    /// Rows per forward pass.
+    pub max_batch: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        let b = logsieve_embed::BatchOptions::default();
+        Self {
+            classifier: None,
+            embedding_dir: None,
+            threshold: None,
+            max_tokens: b.max_tokens,
+            batch_tokens: b.batch_tokens,
+            max_batch: b.max_batch,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Only this many bytes of a message are classified.
+    pub max_message_bytes: usize,
+    /// Rows read, classified and written together.
+    pub chunk_rows: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            chunk_rows: 2048,
+        }
+    }
+}
+
+/// Where a source's rows go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// Rules, then the model, then the LLM.
+    Cascade,
+    /// Rules only; unmatched rows are Unclassified.
+    Rules,
+    /// The model (then the LLM), skipping rules.
+    Model,
+    /// Straight to the LLM stage.
+    Llm,
+}
+
+impl Config {
+    /// The built-in configuration.
+    pub fn builtin() -> Self {
+        Self::from_toml(DEFAULT_CONFIG_TOML, Path::new("<built-in config/default.toml>")).expect("built-in config is valid")
+    }
+
+    /// Parse TOML; relative paths are resolved against the file's directory.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
+                    format!("line {line} column {col}: {}", e.message())
+                }
+                None => e.message().to_string(),
+            },
+        })?;
+        if let Some(base) = path.parent().filter(|p| p.exists()) {
+            for p in [&mut cfg.rules.path, &mut cfg.model.classifier, &mut cfg.model.embedding_dir]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        if let Some(t) = cfg.model.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: format!("model.threshold {t} is outside 0..1"),
+                });
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    pub fn route(&self, source: &str) -> Route {
+        self.routes.get(source).copied().unwrap_or(Route::Cascade)
+    }
+
+    pub fn batch_options(&self) -> logsieve_embed::BatchOptions {
+        logsieve_embed::BatchOptions {
+            max_tokens: self.model.max_tokens,
+            batch_tokens: self.model.batch_tokens,
+            max_batch: self.model.max_batch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_routes_legacy_crm_to_the_llm() {
+        let c = Config::builtin();
+        assert_eq!(c.route("LegacyCRM"), Route::Llm);
+        assert_eq!(c.route("ModernCRM"), Route::Cascade);
+        assert_eq!(c.model.max_tokens, 256);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_line() {
+        let e = Config::from_toml("[model]\nthreshhold = 0.7\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("c.toml: line 2 column 1"), "{e}");
+        assert!(e.contains("threshhold"), "{e}");
+    }
+
+    #[test]
+    fn bad_route_and_threshold_are_rejected() {
+        let e = Config::from_toml("[routes]\nX = \"gpt\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = Config::from_toml("[model]\nthreshold = 1.5\n", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("outside 0..1"), "{e}");
+    }
+}
