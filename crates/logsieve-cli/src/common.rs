@@ -74,7 +74,10 @@ pub fn open_input(path: Option<&PathBuf>) -> Result<(Box<dyn BufRead>, Option<u6
 /// Peak resident memory of this process in bytes (Linux), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
     let mut s = String::new();
-    File::open("/proc/self/status").ok()?.read_to_string(&mut s).ok()?;
+    File::open("/proc/self/status")
+        .ok()?
+        .read_to_string(&mut s)
+        .ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)

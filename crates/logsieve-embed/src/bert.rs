@@ -79,7 +79,10 @@ impl BertModel {
                 message: m,
             })?;
         if cfg.hidden_act != "gelu" {
-            return Err(werr(format!("unsupported hidden_act `{}` (only gelu)", cfg.hidden_act)));
+            return Err(werr(format!(
+                "unsupported hidden_act `{}` (only gelu)",
+                cfg.hidden_act
+            )));
         }
         let device = Device::Cpu;
         // Safety: the file is memory-mapped read-only and not modified while mapped.
@@ -143,7 +146,9 @@ impl BertModel {
         let mut mask = vec![0f32; b * len];
         for (r, row) in rows.iter().enumerate() {
             ids[r * len..r * len + row.len()].copy_from_slice(row);
-            mask[r * len..r * len + row.len()].iter_mut().for_each(|m| *m = 1.0);
+            mask[r * len..r * len + row.len()]
+                .iter_mut()
+                .for_each(|m| *m = 1.0);
         }
         let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (b, len), &self.device)?;

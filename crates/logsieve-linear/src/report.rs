@@ -59,9 +59,17 @@ impl Report {
                 let tp = confusion[i][i] as f64;
                 let support: usize = confusion[i].iter().sum();
                 let predicted: usize = (0..n).map(|t| confusion[t][i]).sum();
-                let precision = if predicted == 0 { 0.0 } else { tp / predicted as f64 };
+                let precision = if predicted == 0 {
+                    0.0
+                } else {
+                    tp / predicted as f64
+                };
                 let recall = if support == 0 { 0.0 } else { tp / support as f64 };
-                let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+                let f1 = if precision + recall == 0.0 {
+                    0.0
+                } else {
+                    2.0 * precision * recall / (precision + recall)
+                };
                 LabelScore {
                     label: l.clone(),
                     precision,
@@ -78,7 +86,11 @@ impl Report {
         };
         Self {
             rows: truth.len(),
-            accuracy: if truth.is_empty() { 0.0 } else { correct as f64 / truth.len() as f64 },
+            accuracy: if truth.is_empty() {
+                0.0
+            } else {
+                correct as f64 / truth.len() as f64
+            },
             macro_f1,
             per_label,
             labels,
@@ -113,7 +125,11 @@ impl Report {
                 l.label, l.precision, l.recall, l.f1, l.support
             );
         }
-        let _ = writeln!(s, "\naccuracy {:.4}   macro F1 {:.4}   rows {}", self.accuracy, self.macro_f1, self.rows);
+        let _ = writeln!(
+            s,
+            "\naccuracy {:.4}   macro F1 {:.4}   rows {}",
+            self.accuracy, self.macro_f1, self.rows
+        );
         let _ = writeln!(s, "\nconfusion matrix (rows: truth, columns: predicted)");
         let abbrev: Vec<String> = self.labels.iter().map(|l| short(l)).collect();
         let _ = write!(s, "{:w$}", "");
@@ -131,13 +147,25 @@ impl Report {
             }
             let _ = writeln!(s);
         }
-        let _ = writeln!(s, "(columns: {})", self.labels.iter().zip(&abbrev).map(|(l, a)| format!("{a}={l}")).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            s,
+            "(columns: {})",
+            self.labels
+                .iter()
+                .zip(&abbrev)
+                .map(|(l, a)| format!("{a}={l}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         s
     }
 }
 
 fn short(label: &str) -> String {
-    let initials: String = label.split_whitespace().filter_map(|w| w.chars().next()).collect();
+    let initials: String = label
+        .split_whitespace()
+        .filter_map(|w| w.chars().next())
+        .collect();
     if initials.len() >= 2 {
         initials
     } else {

@@ -49,7 +49,10 @@ mod tests {
 
     #[test]
     fn each_label_is_split_in_proportion() {
-        let labels: Vec<&str> = std::iter::repeat("a").take(100).chain(std::iter::repeat("b").take(10)).collect();
+        let labels: Vec<&str> = std::iter::repeat("a")
+            .take(100)
+            .chain(std::iter::repeat("b").take(10))
+            .collect();
         let t = stratified_split(&labels, 0.2, 42);
         assert_eq!(t[..100].iter().filter(|&&x| x).count(), 20);
         assert_eq!(t[100..].iter().filter(|&&x| x).count(), 2);
@@ -58,7 +61,13 @@ mod tests {
     #[test]
     fn same_seed_same_split_other_seed_other_split() {
         let labels: Vec<String> = (0..200).map(|i| format!("l{}", i % 3)).collect();
-        assert_eq!(stratified_split(&labels, 0.2, 42), stratified_split(&labels, 0.2, 42));
-        assert_ne!(stratified_split(&labels, 0.2, 42), stratified_split(&labels, 0.2, 7));
+        assert_eq!(
+            stratified_split(&labels, 0.2, 42),
+            stratified_split(&labels, 0.2, 42)
+        );
+        assert_ne!(
+            stratified_split(&labels, 0.2, 42),
+            stratified_split(&labels, 0.2, 7)
+        );
     }
 }

@@ -95,7 +95,10 @@ impl Pipeline {
         };
         let artifact = match &config.model.classifier {
             Some(p) => Artifact::load(p)?,
-            None => Artifact::from_json(DEFAULT_CLASSIFIER_JSON, "<built-in models/default/classifier.json>")?,
+            None => Artifact::from_json(
+                DEFAULT_CLASSIFIER_JSON,
+                "<built-in models/default/classifier.json>",
+            )?,
         };
         let threshold = config.model.threshold.unwrap_or(artifact.model_threshold);
         Ok(Self {
@@ -161,12 +164,14 @@ impl Pipeline {
     pub fn rule_decision(&self, item: Item<'_>) -> Option<Decision> {
         match self.config.route(item.source) {
             Route::Model | Route::Llm => None,
-            Route::Cascade | Route::Rules => self.rules.classify(item.source, item.message).map(|m| Decision {
-                target_label: m.label.to_string(),
-                method: Method::Rule,
-                confidence: 1.0,
-                detail: format!("rule {}", m.id),
-            }),
+            Route::Cascade | Route::Rules => {
+                self.rules.classify(item.source, item.message).map(|m| Decision {
+                    target_label: m.label.to_string(),
+                    method: Method::Rule,
+                    confidence: 1.0,
+                    detail: format!("rule {}", m.id),
+                })
+            }
         }
     }
 
@@ -215,7 +220,12 @@ impl Pipeline {
     fn model_stage(&self, items: &[Item<'_>], rows: &[usize]) -> Vec<Decision> {
         let embedder = match self.embedder() {
             Ok(e) => e,
-            Err(e) => return rows.iter().map(|_| Decision::none(format!("model stage unavailable: {e}"))).collect(),
+            Err(e) => {
+                return rows
+                    .iter()
+                    .map(|_| Decision::none(format!("model stage unavailable: {e}")))
+                    .collect()
+            }
         };
         let mut unique: Vec<&str> = Vec::new();
         let mut slot: HashMap<&str, usize> = HashMap::new();
@@ -231,17 +241,23 @@ impl Pipeline {
             .collect();
         let vectors = match embedder.embed(&unique) {
             Ok(v) => v,
-            Err(e) => return rows.iter().map(|_| Decision::none(format!("encoder failed: {e}"))).collect(),
+            Err(e) => {
+                return rows
+                    .iter()
+                    .map(|_| Decision::none(format!("encoder failed: {e}")))
+                    .collect()
+            }
         };
-        self.stats.encoded.fetch_add(unique.len() as u64, Ordering::Relaxed);
+        self.stats
+            .encoded
+            .fetch_add(unique.len() as u64, Ordering::Relaxed);
         if let Ok(counts) = embedder.token_counts(&unique) {
             self.stats
                 .encoded_tokens
                 .fetch_add(counts.iter().sum::<usize>() as u64, Ordering::Relaxed);
         }
         let per_unique: Vec<Decision> = vectors.iter().map(|v| self.decide(v)).collect();
-        which.into_iter().map(|u| per_unique[u].clone())
-            .collect()
+        which.into_iter().map(|u| per_unique[u].clone()).collect()
     }
 
     /// The classifier's verdict on one vector.

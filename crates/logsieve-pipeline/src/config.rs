@@ -104,7 +104,8 @@ pub enum Route {
 impl Config {
     /// The built-in configuration.
     pub fn builtin() -> Self {
-        Self::from_toml(DEFAULT_CONFIG_TOML, Path::new("<built-in config/default.toml>")).expect("built-in config is valid")
+        Self::from_toml(DEFAULT_CONFIG_TOML, Path::new("<built-in config/default.toml>"))
+            .expect("built-in config is valid")
     }
 
     /// Parse TOML; relative paths are resolved against the file's directory.
@@ -122,9 +123,13 @@ impl Config {
             },
         })?;
         if let Some(base) = path.parent().filter(|p| p.exists()) {
-            for p in [&mut cfg.rules.path, &mut cfg.model.classifier, &mut cfg.model.embedding_dir]
-                .into_iter()
-                .flatten()
+            for p in [
+                &mut cfg.rules.path,
+                &mut cfg.model.classifier,
+                &mut cfg.model.embedding_dir,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if p.is_relative() {
                     *p = base.join(&*p);
@@ -177,16 +182,22 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_with_line() {
-        let e = Config::from_toml("[model]\nthreshhold = 0.7\n", Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::from_toml("[model]\nthreshhold = 0.7\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("c.toml: line 2 column 1"), "{e}");
         assert!(e.contains("threshhold"), "{e}");
     }
 
     #[test]
     fn bad_route_and_threshold_are_rejected() {
-        let e = Config::from_toml("[routes]\nX = \"gpt\"\n", Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::from_toml("[routes]\nX = \"gpt\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
-        let e = Config::from_toml("[model]\nthreshold = 1.5\n", Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::from_toml("[model]\nthreshold = 1.5\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outside 0..1"), "{e}");
     }
 }

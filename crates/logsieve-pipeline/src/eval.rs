@@ -71,7 +71,10 @@ pub fn evaluate(p: &Pipeline, rows: &[LabelledRow]) -> (EvalReport, Vec<Decision
         .iter()
         .map(|&m| {
             let idx: Vec<usize> = (0..rows.len()).filter(|&i| decisions[i].method == m).collect();
-            let correct = idx.iter().filter(|&&i| decisions[i].target_label == rows[i].label).count();
+            let correct = idx
+                .iter()
+                .filter(|&&i| decisions[i].target_label == rows[i].label)
+                .count();
             MethodScore {
                 method: m.as_str(),
                 rows: idx.len(),
@@ -110,7 +113,9 @@ impl EvalReport {
                 m.rows,
                 100.0 * m.rows as f64 / self.rows.max(1) as f64,
                 m.correct,
-                m.accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into())
+                m.accuracy
+                    .map(|a| format!("{a:.4}"))
+                    .unwrap_or_else(|| "-".into())
             );
         }
         s

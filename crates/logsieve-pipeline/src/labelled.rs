@@ -22,7 +22,13 @@ pub fn read_labelled<R: BufRead>(input: R) -> Result<Vec<LabelledRow>, InputErro
         .iter()
         .position(|h| h.eq_ignore_ascii_case("target_label"))
         .ok_or_else(|| {
-            InputError::new(1, format!("the header has no `target_label` column (columns: {})", rdr.columns().join(", ")))
+            InputError::new(
+                1,
+                format!(
+                    "the header has no `target_label` column (columns: {})",
+                    rdr.columns().join(", ")
+                ),
+            )
         })?;
     let mut out = Vec::new();
     while let Some(row) = rdr.next_row() {
@@ -31,7 +37,9 @@ pub fn read_labelled<R: BufRead>(input: R) -> Result<Vec<LabelledRow>, InputErro
             return Err(InputError::new(row.line, row.note));
         }
         let label = match &row.payload {
-            crate::io::Payload::Csv(rec) => rec.get(label_col).map(|b| String::from_utf8_lossy(b).trim().to_string()),
+            crate::io::Payload::Csv(rec) => rec
+                .get(label_col)
+                .map(|b| String::from_utf8_lossy(b).trim().to_string()),
             _ => None,
         }
         .filter(|l| !l.is_empty())

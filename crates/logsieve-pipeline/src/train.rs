@@ -53,8 +53,18 @@ pub fn reaches_model(p: &Pipeline, source: &str, message: &str) -> bool {
     }
 }
 
-pub fn train(p: &Pipeline, rows: &[LabelledRow], data_name: &str, data_bytes: &[u8], s: &TrainSettings) -> Result<Trained, TrainFailure> {
-    let is_test = stratified_split(&rows.iter().map(|r| r.label.as_str()).collect::<Vec<_>>(), s.test_fraction, s.seed);
+pub fn train(
+    p: &Pipeline,
+    rows: &[LabelledRow],
+    data_name: &str,
+    data_bytes: &[u8],
+    s: &TrainSettings,
+) -> Result<Trained, TrainFailure> {
+    let is_test = stratified_split(
+        &rows.iter().map(|r| r.label.as_str()).collect::<Vec<_>>(),
+        s.test_fraction,
+        s.seed,
+    );
     let model_rows: Vec<usize> = (0..rows.len())
         .filter(|&i| reaches_model(p, &rows[i].source, &rows[i].message))
         .collect();
@@ -63,7 +73,9 @@ pub fn train(p: &Pipeline, rows: &[LabelledRow], data_name: &str, data_bytes: &[
     }
     let embedder = p.embedder().map_err(TrainFailure::Encoder)?;
     let texts: Vec<&str> = model_rows.iter().map(|&i| rows[i].message.as_str()).collect();
-    let vectors = embedder.embed(&texts).map_err(|e| TrainFailure::Encoder(e.to_string()))?;
+    let vectors = embedder
+        .embed(&texts)
+        .map_err(|e| TrainFailure::Encoder(e.to_string()))?;
     let (mut xtr, mut ytr, mut xte, mut yte) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (k, &i) in model_rows.iter().enumerate() {
         if is_test[i] {
@@ -76,12 +88,19 @@ pub fn train(p: &Pipeline, rows: &[LabelledRow], data_name: &str, data_bytes: &[
     }
     let model = LinearModel::train(&xtr, &ytr, &s.options)?;
     let heldout = (!xte.is_empty()).then(|| {
-        let pred: Vec<String> = xte.iter().map(|v| model.labels[model.predict(v).0].clone()).collect();
+        let pred: Vec<String> = xte
+            .iter()
+            .map(|v| model.labels[model.predict(v).0].clone())
+            .collect();
         Report::new(&yte, &pred)
     });
     let (model, fitted_on, fitted) = if s.refit_all {
         let y: Vec<String> = model_rows.iter().map(|&i| rows[i].label.clone()).collect();
-        (LinearModel::train(&vectors, &y, &s.options)?, "all", vectors.len())
+        (
+            LinearModel::train(&vectors, &y, &s.options)?,
+            "all",
+            vectors.len(),
+        )
     } else {
         (model, "train-split", xtr.len())
     };
@@ -118,7 +137,10 @@ pub fn train(p: &Pipeline, rows: &[LabelledRow], data_name: &str, data_bytes: &[
             balance: s.options.balance,
             max_iterations: s.options.max_iterations,
             logsieve_version: env!("CARGO_PKG_VERSION").into(),
-            created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         },
         heldout,
     };

@@ -250,13 +250,19 @@ mod tests {
             ("Account with ID 5351 created by User634.", "User Action"),
             ("Admin privilege escalation alert for user 9429", "Security Alert"),
             ("User 2049 escalated privileges to admin level", "Security Alert"),
-            ("Elevation of admin privileges detected for user 1234", "Security Alert"),
+            (
+                "Elevation of admin privileges detected for user 1234",
+                "Security Alert",
+            ),
         ];
         for (line, want) in cases {
             let got = r.classify("ModernCRM", line).map(|m| m.label);
             assert_eq!(got, Some(want), "{line}");
         }
-        assert_eq!(r.classify("x", "Email service experiencing issues with sending"), None);
+        assert_eq!(
+            r.classify("x", "Email service experiencing issues with sending"),
+            None
+        );
     }
 
     #[test]
@@ -306,14 +312,20 @@ sources = ["LegacyCRM"]
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("my.toml:7: rule `broken`: invalid pattern"), "{err}");
+        assert!(
+            err.starts_with("my.toml:7: rule `broken`: invalid pattern"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_field_is_rejected_with_position() {
-        let err = Rules::from_toml("[[rule]]\nid = \"a\"\npattern = \"a\"\nlabel = \"X\"\nlabell = \"Y\"\n", "f.toml")
-            .unwrap_err()
-            .to_string();
+        let err = Rules::from_toml(
+            "[[rule]]\nid = \"a\"\npattern = \"a\"\nlabel = \"X\"\nlabell = \"Y\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("f.toml: invalid TOML: line 5"), "{err}");
         assert!(err.contains("labell"), "{err}");
     }

@@ -46,7 +46,8 @@ pub struct Args {
 
 fn read_rows(path: &PathBuf) -> Result<Vec<(String, String)>> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut r = CsvReader::new(bytes.as_slice(), Some(String::new())).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut r = CsvReader::new(bytes.as_slice(), Some(String::new()))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
     while let Some(row) = r.next_row() {
         let row = row.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -67,7 +68,10 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let mut result = serde_json::Map::new();
     result.insert("data".into(), json!(a.data.display().to_string()));
     result.insert("messages".into(), json!(rows.len()));
-    result.insert("threads".into(), json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+    result.insert(
+        "threads".into(),
+        json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    );
     let config = cfg.load()?;
 
     if matches!(a.stage, Stage::Rules | Stage::All) {
@@ -85,7 +89,11 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         }
         let secs = t0.elapsed().as_secs_f64();
         let lps = n as f64 / secs;
-        println!("rules: {n} lines in {secs:.2}s = {lps:.0} lines/s ({} rules, {:.1}% matched)", rules.len(), 100.0 * hits as f64 / n as f64);
+        println!(
+            "rules: {n} lines in {secs:.2}s = {lps:.0} lines/s ({} rules, {:.1}% matched)",
+            rules.len(),
+            100.0 * hits as f64 / n as f64
+        );
         result.insert("rules_lines_per_s".into(), json!(lps.round()));
     }
 
@@ -98,7 +106,10 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         let probe = MiniLm::load_default(config.model.embedding_dir.as_deref(), config.batch_options())?;
         let load_s = t0.elapsed().as_secs_f64();
         let rss_loaded = peak_rss_bytes().unwrap_or(0);
-        println!("encoder: loaded in {load_s:.2}s; peak RSS {:.0} MiB", mib(rss_loaded));
+        println!(
+            "encoder: loaded in {load_s:.2}s; peak RSS {:.0} MiB",
+            mib(rss_loaded)
+        );
         result.insert("model_load_s".into(), json!(load_s));
         result.insert("peak_rss_model_loaded_mib".into(), json!(mib(rss_loaded).round()));
         let counts = probe.token_counts(&texts)?;
@@ -106,8 +117,16 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         order.sort_by_key(|&i| counts[i]);
         let sorted: Vec<&str> = order.iter().map(|&i| texts[i]).collect();
         let total_tokens: usize = counts.iter().sum();
-        println!("encoder: {} messages, {} tokens ({:.1} per message)", texts.len(), total_tokens, total_tokens as f64 / texts.len().max(1) as f64);
-        result.insert("tokens_per_message".into(), json!(total_tokens as f64 / texts.len().max(1) as f64));
+        println!(
+            "encoder: {} messages, {} tokens ({:.1} per message)",
+            texts.len(),
+            total_tokens,
+            total_tokens as f64 / texts.len().max(1) as f64
+        );
+        result.insert(
+            "tokens_per_message".into(),
+            json!(total_tokens as f64 / texts.len().max(1) as f64),
+        );
         drop(probe);
         let mut best = 0f64;
         let mut per_batch = serde_json::Map::new();
@@ -126,7 +145,10 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             let sps = sorted.len() as f64 / secs;
             let tps = total_tokens as f64 / secs;
             println!("encoder: batch {b:3}: {sps:7.1} sentences/s  {tps:8.0} tokens/s  ({secs:.1}s)");
-            per_batch.insert(b.to_string(), json!({"sentences_per_s": (sps * 10.0).round() / 10.0, "tokens_per_s": tps.round()}));
+            per_batch.insert(
+                b.to_string(),
+                json!({"sentences_per_s": (sps * 10.0).round() / 10.0, "tokens_per_s": tps.round()}),
+            );
             best = best.max(sps);
             if b == 64 || b == *a.batches.iter().max().unwrap_or(&b) {
                 let rss = peak_rss_bytes().unwrap_or(0);
@@ -153,7 +175,10 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
                 .collect();
             lat.sort_by(f64::total_cmp);
             let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
-            println!("encoder: batch-1 latency on {} lines of 15-25 tokens: p50 {p50:.2} ms, p99 {p99:.2} ms", lat.len());
+            println!(
+                "encoder: batch-1 latency on {} lines of 15-25 tokens: p50 {p50:.2} ms, p99 {p99:.2} ms",
+                lat.len()
+            );
             result.insert("latency_ms_p50".into(), json!(p50));
             result.insert("latency_ms_p99".into(), json!(p99));
         }

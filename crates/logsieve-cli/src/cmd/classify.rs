@@ -55,7 +55,8 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         f => f,
     });
     anyhow::ensure!(out_format != Format::Text, "--output-format must be csv or jsonl");
-    let mut reader = io::reader(input, format, a.source.clone()).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    let mut reader =
+        io::reader(input, format, a.source.clone()).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
     let out: Box<dyn Write> = match &a.output {
         Some(p) if p.as_os_str() != "-" => {
             Box::new(File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)
@@ -74,7 +75,8 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let bar = if !a.no_progress && std::io::stderr().is_terminal() {
         let b = match len {
             Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})").expect("template"),
+                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
+                    .expect("template"),
             ),
             None => ProgressBar::new_spinner(),
         };

@@ -28,7 +28,11 @@ pub fn run(cfg: &ConfigArgs, c: Command) -> Result<i32> {
                 println!("using local copy {}", files.dir.display());
                 return Ok(0);
             }
-            let files = if force { fetch::fetch(&opts)? } else { fetch::ensure_model(&opts)? };
+            let files = if force {
+                fetch::fetch(&opts)?
+            } else {
+                fetch::ensure_model(&opts)?
+            };
             println!("{} ready in {}", fetch::MODEL_ID, files.dir.display());
         }
         Command::Info => {

@@ -51,13 +51,21 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         options: TrainOptions {
             alpha: a.alpha,
             max_iterations: a.max_iterations,
-            balance: if a.no_balance { Balance::None } else { Balance::Oversample },
+            balance: if a.no_balance {
+                Balance::None
+            } else {
+                Balance::Oversample
+            },
         },
         refit_all: a.refit_all,
         threshold: cfg.threshold.unwrap_or(0.5),
     };
     let t0 = Instant::now();
-    let name = a.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = a
+        .data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let trained = train(&pipeline, &rows, &name, &bytes, &settings)?;
     save(&trained, &a.out)?;
     let art = &trained.artifact;
@@ -80,7 +88,10 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
                 r.to_text()
             );
         }
-        println!("wrote {}", a.out.join(logsieve_linear::artifact::FILE_NAME).display());
+        println!(
+            "wrote {}",
+            a.out.join(logsieve_linear::artifact::FILE_NAME).display()
+        );
     }
     Ok(0)
 }

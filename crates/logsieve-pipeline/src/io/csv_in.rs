@@ -20,7 +20,11 @@ pub struct CsvReader<'a> {
 
 fn header_name(raw: &[u8], first: bool) -> String {
     let s = String::from_utf8_lossy(raw);
-    let s = if first { s.trim_start_matches('\u{feff}') } else { &s };
+    let s = if first {
+        s.trim_start_matches('\u{feff}')
+    } else {
+        &s
+    };
     s.trim().to_string()
 }
 
@@ -28,7 +32,10 @@ impl<'a> CsvReader<'a> {
     pub fn new<R: BufRead + 'a>(input: R, default_source: Option<String>) -> Result<Self, InputError> {
         let fix = QuoteFix::new(Box::new(input) as Box<dyn BufRead + 'a>);
         let open_quote = fix.open_quote.clone();
-        let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(fix);
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(fix);
         let mut rec = csv::ByteRecord::new();
         let got = rdr
             .read_byte_record(&mut rec)
@@ -39,12 +46,19 @@ impl<'a> CsvReader<'a> {
                 "empty input: expected a header line naming `source` and `log_message`",
             ));
         }
-        let header: Vec<String> = rec.iter().enumerate().map(|(i, f)| header_name(f, i == 0)).collect();
+        let header: Vec<String> = rec
+            .iter()
+            .enumerate()
+            .map(|(i, f)| header_name(f, i == 0))
+            .collect();
         let find = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
         let Some(message_col) = find("log_message") else {
             return Err(InputError::new(
                 1,
-                format!("the header has no `log_message` column (columns: {})", header.join(", ")),
+                format!(
+                    "the header has no `log_message` column (columns: {})",
+                    header.join(", ")
+                ),
             ));
         };
         let source_col = find("source");
@@ -133,21 +147,31 @@ impl RowReader for CsvReader<'_> {
         let is_last = matches!(self.peeked, Some(Ok(None)));
         if let (true, Some((qline, qcol))) = (is_last, self.open_quote.get()) {
             if qline >= line {
-                let msg = format!("line {qline} column {qcol}: unterminated quoted field runs to the end of the input");
+                let msg = format!(
+                    "line {qline} column {qcol}: unterminated quoted field runs to the end of the input"
+                );
                 row.unreadable = true;
                 row.add_note(&msg);
-                self.fatal_pending = Some(InputError::new(
-                    qline,
-                    format!("column {qcol}: unterminated quoted field runs to the end of the input (the row is written unclassified)"),
-                ));
+                self.fatal_pending = Some(InputError {
+                    line: qline,
+                    column: Some(qcol.to_string()),
+                    message: "unterminated quoted field runs to the end of the input (the row is written unclassified)".into(),
+                });
             }
         }
         let n = self.header.len();
         if rec.len() != n {
             let mut note = format!("line {line}: {} fields, header has {n}", rec.len());
             if rec.len() > n {
-                let extra: Vec<String> = rec.iter().skip(n).map(|f| String::from_utf8_lossy(f).into_owned()).collect();
-                note.push_str(&format!("; extra fields: {}", serde_json::to_string(&extra).unwrap_or_default()));
+                let extra: Vec<String> = rec
+                    .iter()
+                    .skip(n)
+                    .map(|f| String::from_utf8_lossy(f).into_owned())
+                    .collect();
+                note.push_str(&format!(
+                    "; extra fields: {}",
+                    serde_json::to_string(&extra).unwrap_or_default()
+                ));
             }
             row.add_note(note);
         }

@@ -108,7 +108,10 @@ pub trait RowReader {
 
 /// Decide a format from a file name, else from the first bytes.
 pub fn sniff_format(name: Option<&str>, head: &[u8]) -> Format {
-    if let Some(ext) = name.and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase()) {
+    if let Some(ext) = name
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase())
+    {
         match ext.as_str() {
             "csv" => return Format::Csv,
             "jsonl" | "ndjson" | "json" => return Format::Jsonl,
@@ -305,7 +308,8 @@ impl<R> CountingReader<R> {
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counter
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }

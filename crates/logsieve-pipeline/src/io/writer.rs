@@ -38,7 +38,10 @@ impl<W: Write> CsvWriter<W> {
         for (k, name) in OUTPUT_COLUMNS.iter().enumerate() {
             slots[k] = match cols.iter().position(|c| c == name) {
                 Some(i) => {
-                    tracing::warn!(column = name, "the input already has this column; its values are replaced");
+                    tracing::warn!(
+                        column = name,
+                        "the input already has this column; its values are replaced"
+                    );
                     i
                 }
                 None => {
@@ -68,7 +71,12 @@ impl<W: Write> RowWriter for CsvWriter<W> {
         fields.resize(self.width, Vec::new());
         let total = self.slots.iter().copied().max().unwrap_or(0).max(self.width - 1) + 1;
         fields.resize(total, Vec::new());
-        let values = [d.target_label.clone(), d.method.as_str().to_string(), confidence(d), d.detail.clone()];
+        let values = [
+            d.target_label.clone(),
+            d.method.as_str().to_string(),
+            confidence(d),
+            d.detail.clone(),
+        ];
         for (slot, v) in self.slots.iter().zip(values) {
             fields[*slot] = v.into_bytes();
         }

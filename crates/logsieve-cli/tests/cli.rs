@@ -1,0 +1,410 @@
+//! The `logsieve` binary as a user runs it: real model weights, real files,
+//! stdin and stdout. One test per bad-input case the README promises.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_logsieve"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Run with `stdin` as input; returns the output.
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("logsieve runs");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Parse CSV output into header + rows.
+fn csv_rows(out: &[u8]) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(out);
+    let header = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+fn col(header: &[String], name: &str) -> usize {
+    header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+}
+
+#[test]
+fn seed_sample_upload_is_labelled_in_order() {
+    let path = repo().join("data/seed_test.csv");
+    let out = bin().args(["classify", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (h, rows) = csv_rows(&out.stdout);
+    assert_eq!(
+        h,
+        [
+            "source",
+            "log_message",
+            "target_label",
+            "method",
+            "confidence",
+            "detail"
+        ]
+    );
+    assert_eq!(rows.len(), 10);
+    let (label, method, msg) = (col(&h, "target_label"), col(&h, "method"), col(&h, "log_message"));
+    // The loose quoting is read as Python's skipinitialspace does.
+    assert_eq!(rows[0][msg], "IP 192.168.133.114 blocked due to potential attack");
+    assert_eq!(rows[0][label], "Security Alert");
+    assert_eq!(rows[1][msg], "User 12345 logged in.");
+    assert_eq!(
+        (rows[1][label].as_str(), rows[1][method].as_str()),
+        ("User Action", "rule")
+    );
+    assert_eq!(rows[2][label], "System Notification");
+    assert_eq!(rows[3][label], "System Notification");
+    assert_eq!(
+        (rows[4][label].as_str(), rows[4][method].as_str()),
+        ("HTTP Status", "model")
+    );
+    assert_eq!(rows[5][label], "Security Alert");
+    for r in &rows[6..] {
+        assert_eq!(r[0], "LegacyCRM");
+        assert_eq!((r[label].as_str(), r[method].as_str()), ("Unclassified", "none"));
+        assert!(r[col(&h, "detail")].contains("routed to the LLM stage"), "{r:?}");
+    }
+}
+
+#[test]
+fn missing_log_message_column_is_fatal_and_named() {
+    let out = run(&["classify"], b"source,message\nA,hello\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("<stdin>: line 1: the header has no `log_message` column (columns: source, message)"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn empty_file_is_fatal() {
+    let out = run(&["classify", "--format", "csv"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("line 1: empty input"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn header_only_gives_header_only_and_a_warning() {
+    let out = run(&["classify"], b"source,log_message\n");
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        "source,log_message,target_label,method,confidence,detail\n"
+    );
+    assert!(text(&out.stderr).contains("no rows after the header"));
+}
+
+#[test]
+fn ragged_rows_are_kept_and_flagged() {
+    let out = run(
+        &["classify"],
+        b"source,log_message\nA\nB,User User1 logged in.,surplus\nC,Backup completed successfully.\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (h, rows) = csv_rows(&out.stdout);
+    assert_eq!(rows.len(), 3);
+    let (d, l) = (col(&h, "detail"), col(&h, "target_label"));
+    assert_eq!(rows[0][l], "Unclassified");
+    assert!(
+        rows[0][d].contains("line 2: 1 fields, header has 2"),
+        "{:?}",
+        rows[0]
+    );
+    assert_eq!(rows[1][l], "User Action");
+    assert!(
+        rows[1][d].contains("line 3: 3 fields, header has 2; extra fields: [\"surplus\"]"),
+        "{:?}",
+        rows[1]
+    );
+    assert_eq!(rows[2][l], "System Notification");
+    assert_eq!(rows[2][d], "rule backup-completed");
+}
+
+#[test]
+fn invalid_utf8_is_classified_flagged_and_kept_byte_for_byte() {
+    let out = run(
+        &["classify"],
+        b"source,log_message\nA,User User7 logged out. \xff\xfe\n",
+    );
+    assert!(out.status.success());
+    assert!(
+        out.stdout.windows(3).any(|w| w == b". \xff"),
+        "original bytes kept"
+    );
+    let s = text(&out.stdout);
+    assert!(s.contains("User Action,rule"), "{s}");
+    assert!(s.contains("line 2 column log_message: invalid UTF-8"), "{s}");
+}
+
+#[test]
+fn unterminated_quote_writes_earlier_rows_then_fails_naming_the_place() {
+    let out = run(
+        &["classify"],
+        b"source,log_message\nA,Backup completed successfully.\nB, \"never closed\nC,more\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let (h, rows) = csv_rows(&out.stdout);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][col(&h, "target_label")], "System Notification");
+    assert_eq!(rows[1][col(&h, "method")], "none");
+    assert!(rows[1][col(&h, "detail")].contains("line 3 column 4: unterminated quoted field"));
+    assert!(
+        text(&out.stderr).contains("line 3 column 4: unterminated quoted field"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_one_megabyte_line_is_classified_and_written_whole() {
+    let mut input = b"source,log_message\nA,User User9 logged in. ".to_vec();
+    input.extend(std::iter::repeat(b'x').take(1 << 20));
+    input.extend(b"\nB,Disk cleanup completed successfully.\n");
+    let out = run(&["classify"], &input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (h, rows) = csv_rows(&out.stdout);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0][col(&h, "log_message")].len(),
+        "User User9 logged in. ".len() + (1 << 20)
+    );
+    assert_eq!(rows[0][col(&h, "target_label")], "User Action");
+    assert!(rows[0][col(&h, "detail")].contains("the first 65536 were classified"));
+    assert_eq!(rows[1][col(&h, "target_label")], "System Notification");
+}
+
+#[test]
+fn empty_message_is_unclassified_with_reason() {
+    let out = run(&["classify"], b"source,log_message\nA,\nB,   \n");
+    assert!(out.status.success());
+    let (h, rows) = csv_rows(&out.stdout);
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r[col(&h, "method")], "none");
+        assert_eq!(r[col(&h, "detail")], "empty log_message");
+    }
+}
+
+#[test]
+fn jsonl_keeps_other_fields_and_reports_bad_lines() {
+    let input = b"{\"id\":1,\"source\":\"ModernCRM\",\"log_message\":\"User User3 logged in.\"}\n\n{broken\n[1,2]\n{\"source\":\"X\"}\n";
+    let out = run(&["classify"], input);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["id"], 1);
+    assert_eq!(lines[0]["target_label"], "User Action");
+    let keys: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "source",
+            "log_message",
+            "target_label",
+            "method",
+            "confidence",
+            "detail"
+        ]
+    );
+    assert_eq!(lines[1]["raw"], "{broken");
+    assert!(lines[1]["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("line 3 column 2: invalid JSON"));
+    assert!(lines[2]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("line 4: expected a JSON object, found an array"));
+    assert!(lines[3]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("line 5: object has no `log_message` string"));
+    assert!(lines.iter().skip(1).all(|l| l["method"] == "none"));
+}
+
+#[test]
+fn text_lines_take_their_source_from_the_flag() {
+    let out = run(
+        &["classify", "--format", "text", "--source", "LegacyCRM"],
+        b"User User1 logged in.\nsomething odd\n",
+    );
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    // LegacyCRM is routed to the LLM, so even a rule-shaped line skips the rules.
+    assert_eq!(lines[0]["source"], "LegacyCRM");
+    assert_eq!(lines[0]["line"], 1);
+    assert_eq!(lines[0]["method"], "none");
+    let out = run(
+        &["classify", "--format", "text", "--source", "ModernCRM"],
+        b"User User1 logged in.\n",
+    );
+    assert!(text(&out.stdout).contains("\"method\":\"rule\""));
+}
+
+#[test]
+fn no_progress_bar_when_piped_and_output_file_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.csv");
+    let out = run(
+        &["classify", "-o", out_path.to_str().unwrap()],
+        b"source,log_message\nA,Backup completed successfully.\n",
+    );
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "stderr: {}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let written = std::fs::read_to_string(&out_path).unwrap();
+    assert!(written.ends_with(
+        "A,Backup completed successfully.,System Notification,rule,1.0000,rule backup-completed\n"
+    ));
+}
+
+#[test]
+fn a_bad_rules_file_names_rule_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("r.toml");
+    std::fs::write(&rules, "[[rule]]\nid = \"ok\"\npattern = 'a'\nlabel = \"X\"\n\n[[rule]]\nid = \"bad\"\npattern = '(x'\nlabel = \"X\"\n").unwrap();
+    let out = run(
+        &["--rules", rules.to_str().unwrap(), "classify"],
+        b"source,log_message\nA,b\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("r.toml:7: rule `bad`: invalid pattern"), "{err}");
+}
+
+fn eval_json(args: &[&str]) -> serde_json::Value {
+    let data = repo().join("data/synthetic_logs.csv");
+    let mut all = vec!["eval", "--data", data.to_str().unwrap(), "--json"];
+    all.extend_from_slice(args);
+    let out = bin().args(&all).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn built_in_model_scores_the_held_out_seed_split() {
+    let r = eval_json(&["--split", "test"]);
+    assert_eq!(r["rows"], 481);
+    let f1 = r["macro_f1_learnable"].as_f64().unwrap();
+    assert!(f1 >= 0.99, "macro F1 over learnable labels {f1}");
+    let model = r["by_method"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["method"] == "model")
+        .unwrap();
+    assert!(model["accuracy"].as_f64().unwrap() >= 0.99, "{model}");
+    let rule = r["by_method"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["method"] == "rule")
+        .unwrap();
+    assert_eq!(rule["accuracy"], 1.0);
+}
+
+#[test]
+fn train_writes_an_artifact_that_classify_uses() {
+    // A small labelled file: two sources' worth of model-stage rows.
+    let seed = std::fs::read_to_string(repo().join("data/synthetic_logs.csv")).unwrap();
+    let mut lines = seed.lines();
+    let header = lines.next().unwrap();
+    let keep: Vec<&str> = lines
+        .filter(|l| {
+            l.contains(",Resource Usage") || l.contains(",Critical Error") || l.contains(",User Action")
+        })
+        .take(120)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("small.csv");
+    std::fs::write(&data, format!("{header}\n{}\n", keep.join("\n"))).unwrap();
+    let model = dir.path().join("model");
+    let out = bin()
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("claimed by rules or routes"), "{report}");
+    assert!(report.contains("confusion matrix"), "{report}");
+    let art: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("classifier.json")).unwrap()).unwrap();
+    assert_eq!(art["format"], "logsieve-classifier");
+    assert_eq!(art["embedding"]["weights_sha256"], logsieve_embed::MODEL_SHA256);
+    let labels: Vec<&str> = art["model"]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    // User Action rows here are all claimed by rules, so the model never sees that label.
+    assert_eq!(labels, ["Critical Error", "Resource Usage"]);
+    let out = run(
+        &["--model", model.to_str().unwrap(), "classify"],
+        b"source,log_message\nA,nova.compute.claims [req-1] [instance: x] Total memory: 2048 MB, used: 512.00 MB\n",
+    );
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("Resource Usage,model"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn model_info_reports_the_cache() {
+    let out = bin().args(["model", "info"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["model_id"], "sentence-transformers/all-MiniLM-L6-v2");
+    assert!(Path::new(v["cache_dir"].as_str().unwrap()).is_absolute());
+}
