@@ -73,7 +73,8 @@ fn main() {
         }
     };
     let headers = reader.headers().expect("CSV header").clone();
-    let col = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name} column"));
+    let col =
+        |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name} column"));
     let (source_col, message_col) = (col("source"), col("log_message"));
     let requests: Vec<LlmRequest> = reader
         .records()

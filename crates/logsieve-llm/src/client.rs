@@ -62,7 +62,7 @@ impl LlmError {
     pub fn is_retryable(&self) -> bool {
         match self {
             LlmError::Timeout(_) | LlmError::Transport(_) => true,
-            LlmError::Status { status, .. } => *status == 429 || (500..600).contains(status),
+            LlmError::Status { status, .. } => matches!(status, 408 | 429) || (500..600).contains(status),
             LlmError::Malformed(_) => false,
         }
     }
@@ -183,6 +183,11 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(crate::resilience::parse_retry_after);
         let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            if let Some(text) = groq_failed_generation(&body) {
+                return Ok(text);
+            }
+        }
         if !status.is_success() {
             return Err(LlmError::Status {
                 status: status.as_u16(),
@@ -241,6 +246,20 @@ impl HttpClient {
     }
 }
 
+/// Groq answers 400 `json_validate_failed` when JSON mode is on and the model
+/// wrote something that is not JSON, and returns the text it wrote in
+/// `failed_generation`. That text is the model's answer; the parser reads
+/// what it can from it (a label inside prose, a bare label, or nothing).
+fn groq_failed_generation(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let error = v.get("error")?;
+    if error.get("code")?.as_str()? != "json_validate_failed" {
+        return None;
+    }
+    let text = error.get("failed_generation")?.as_str()?;
+    (!text.trim().is_empty()).then(|| text.to_string())
+}
+
 fn tls_config() -> Result<rustls::ClientConfig, LlmError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
@@ -272,6 +291,7 @@ mod tests {
         assert!(status(503).is_retryable());
         assert!(!status(401).is_retryable());
         assert!(!status(400).is_retryable());
+        assert!(status(408).is_retryable());
         assert!(LlmError::Timeout(Duration::from_secs(1)).is_retryable());
         assert!(!LlmError::Malformed("x".into()).is_retryable());
     }

@@ -510,6 +510,12 @@ impl Inner {
         let timeout = cfg.timeout();
         let mut retry = 0u32;
         let mut attempts = 0u32;
+        // Said in a refusal that comes mid-retry, so the cause is not lost.
+        let mut last_error: Option<LlmError> = None;
+        let after_last = |last: &Option<LlmError>| match last {
+            Some(e) => format!(" (this row's last error: {e})"),
+            None => String::new(),
+        };
         loop {
             let result = {
                 // The permit covers the budget wait too, so queued rows take
@@ -519,9 +525,10 @@ impl Inner {
                 if let Err(open) = self.breaker.check(Instant::now()) {
                     bump(&self.counters.breaker_rejections);
                     return Err(format!(
-                        "llm circuit open after {} consecutive failed calls; calls resume in {:.0}s",
+                        "llm circuit open after {} consecutive failed calls; calls resume in {:.0}s{}",
                         open.failures,
-                        open.remaining.as_secs_f64().ceil()
+                        open.remaining.as_secs_f64().ceil(),
+                        after_last(&last_error)
                     ));
                 }
                 match self.budget.reserve(Instant::now()) {
@@ -530,10 +537,11 @@ impl Inner {
                     Err(wait) => {
                         bump(&self.counters.budget_rejections);
                         return Err(format!(
-                            "llm call budget exhausted: {} calls/min, next call in {:.1}s, longer than budget_max_wait_secs = {}",
+                            "llm call budget exhausted: {} calls/min, next call in {:.1}s, longer than budget_max_wait_secs = {}{}",
                             cfg.calls_per_minute,
                             wait.as_secs_f64(),
-                            cfg.budget_max_wait_secs
+                            cfg.budget_max_wait_secs,
+                            after_last(&last_error)
                         ));
                     }
                 }
@@ -584,6 +592,7 @@ impl Inner {
             let delay = retry_delay(retry, retry_after, base, max, &mut rand::rng());
             match delay {
                 RetryDelay::Wait(wait) => {
+                    last_error = Some(error.clone());
                     tracing::debug!(target: "logsieve_llm", retry, wait_ms = wait.as_millis() as u64, "retrying llm call: {error}");
                     bump(&self.counters.retries);
                     retry += 1;

@@ -27,6 +27,15 @@ fn config(server: &FakeServer) -> LlmConfig {
     }
 }
 
+#[test]
+fn stage_is_shareable_and_its_future_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let stage = LlmStage::new(LlmConfig::default(), &MODEL_LABELS, None).unwrap();
+    send_sync(&stage);
+    send(&stage.classify(row("x"))); // axum handlers need Send futures
+}
+
 fn stage(cfg: LlmConfig) -> LlmStage {
     LlmStage::new(cfg, &MODEL_LABELS, ApiKey::new(KEY)).unwrap()
 }
@@ -318,7 +327,9 @@ fn breaker_also_cuts_retries_short() {
         max_retries: 5,
         ..config(&server)
     });
-    assert_failed(&one(&stage, "a"), "llm circuit open");
+    let out = one(&stage, "a");
+    assert_failed(&out, "llm circuit open");
+    assert!(out.detail.contains("last error: connection failed"), "{}", out.detail);
     assert_eq!(server.requests(), 2);
 }
 
@@ -355,6 +366,23 @@ fn server_without_json_mode_is_asked_again_without_it_once() {
     assert!(sent[2].body.get("response_format").is_none());
     let stats = stage.stats();
     assert_eq!((stats.retries, stats.failures), (1, 0));
+}
+
+#[test]
+fn groq_json_validate_failure_still_yields_the_models_label() {
+    let server = FakeServer::start(|_| {
+        let body = serde_json::json!({"error": {
+            "message": "Failed to generate JSON. Please adjust your prompt. See 'failed_generation' for more details.",
+            "type": "invalid_request_error",
+            "code": "json_validate_failed",
+            "failed_generation": "The label is {\"label\": \"Error\", \"reason\": \"disk\"} I think"
+        }});
+        Reply::Status(400, vec![], body.to_string())
+    });
+    let stage = stage(config(&server));
+    let out = one(&stage, "disk failure");
+    assert_eq!((out.label.as_str(), out.method, out.detail.as_str()), ("Error", Method::Llm, "disk"));
+    assert_eq!(server.requests(), 1);
 }
 
 #[test]
