@@ -234,6 +234,17 @@ impl LlmConfig {
         }
     }
 
+    /// `base_url` fit to print: a password in it is replaced by `***`.
+    pub fn display_base_url(&self) -> String {
+        match reqwest::Url::parse(&self.base_url) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("***"));
+                url.to_string()
+            }
+            _ => self.base_url.clone(),
+        }
+    }
+
     pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_secs)
     }
@@ -349,6 +360,13 @@ mod tests {
             let cfg = LlmConfig { base_url: url.into(), ..LlmConfig::default() };
             assert_eq!(cfg.is_local(), local, "{url}");
         }
+    }
+
+    #[test]
+    fn printed_base_url_hides_a_password() {
+        let cfg = LlmConfig { base_url: "https://u:hunter2@llm.example/v1".into(), ..LlmConfig::default() };
+        assert_eq!(cfg.display_base_url(), "https://u:***@llm.example/v1");
+        assert_eq!(LlmConfig::default().display_base_url(), DEFAULT_BASE_URL);
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl LlmStage {
             Err(format!(
                 "llm stage off: no API key for {} (set LOGSIEVE_LLM_API_KEY, GROQ_API_KEY or OPENAI_API_KEY, \
                  or point LOGSIEVE_LLM_BASE_URL at a local server)",
-                config.base_url
+                config.display_base_url()
             ))
         } else {
             HttpClient::new(&config, api_key.clone())
@@ -221,7 +221,7 @@ impl LlmStage {
             Ok(_) => format!(
                 "llm stage on: model {} at {}{}",
                 config.model,
-                config.base_url,
+                config.display_base_url(),
                 match (key_from, &api_key) {
                     (Some(var), _) => format!(" (API key from {var})"),
                     (None, Some(_)) => " (API key given)".to_string(),
@@ -329,6 +329,10 @@ impl LlmStage {
     /// connections then never belong to a caller's runtime that might be
     /// blocked or gone when the next row reuses them.
     pub async fn classify(&self, request: LlmRequest) -> LlmOutcome {
+        if let Err(reason) = &self.inner.client {
+            bump(&self.inner.counters.requests);
+            return self.inner.fail(reason.clone());
+        }
         let handle = match self.handle() {
             Ok(handle) => handle,
             Err(reason) => return self.inner.fail(format!("llm stage could not run: {reason}")),
@@ -345,6 +349,11 @@ impl LlmStage {
         let n = requests.len();
         if n == 0 {
             return Vec::new();
+        }
+        if let Err(reason) = &self.inner.client {
+            // Off: no runtime, no tasks; every row gets the reason.
+            self.inner.counters.requests.fetch_add(n as u64, Ordering::Relaxed);
+            return (0..n).map(|_| self.inner.fail(reason.clone())).collect();
         }
         let handle = match self.handle() {
             Ok(handle) => handle,

@@ -415,6 +415,8 @@ fn without_a_key_a_hosted_endpoint_is_off_and_rows_pass_through() {
         assert_failed(out, "llm stage off: no API key");
         assert_eq!(out.method.as_str(), "none");
     }
+    let stats = stage.stats();
+    assert_eq!((stats.requests, stats.failures, stats.calls), (2, 2, 0));
     let off =
         LlmStage::new(LlmConfig { enabled: false, ..LlmConfig::default() }, &MODEL_LABELS, ApiKey::new(KEY))
             .unwrap();
