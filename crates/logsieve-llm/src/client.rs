@@ -129,11 +129,11 @@ struct WireChoice {
 
 #[derive(Deserialize)]
 struct WireMessage {
+    /// Missing or null when the model produced nothing (some servers put
+    /// reasoning in a separate field; that is not the answer, so it is
+    /// ignored and the row comes out "not understood").
     #[serde(default)]
     content: Option<String>,
-    /// DeepSeek-style reasoning, which some servers put beside the content.
-    #[serde(default)]
-    reasoning_content: Option<String>,
 }
 
 impl HttpClient {
@@ -206,11 +206,7 @@ impl HttpClient {
             .next()
             .ok_or_else(|| LlmError::Malformed("no choices in the answer".into()))?
             .message;
-        match (message.content, message.reasoning_content) {
-            (Some(c), _) if !c.trim().is_empty() => Ok(c),
-            (_, Some(r)) => Ok(r),
-            (c, None) => Ok(c.unwrap_or_default()),
-        }
+        Ok(message.content.unwrap_or_default())
     }
 }
 

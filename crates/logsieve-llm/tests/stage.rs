@@ -212,6 +212,17 @@ fn malformed_answer_json_is_unclassified_by_the_llm() {
 }
 
 #[test]
+fn empty_answer_is_unclassified_by_the_llm() {
+    let server = FakeServer::start(|_| {
+        Reply::RawBody(r#"{"choices":[{"message":{"role":"assistant","content":null}}]}"#.into())
+    });
+    let stage = stage(config(&server));
+    let out = one(&stage, "x");
+    assert_eq!((out.label.as_str(), out.method), ("Unclassified", Method::Llm));
+    assert!(out.detail.starts_with("llm answer not understood"), "{}", out.detail);
+}
+
+#[test]
 fn label_outside_the_set_is_unclassified_with_the_raw_answer() {
     let server = FakeServer::start(|_| content(r#"{"label": "Billing Problem", "reason": "invoice"}"#));
     let stage = stage(config(&server));
