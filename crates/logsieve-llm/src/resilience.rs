@@ -110,13 +110,16 @@ pub struct Breaker {
 struct BreakerState {
     consecutive_failures: u32,
     open_until: Option<Instant>,
+    /// What the last failed call said, for the rows refused while open.
+    last_failure: String,
 }
 
 /// A refused call: the breaker is open.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BreakerOpen {
     pub failures: u32,
     pub remaining: Duration,
+    pub last_failure: String,
 }
 
 impl Breaker {
@@ -129,9 +132,11 @@ impl Breaker {
     pub fn check(&self, now: Instant) -> Result<(), BreakerOpen> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match s.open_until {
-            Some(until) if now < until => {
-                Err(BreakerOpen { failures: s.consecutive_failures, remaining: until - now })
-            }
+            Some(until) if now < until => Err(BreakerOpen {
+                failures: s.consecutive_failures,
+                remaining: until - now,
+                last_failure: s.last_failure.clone(),
+            }),
             _ => Ok(()),
         }
     }
@@ -141,10 +146,12 @@ impl Breaker {
         *s = BreakerState::default();
     }
 
-    /// Counts a failed call; true when this failure opened the breaker.
-    pub fn record_failure(&self, now: Instant) -> bool {
+    /// Counts a failed call and what it said; true when this failure opened
+    /// the breaker.
+    pub fn record_failure(&self, now: Instant, cause: &str) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+        s.last_failure = cause.to_string();
         if self.threshold == 0 || s.consecutive_failures < self.threshold {
             return false;
         }
@@ -224,22 +231,23 @@ mod tests {
         let t0 = Instant::now();
         let cool = Duration::from_secs(30);
         let b = Breaker::new(3, cool);
-        assert!(!b.record_failure(t0));
-        assert!(!b.record_failure(t0));
+        assert!(!b.record_failure(t0, "HTTP 500"));
+        assert!(!b.record_failure(t0, "HTTP 500"));
         assert!(b.check(t0).is_ok());
-        assert!(b.record_failure(t0), "third failure opens");
+        assert!(b.record_failure(t0, "HTTP 500"), "third failure opens");
         let open = b.check(t0 + Duration::from_secs(1)).unwrap_err();
         assert_eq!((open.failures, open.remaining), (3, Duration::from_secs(29)));
+        assert_eq!(open.last_failure, "HTTP 500");
         // Half-open after the cool-down: one more failure re-opens.
         let t1 = t0 + cool;
         assert!(b.check(t1).is_ok());
-        assert!(b.record_failure(t1));
+        assert!(b.record_failure(t1, "HTTP 500"));
         assert!(b.check(t1).is_err());
         // A success closes it and resets the count.
         let t2 = t1 + cool;
         b.record_success();
         assert!(b.check(t2).is_ok());
-        assert!(!b.record_failure(t2));
+        assert!(!b.record_failure(t2, "HTTP 500"));
         assert!(Breaker::new(0, cool).check(t0).is_ok());
     }
 }

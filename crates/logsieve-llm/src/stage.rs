@@ -519,7 +519,7 @@ impl Inner {
         let timeout = cfg.timeout();
         let mut retry = 0u32;
         let mut attempts = 0u32;
-        // Said in a refusal that comes mid-retry, so the cause is not lost.
+        // Said in a budget refusal that comes mid-retry, so the cause is not lost.
         let mut last_error: Option<LlmError> = None;
         let after_last = |last: &Option<LlmError>| match last {
             Some(e) => format!(" (this row's last error: {e})"),
@@ -534,10 +534,10 @@ impl Inner {
                 if let Err(open) = self.breaker.check(Instant::now()) {
                     bump(&self.counters.breaker_rejections);
                     return Err(format!(
-                        "llm circuit open after {} consecutive failed calls; calls resume in {:.0}s{}",
+                        "llm circuit open after {} consecutive failed calls (last: {}); calls resume in {:.0}s",
                         open.failures,
+                        open.last_failure,
                         open.remaining.as_secs_f64().ceil(),
-                        after_last(&last_error)
                     ));
                 }
                 match self.budget.reserve(Instant::now()) {
@@ -578,7 +578,7 @@ impl Inner {
                 bump(&self.counters.retries);
                 continue;
             }
-            if self.breaker.record_failure(Instant::now()) {
+            if self.breaker.record_failure(Instant::now(), &error.to_string()) {
                 bump(&self.counters.breaker_opens);
                 tracing::warn!(
                     target: "logsieve_llm",

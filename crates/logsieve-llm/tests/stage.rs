@@ -323,6 +323,7 @@ fn breaker_opens_after_consecutive_failures_and_stops_calling() {
     for out in &outs[3..] {
         assert_failed(out, "llm circuit open");
         assert!(out.detail.starts_with("llm circuit open"), "{}", out.detail);
+        assert!(out.detail.contains("(last: HTTP 500"), "the cause is named: {}", out.detail);
     }
     assert_eq!(server.requests(), 3, "no calls while open");
     let stats = stage.stats();
@@ -340,7 +341,7 @@ fn breaker_also_cuts_retries_short() {
     });
     let out = one(&stage, "a");
     assert_failed(&out, "llm circuit open");
-    assert!(out.detail.contains("last error: connection failed"), "{}", out.detail);
+    assert!(out.detail.contains("(last: connection failed"), "{}", out.detail);
     assert_eq!(server.requests(), 2);
 }
 
