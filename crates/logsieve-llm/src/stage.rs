@@ -329,13 +329,9 @@ impl LlmStage {
     /// connections then never belong to a caller's runtime that might be
     /// blocked or gone when the next row reuses them.
     pub async fn classify(&self, request: LlmRequest) -> LlmOutcome {
-        if let Err(reason) = &self.inner.client {
-            bump(&self.inner.counters.requests);
-            return self.inner.fail(reason.clone());
-        }
-        let handle = match self.handle() {
+        let handle = match self.runner() {
             Ok(handle) => handle,
-            Err(reason) => return self.inner.fail(format!("llm stage could not run: {reason}")),
+            Err(detail) => return self.refuse(&detail),
         };
         let outcome = handle.spawn(self.inner.clone().classify(request)).await;
         outcome.unwrap_or_else(|e| self.inner.fail(format!("llm task failed: {e}")))
@@ -350,18 +346,9 @@ impl LlmStage {
         if n == 0 {
             return Vec::new();
         }
-        if let Err(reason) = &self.inner.client {
-            // Off: no runtime, no tasks; every row gets the reason.
-            self.inner.counters.requests.fetch_add(n as u64, Ordering::Relaxed);
-            return (0..n).map(|_| self.inner.fail(reason.clone())).collect();
-        }
-        let handle = match self.handle() {
+        let handle = match self.runner() {
             Ok(handle) => handle,
-            Err(reason) => {
-                return (0..n)
-                    .map(|_| self.inner.fail(format!("llm stage could not run: {reason}")))
-                    .collect()
-            }
+            Err(detail) => return (0..n).map(|_| self.refuse(&detail)).collect(),
         };
         let inner = &self.inner;
         let work = async {
@@ -383,8 +370,13 @@ impl LlmStage {
     }
 
     /// The runtime the stage's work runs on: the caller's, when given, else
-    /// a private one (2 worker threads) started on first use.
-    fn handle(&self) -> Result<tokio::runtime::Handle, String> {
+    /// a private one (2 worker threads) started on first use. `Err(detail)`
+    /// when rows cannot be asked: the stage is off (no runtime is started
+    /// then) or the runtime would not start.
+    fn runner(&self) -> Result<tokio::runtime::Handle, String> {
+        if let Err(reason) = &self.inner.client {
+            return Err(reason.clone());
+        }
         if let Some(handle) = &self.handle {
             return Ok(handle.clone());
         }
@@ -394,9 +386,15 @@ impl LlmStage {
                 .thread_name("logsieve-llm")
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .map_err(|e| format!("llm stage could not run: cannot start the async runtime: {e}"))
         });
         runtime.as_ref().map(|rt| rt.handle().clone()).map_err(Clone::clone)
+    }
+
+    /// A row that is not asked.
+    fn refuse(&self, detail: &str) -> LlmOutcome {
+        bump(&self.inner.counters.requests);
+        self.inner.fail(detail.to_string())
     }
 
     /// Counters since the stage was built.
