@@ -26,6 +26,12 @@ pub struct ConfigArgs {
     /// Model-stage confidence threshold (0–1), overriding the config and the classifier.
     #[arg(long, global = true)]
     pub threshold: Option<f32>,
+    /// OpenAI-compatible base URL for the LLM stage (e.g. http://localhost:11434/v1 for Ollama).
+    #[arg(long, env = "LOGSIEVE_LLM_BASE_URL", global = true)]
+    pub llm_base_url: Option<String>,
+    /// Chat model for the LLM stage.
+    #[arg(long, env = "LOGSIEVE_LLM_MODEL", global = true)]
+    pub llm_model: Option<String>,
 }
 
 impl ConfigArgs {
@@ -42,6 +48,13 @@ impl ConfigArgs {
         }
         if let Some(d) = &self.model_dir {
             cfg.model.embedding_dir = Some(d.clone());
+        }
+        cfg.llm = cfg.llm.with_env_overrides();
+        if let Some(u) = &self.llm_base_url {
+            cfg.llm.base_url = u.clone();
+        }
+        if let Some(m) = &self.llm_model {
+            cfg.llm.model = m.clone();
         }
         if let Some(t) = self.threshold {
             anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold {t} is outside 0..1");

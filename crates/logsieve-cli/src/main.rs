@@ -9,6 +9,9 @@ use clap::Parser;
 fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_target(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOGSIEVE_LOG").unwrap_or_else(|_| "warn".into()),
         )

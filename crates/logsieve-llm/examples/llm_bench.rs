@@ -39,7 +39,10 @@ fn main() {
     }
 
     println!("LLM stage throughput, fake server on 127.0.0.1, max_concurrency = {concurrency}, cache off");
-    println!("{:>10} {:>6} {:>10} {:>10} {:>12}", "latency", "rows", "seconds", "rows/s", "ceiling/s");
+    println!(
+        "{:>10} {:>6} {:>10} {:>10} {:>12}",
+        "latency", "rows", "seconds", "rows/s", "ceiling/s"
+    );
     for (latency_ms, rows) in [(10u64, 400usize), (50, 200), (200, 60)] {
         let server = FakeServer::start(move |_| {
             Reply::Slow(
@@ -48,11 +51,16 @@ fn main() {
             )
         });
         let stage = stage(&server, concurrency, 0);
-        let requests = (0..rows).map(|i| request("LegacyCRM", &format!("bench line {i}"))).collect();
+        let requests = (0..rows)
+            .map(|i| request("LegacyCRM", &format!("bench line {i}")))
+            .collect();
         let start = Instant::now();
         let outcomes = stage.classify_many(requests);
         let secs = start.elapsed().as_secs_f64();
-        assert!(outcomes.iter().all(|o| o.method == Method::Llm), "every row answered");
+        assert!(
+            outcomes.iter().all(|o| o.method == Method::Llm),
+            "every row answered"
+        );
         assert_eq!(server.requests(), rows);
         let ceiling = concurrency as f64 * 1000.0 / latency_ms as f64;
         println!(
@@ -73,8 +81,12 @@ fn main() {
         }
     };
     let headers = reader.headers().expect("CSV header").clone();
-    let col =
-        |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name} column"));
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name} column"))
+    };
     let (source_col, message_col) = (col("source"), col("log_message"));
     let requests: Vec<LlmRequest> = reader
         .records()

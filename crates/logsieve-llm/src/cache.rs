@@ -143,8 +143,14 @@ mod tests {
     #[tokio::test]
     async fn capacity_zero_is_off() {
         let cache = AnswerCache::<u32>::new(0);
-        cache.get_or_compute(key("a"), || async { Ok::<_, ()>(1) }).await.unwrap();
-        cache.get_or_compute(key("a"), || async { Ok::<_, ()>(1) }).await.unwrap();
+        cache
+            .get_or_compute(key("a"), || async { Ok::<_, ()>(1) })
+            .await
+            .unwrap();
+        cache
+            .get_or_compute(key("a"), || async { Ok::<_, ()>(1) })
+            .await
+            .unwrap();
         assert_eq!((cache.hits(), cache.misses()), (0, 2));
     }
 }

@@ -103,7 +103,10 @@ pub struct HttpClient {
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpClient").field("url", &self.url).field("api_key", &self.api_key).finish()
+        f.debug_struct("HttpClient")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key)
+            .finish()
     }
 }
 
@@ -147,10 +150,16 @@ impl HttpClient {
         if config.is_local() {
             builder = builder.no_proxy();
         }
-        let http =
-            builder.build().map_err(|e| LlmError::Transport(format!("cannot build HTTP client: {e}")))?;
+        let http = builder
+            .build()
+            .map_err(|e| LlmError::Transport(format!("cannot build HTTP client: {e}")))?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-        Ok(HttpClient { http, url, api_key, timeout: config.timeout() })
+        Ok(HttpClient {
+            http,
+            url,
+            api_key,
+            timeout: config.timeout(),
+        })
     }
 
     fn redact(&self, text: String) -> String {
@@ -166,7 +175,9 @@ impl HttpClient {
             messages: &request.messages,
             temperature: request.temperature,
             max_tokens: request.max_tokens,
-            response_format: request.json_mode.then(|| serde_json::json!({"type": "json_object"})),
+            response_format: request
+                .json_mode
+                .then(|| serde_json::json!({"type": "json_object"})),
         };
         let mut http = self.http.post(&self.url).json(&wire);
         if let Some(key) = &self.api_key {
@@ -196,9 +207,10 @@ impl HttpClient {
             });
         }
         let parsed: WireResponse = serde_json::from_slice(&body).map_err(|e| {
-            LlmError::Malformed(
-                self.redact(format!("{e}; body starts {:?}", truncate(&String::from_utf8_lossy(&body), 120))),
-            )
+            LlmError::Malformed(self.redact(format!(
+                "{e}; body starts {:?}",
+                truncate(&String::from_utf8_lossy(&body), 120)
+            )))
         })?;
         let message = parsed
             .choices
@@ -282,7 +294,11 @@ mod tests {
 
     #[test]
     fn retryable_errors() {
-        let status = |s| LlmError::Status { status: s, retry_after: None, body: String::new() };
+        let status = |s| LlmError::Status {
+            status: s,
+            retry_after: None,
+            body: String::new(),
+        };
         assert!(status(429).is_retryable());
         assert!(status(503).is_retryable());
         assert!(!status(401).is_retryable());

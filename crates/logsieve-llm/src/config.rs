@@ -131,13 +131,34 @@ pub fn default_labels() -> BTreeMap<String, String> {
             "Deprecation Warning",
             "A feature, API or method is outdated, deprecated or will be removed or discontinued.",
         ),
-        ("HTTP Status", "An HTTP request/response record with method, path and status code."),
-        ("Critical Error", "A severe failure of a core component or service that needs immediate attention."),
-        ("Error", "A failure of an operation that is not critical to the whole system."),
-        ("Security Alert", "Suspicious or unauthorized access, attack, or a security policy violation."),
-        ("System Notification", "Routine system event: backup, restart, update, job completed."),
-        ("Resource Usage", "Memory, CPU, disk or bandwidth consumption or limits."),
-        ("User Action", "Something a user did: login, logout, account or record change."),
+        (
+            "HTTP Status",
+            "An HTTP request/response record with method, path and status code.",
+        ),
+        (
+            "Critical Error",
+            "A severe failure of a core component or service that needs immediate attention.",
+        ),
+        (
+            "Error",
+            "A failure of an operation that is not critical to the whole system.",
+        ),
+        (
+            "Security Alert",
+            "Suspicious or unauthorized access, attack, or a security policy violation.",
+        ),
+        (
+            "System Notification",
+            "Routine system event: backup, restart, update, job completed.",
+        ),
+        (
+            "Resource Usage",
+            "Memory, CPU, disk or bandwidth consumption or limits.",
+        ),
+        (
+            "User Action",
+            "Something a user did: login, logout, account or record change.",
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -152,7 +173,10 @@ pub enum ConfigError {
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field, message: message.into() }
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
 }
 
 impl LlmConfig {
@@ -179,7 +203,10 @@ impl LlmConfig {
         let url = reqwest::Url::parse(&self.base_url)
             .map_err(|e| invalid("base_url", format!("`{}` is not a URL: {e}", self.base_url)))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("base_url", format!("`{}` must be http or https", self.base_url)));
+            return Err(invalid(
+                "base_url",
+                format!("`{}` must be http or https", self.base_url),
+            ));
         }
         if self.model.trim().is_empty() {
             return Err(invalid("model", "must not be empty"));
@@ -195,7 +222,10 @@ impl LlmConfig {
             ("breaker_cooldown_secs", self.breaker_cooldown_secs),
         ] {
             if !(secs.is_finite() && (0.0..=86_400.0).contains(&secs)) {
-                return Err(invalid(field, format!("{secs} is not a number of seconds between 0 and 86400")));
+                return Err(invalid(
+                    field,
+                    format!("{secs} is not a number of seconds between 0 and 86400"),
+                ));
             }
         }
         if self.timeout_secs == 0.0 {
@@ -215,7 +245,10 @@ impl LlmConfig {
         }
         for label in self.labels.keys() {
             if label.trim().is_empty() || label.trim() != label {
-                return Err(invalid("labels", format!("label `{label}` is empty or has surrounding spaces")));
+                return Err(invalid(
+                    "labels",
+                    format!("label `{label}` is empty or has surrounding spaces"),
+                ));
             }
         }
         Ok(())
@@ -225,9 +258,14 @@ impl LlmConfig {
     /// ::1): local servers such as Ollama or llama.cpp need no API key, and
     /// requests to them bypass any HTTP proxy.
     pub fn is_local(&self) -> bool {
-        let Ok(url) = reqwest::Url::parse(&self.base_url) else { return false };
+        let Ok(url) = reqwest::Url::parse(&self.base_url) else {
+            return false;
+        };
         let Some(host) = url.host_str() else { return false };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         match host.parse::<std::net::IpAddr>() {
             Ok(ip) => ip.is_loopback(),
             Err(_) => host == "localhost" || host.ends_with(".localhost"),
@@ -272,7 +310,9 @@ impl ApiKey {
 
     /// [`Self::from_env`] with a custom lookup.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Option<(ApiKey, &'static str)> {
-        ENV_API_KEYS.iter().find_map(|name| lookup(name).and_then(ApiKey::new).map(|k| (k, *name)))
+        ENV_API_KEYS
+            .iter()
+            .find_map(|name| lookup(name).and_then(ApiKey::new).map(|k| (k, *name)))
     }
 
     /// The secret itself. Only for the request header; never format it.
@@ -323,12 +363,33 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let cfg = LlmConfig { timeout_secs: f64::NAN, ..LlmConfig::default() };
-        assert!(cfg.validate().unwrap_err().to_string().starts_with("llm.timeout_secs"));
-        let cfg = LlmConfig { base_url: "ftp://x".into(), ..LlmConfig::default() };
-        assert!(cfg.validate().unwrap_err().to_string().starts_with("llm.base_url"));
-        let cfg = LlmConfig { confidence: 1.5, ..LlmConfig::default() };
-        assert!(cfg.validate().unwrap_err().to_string().starts_with("llm.confidence"));
+        let cfg = LlmConfig {
+            timeout_secs: f64::NAN,
+            ..LlmConfig::default()
+        };
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("llm.timeout_secs"));
+        let cfg = LlmConfig {
+            base_url: "ftp://x".into(),
+            ..LlmConfig::default()
+        };
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("llm.base_url"));
+        let cfg = LlmConfig {
+            confidence: 1.5,
+            ..LlmConfig::default()
+        };
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("llm.confidence"));
     }
 
     #[test]
@@ -357,14 +418,20 @@ mod tests {
             ("https://api.groq.com/openai/v1", false),
             ("http://10.0.0.5:8000/v1", false),
         ] {
-            let cfg = LlmConfig { base_url: url.into(), ..LlmConfig::default() };
+            let cfg = LlmConfig {
+                base_url: url.into(),
+                ..LlmConfig::default()
+            };
             assert_eq!(cfg.is_local(), local, "{url}");
         }
     }
 
     #[test]
     fn printed_base_url_hides_a_password() {
-        let cfg = LlmConfig { base_url: "https://u:hunter2@llm.example/v1".into(), ..LlmConfig::default() };
+        let cfg = LlmConfig {
+            base_url: "https://u:hunter2@llm.example/v1".into(),
+            ..LlmConfig::default()
+        };
         assert_eq!(cfg.display_base_url(), "https://u:***@llm.example/v1");
         assert_eq!(LlmConfig::default().display_base_url(), DEFAULT_BASE_URL);
     }

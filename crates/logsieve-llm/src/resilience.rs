@@ -36,7 +36,11 @@ pub fn retry_delay(
     rng: &mut impl Rng,
 ) -> RetryDelay {
     if let Some(asked) = retry_after {
-        return if asked <= max { RetryDelay::Wait(asked) } else { RetryDelay::TooLong(asked) };
+        return if asked <= max {
+            RetryDelay::Wait(asked)
+        } else {
+            RetryDelay::TooLong(asked)
+        };
     }
     let ceiling = base.saturating_mul(2u32.saturating_pow(retry.min(30))).min(max);
     let nanos = ceiling.as_nanos().min(u64::MAX as u128) as u64;
@@ -69,7 +73,10 @@ impl Budget {
             rate: (calls_per_minute > 0).then(|| capacity / 60.0),
             capacity,
             max_wait,
-            state: Mutex::new(BucketState { tokens: capacity, last: now }),
+            state: Mutex::new(BucketState {
+                tokens: capacity,
+                last: now,
+            }),
         }
     }
 
@@ -77,7 +84,9 @@ impl Budget {
     /// `wait` (zero when a token was there). `Err(wait)`: the wait would
     /// exceed `max_wait`, nothing was taken.
     pub fn reserve(&self, now: Instant) -> Result<Duration, Duration> {
-        let Some(rate) = self.rate else { return Ok(Duration::ZERO) };
+        let Some(rate) = self.rate else {
+            return Ok(Duration::ZERO);
+        };
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
         s.tokens = (s.tokens + elapsed * rate).min(self.capacity);
@@ -125,7 +134,11 @@ pub struct BreakerOpen {
 impl Breaker {
     /// `threshold` 0 disables the breaker.
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Breaker { threshold, cooldown, state: Mutex::new(BreakerState::default()) }
+        Breaker {
+            threshold,
+            cooldown,
+            state: Mutex::new(BreakerState::default()),
+        }
     }
 
     /// May a call start now?
@@ -202,9 +215,15 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let (base, max) = (Duration::from_millis(100), Duration::from_secs(10));
         let asked = Some(Duration::from_secs(3));
-        assert_eq!(retry_delay(0, asked, base, max, &mut rng), RetryDelay::Wait(Duration::from_secs(3)));
+        assert_eq!(
+            retry_delay(0, asked, base, max, &mut rng),
+            RetryDelay::Wait(Duration::from_secs(3))
+        );
         let asked = Some(Duration::from_secs(60));
-        assert_eq!(retry_delay(0, asked, base, max, &mut rng), RetryDelay::TooLong(Duration::from_secs(60)));
+        assert_eq!(
+            retry_delay(0, asked, base, max, &mut rng),
+            RetryDelay::TooLong(Duration::from_secs(60))
+        );
     }
 
     #[test]

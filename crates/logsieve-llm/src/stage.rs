@@ -82,7 +82,12 @@ impl LlmOutcome {
 
     /// `Unclassified` from a model answer that gave no usable label.
     fn unclassified_answer(detail: String) -> Self {
-        LlmOutcome { label: UNCLASSIFIED.to_string(), method: Method::Llm, confidence: 0.0, detail }
+        LlmOutcome {
+            label: UNCLASSIFIED.to_string(),
+            method: Method::Llm,
+            confidence: 0.0,
+            detail,
+        }
     }
 }
 
@@ -159,7 +164,10 @@ impl fmt::Debug for LlmStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LlmStage")
             .field("status", &self.inner.status)
-            .field("labels", &self.inner.labels.iter().map(|l| &l.name).collect::<Vec<_>>())
+            .field(
+                "labels",
+                &self.inner.labels.iter().map(|l| &l.name).collect::<Vec<_>>(),
+            )
             .field("stats", &self.stats())
             .finish()
     }
@@ -242,7 +250,10 @@ impl LlmStage {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let (client, status) = if config.enabled {
-            (Ok(client), format!("llm stage on: model {} via a custom client", config.model))
+            (
+                Ok(client),
+                format!("llm stage on: model {} via a custom client", config.model),
+            )
         } else {
             let reason = "llm stage off: disabled in the configuration (llm.enabled = false)".to_string();
             (Err(reason.clone()), reason)
@@ -257,7 +268,10 @@ impl LlmStage {
         status: String,
     ) -> Self {
         let mut specs: Vec<LabelSpec> = Vec::new();
-        let names = labels.iter().map(|l| l.as_ref().trim().to_string()).chain(config.labels.keys().cloned());
+        let names = labels
+            .iter()
+            .map(|l| l.as_ref().trim().to_string())
+            .chain(config.labels.keys().cloned());
         for name in names {
             if name.is_empty()
                 || name.eq_ignore_ascii_case(UNCLASSIFIED)
@@ -265,8 +279,11 @@ impl LlmStage {
             {
                 continue;
             }
-            let description =
-                config.labels.get(&name).cloned().unwrap_or_else(|| "(no description given)".to_string());
+            let description = config
+                .labels
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| "(no description given)".to_string());
             specs.push(LabelSpec { name, description });
         }
         match &client {
@@ -294,7 +311,11 @@ impl LlmStage {
             counters: Counters::default(),
             config,
         };
-        LlmStage { inner: Arc::new(inner), handle: None, runtime: OnceLock::new() }
+        LlmStage {
+            inner: Arc::new(inner),
+            handle: None,
+            runtime: OnceLock::new(),
+        }
     }
 
     /// Runs the stage's work on this runtime instead of a private one. Must
@@ -352,11 +373,16 @@ impl LlmStage {
         };
         let inner = &self.inner;
         let work = async {
-            let tasks: Vec<_> =
-                requests.into_iter().map(|r| handle.spawn(inner.clone().classify(r))).collect();
+            let tasks: Vec<_> = requests
+                .into_iter()
+                .map(|r| handle.spawn(inner.clone().classify(r)))
+                .collect();
             let mut out = Vec::with_capacity(n);
             for task in tasks {
-                out.push(task.await.unwrap_or_else(|e| inner.fail(format!("llm task failed: {e}"))));
+                out.push(
+                    task.await
+                        .unwrap_or_else(|e| inner.fail(format!("llm task failed: {e}"))),
+                );
             }
             out
         };
@@ -365,7 +391,9 @@ impl LlmStage {
         }
         // Blocking inside a runtime would panic; block a helper thread instead.
         std::thread::scope(|s| s.spawn(|| handle.block_on(work)).join()).unwrap_or_else(|_| {
-            (0..n).map(|_| self.inner.fail("llm stage worker thread panicked".to_string())).collect()
+            (0..n)
+                .map(|_| self.inner.fail("llm stage worker thread panicked".to_string()))
+                .collect()
         })
     }
 
@@ -388,7 +416,10 @@ impl LlmStage {
                 .build()
                 .map_err(|e| format!("llm stage could not run: cannot start the async runtime: {e}"))
         });
-        runtime.as_ref().map(|rt| rt.handle().clone()).map_err(Clone::clone)
+        runtime
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .map_err(Clone::clone)
     }
 
     /// A row that is not asked.
@@ -440,7 +471,9 @@ impl Inner {
         let key = (request.source.clone(), message.to_string());
         let answer = self
             .cache
-            .get_or_compute(key, || self.ask(&*client, &request.source, message, &request.examples))
+            .get_or_compute(key, || {
+                self.ask(&*client, &request.source, message, &request.examples)
+            })
             .await;
         answer.unwrap_or_else(|detail| self.fail(detail))
     }
@@ -468,7 +501,10 @@ impl Inner {
         let mut request = ChatRequest {
             model: self.config.model.clone(),
             messages: vec![
-                ChatMessage { role: "system".into(), content: self.system_prompt.clone() },
+                ChatMessage {
+                    role: "system".into(),
+                    content: self.system_prompt.clone(),
+                },
                 ChatMessage {
                     role: "user".into(),
                     content: prompt::user_prompt(source, &message, &examples),
@@ -484,7 +520,11 @@ impl Inner {
 
     fn outcome(&self, answer: Answer) -> LlmOutcome {
         match answer {
-            Answer::Label { label, reason, confidence } => LlmOutcome {
+            Answer::Label {
+                label,
+                reason,
+                confidence,
+            } => LlmOutcome {
                 label,
                 method: Method::Llm,
                 confidence: confidence.unwrap_or(self.config.confidence),
@@ -527,8 +567,11 @@ impl Inner {
             let result = {
                 // The permit covers the budget wait too, so queued rows take
                 // budget in turn instead of all reserving at once.
-                let _permit =
-                    self.semaphore.acquire().await.map_err(|_| "llm stage shut down".to_string())?;
+                let _permit = self
+                    .semaphore
+                    .acquire()
+                    .await
+                    .map_err(|_| "llm stage shut down".to_string())?;
                 if let Err(open) = self.breaker.check(Instant::now()) {
                     bump(&self.counters.breaker_rejections);
                     return Err(format!(
@@ -585,8 +628,11 @@ impl Inner {
                     "llm circuit breaker opened: {error}"
                 );
             }
-            let attempts_text =
-                if attempts == 1 { "1 attempt".to_string() } else { format!("{attempts} attempts") };
+            let attempts_text = if attempts == 1 {
+                "1 attempt".to_string()
+            } else {
+                format!("{attempts} attempts")
+            };
             if !error.is_retryable() || retry >= cfg.max_retries {
                 return Err(format!("llm call failed after {attempts_text}: {error}"));
             }

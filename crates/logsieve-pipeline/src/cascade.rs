@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use logsieve_embed::{Embedder, MiniLm};
 use logsieve_linear::{Artifact, Classifier};
+use logsieve_llm::{ApiKey, LlmOutcome, LlmRequest, LlmStage};
 use logsieve_rules::Rules;
 
 use crate::config::{Config, Route};
@@ -29,6 +30,8 @@ pub enum PipelineError {
     Artifact(#[from] logsieve_linear::ArtifactError),
     #[error(transparent)]
     Embed(#[from] logsieve_embed::EmbedError),
+    #[error(transparent)]
+    Llm(#[from] logsieve_llm::ConfigError),
 }
 
 /// One line to classify.
@@ -83,6 +86,7 @@ pub struct Pipeline {
     artifact: Artifact,
     threshold: f32,
     embedder: EmbedderSlot,
+    llm: LlmStage,
     pub stats: Stats,
 }
 
@@ -101,14 +105,31 @@ impl Pipeline {
             )?,
         };
         let threshold = config.model.threshold.unwrap_or(artifact.model_threshold);
+        let mut labels: Vec<String> = artifact.model.labels.clone();
+        labels.extend(rules.specs().iter().map(|r| r.label.clone()));
+        labels.sort();
+        labels.dedup();
+        let llm = LlmStage::new(config.llm.clone(), &labels, ApiKey::from_env().map(|(k, _)| k))?;
         Ok(Self {
             config,
             rules,
             artifact,
             threshold,
             embedder: OnceLock::new(),
+            llm,
             stats: Stats::default(),
         })
+    }
+
+    /// Use this LLM stage instead of the configured one (tests, other providers).
+    pub fn with_llm(mut self, llm: LlmStage) -> Self {
+        self.llm = llm;
+        self
+    }
+
+    /// The LLM stage (its `status()` says whether it is on and why).
+    pub fn llm(&self) -> &LlmStage {
+        &self.llm
     }
 
     /// Use this encoder instead of loading the default one (tests, other engines).
@@ -180,6 +201,8 @@ impl Pipeline {
         let mut out: Vec<Option<Decision>> = Vec::with_capacity(items.len());
         // Rows for the model stage, deduplicated by message text.
         let mut pending: Vec<usize> = Vec::new();
+        // Rows for the LLM stage, with what the model said of them (if anything).
+        let mut to_llm: Vec<(usize, String)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let route = self.config.route(item.source);
             let d = if item.message.trim().is_empty() {
@@ -189,7 +212,10 @@ impl Pipeline {
             } else {
                 match route {
                     Route::Rules => Some(Decision::none("no rule matched (source routed to rules only)")),
-                    Route::Llm => Some(self.llm_unavailable(item, "source is routed to the LLM stage")),
+                    Route::Llm => {
+                        to_llm.push((i, String::new()));
+                        None
+                    }
                     Route::Cascade | Route::Model => {
                         pending.push(i);
                         None
@@ -201,7 +227,25 @@ impl Pipeline {
         if !pending.is_empty() {
             let decisions = self.model_stage(items, &pending);
             for (i, d) in pending.into_iter().zip(decisions) {
-                out[i] = Some(d);
+                if d.method == Method::None && d.detail.starts_with(MODEL_UNSURE) {
+                    to_llm.push((i, d.detail));
+                } else {
+                    out[i] = Some(d);
+                }
+            }
+        }
+        if !to_llm.is_empty() {
+            let requests = to_llm
+                .iter()
+                .map(|&(i, _)| LlmRequest {
+                    source: items[i].source.to_string(),
+                    message: items[i].message.to_string(),
+                    examples: Vec::new(),
+                })
+                .collect();
+            let outcomes = self.llm.classify_many(requests);
+            for ((i, model_note), o) in to_llm.into_iter().zip(outcomes) {
+                out[i] = Some(llm_decision(o, &model_note));
             }
         }
         out.into_iter()
@@ -211,10 +255,6 @@ impl Pipeline {
                 d
             })
             .collect()
-    }
-
-    fn llm_unavailable(&self, _item: &Item<'_>, why: &str) -> Decision {
-        Decision::none(format!("{why}, and no LLM stage is configured"))
     }
 
     fn model_stage(&self, items: &[Item<'_>], rows: &[usize]) -> Vec<Decision> {
@@ -283,11 +323,32 @@ impl Pipeline {
                 method: Method::None,
                 confidence: p[top],
                 detail: format!(
-                    "model unsure: {} p={:.3} < threshold {:.2}{runner_up}; no LLM stage is configured",
+                    "{MODEL_UNSURE} {} p={:.3} < threshold {:.2}{runner_up}",
                     model.labels[top], p[top], self.threshold
                 ),
             }
         }
+    }
+}
+
+/// How a model-stage fall-through's detail begins.
+const MODEL_UNSURE: &str = "model unsure:";
+
+fn llm_decision(o: LlmOutcome, model_note: &str) -> Decision {
+    let method = match o.method {
+        logsieve_llm::Method::Llm => Method::Llm,
+        logsieve_llm::Method::None => Method::None,
+    };
+    let detail = if model_note.is_empty() {
+        format!("llm: {}", o.detail)
+    } else {
+        format!("{model_note}; llm: {}", o.detail)
+    };
+    Decision {
+        target_label: o.label,
+        method,
+        confidence: o.confidence,
+        detail,
     }
 }
 

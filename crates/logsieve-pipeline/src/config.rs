@@ -29,6 +29,8 @@ pub struct Config {
     pub input: InputConfig,
     /// Source name → route.
     pub routes: BTreeMap<String, Route>,
+    /// The LLM stage (see crates/logsieve-llm/README.md).
+    pub llm: logsieve_llm::LlmConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -36,7 +36,11 @@ impl Recorded {
     /// The log line, decoded from the `<log>` block of the user message.
     pub fn log_message(&self) -> String {
         let user = self.content("user");
-        let block = user.split("<log>\n").nth(1).and_then(|b| b.split("\n</log>").next()).unwrap_or_default();
+        let block = user
+            .split("<log>\n")
+            .nth(1)
+            .and_then(|b| b.split("\n</log>").next())
+            .unwrap_or_default();
         serde_json::from_str::<serde_json::Value>(block)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
@@ -89,14 +93,19 @@ impl FakeServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (c, r) = (count.clone(), recorded.clone());
         let thread = std::thread::spawn(move || {
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let accept = async {
                     loop {
-                        let Ok((stream, _)) = listener.accept().await else { continue };
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
                         let (handler, c, r) = (handler.clone(), c.clone(), r.clone());
                         tokio::spawn(serve(stream, handler, c, r));
                     }
@@ -152,7 +161,11 @@ async fn serve(
         if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
             return;
         }
-        let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         let (mut length, mut authorization) = (0usize, None);
         loop {
             let mut line = String::new();
