@@ -78,6 +78,13 @@ impl Stats {
     }
 }
 
+/// A batch after the rules and model stages, waiting for the LLM.
+#[derive(Debug)]
+pub struct Partial {
+    decided: Vec<Option<Decision>>,
+    to_llm: Vec<(usize, String)>,
+}
+
 type EmbedderSlot = OnceLock<Result<Arc<dyn Embedder>, String>>;
 
 pub struct Pipeline {
@@ -198,8 +205,18 @@ impl Pipeline {
 
     /// Classify a batch; one decision per item, in order.
     pub fn classify(&self, items: &[Item<'_>]) -> Vec<Decision> {
+        let (partial, requests) = self.prepare(items);
+        let outcomes = self.llm.classify_many(requests);
+        self.complete(partial, outcomes)
+    }
+
+    /// The rules and model stages for a batch. Rows that need the LLM are
+    /// returned as requests; answer them with [`LlmStage::classify_many`]
+    /// (possibly on another thread, while the next batch is prepared) and
+    /// pass the outcomes, in order, to [`Pipeline::complete`].
+    pub fn prepare(&self, items: &[Item<'_>]) -> (Partial, Vec<LlmRequest>) {
         let mut out: Vec<Option<Decision>> = Vec::with_capacity(items.len());
-        // Rows for the model stage, deduplicated by message text.
+        // Rows for the model stage.
         let mut pending: Vec<usize> = Vec::new();
         // Rows for the LLM stage, with what the model said of them (if anything).
         let mut to_llm: Vec<(usize, String)> = Vec::new();
@@ -234,23 +251,32 @@ impl Pipeline {
                 }
             }
         }
-        if !to_llm.is_empty() {
-            let requests = to_llm
-                .iter()
-                .map(|&(i, _)| LlmRequest {
-                    source: items[i].source.to_string(),
-                    message: items[i].message.to_string(),
-                    examples: Vec::new(),
-                })
-                .collect();
-            let outcomes = self.llm.classify_many(requests);
-            for ((i, model_note), o) in to_llm.into_iter().zip(outcomes) {
-                out[i] = Some(llm_decision(o, &model_note));
-            }
+        let requests = to_llm
+            .iter()
+            .map(|&(i, _)| LlmRequest {
+                source: items[i].source.to_string(),
+                message: items[i].message.to_string(),
+                examples: Vec::new(),
+            })
+            .collect();
+        (Partial { decided: out, to_llm }, requests)
+    }
+
+    /// Merge the LLM's outcomes (in request order) into a prepared batch.
+    pub fn complete(&self, partial: Partial, outcomes: Vec<LlmOutcome>) -> Vec<Decision> {
+        let Partial {
+            decided: mut out,
+            to_llm,
+        } = partial;
+        debug_assert_eq!(to_llm.len(), outcomes.len());
+        for ((i, model_note), o) in to_llm.into_iter().zip(outcomes) {
+            out[i] = Some(llm_decision(o, &model_note));
         }
         out.into_iter()
             .map(|d| {
-                let d = d.expect("every row decided");
+                let d = d.unwrap_or_else(|| {
+                    Decision::none("internal error: the LLM stage returned too few answers")
+                });
                 self.stats.count(d.method);
                 d
             })

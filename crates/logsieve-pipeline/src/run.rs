@@ -2,7 +2,7 @@
 //! repeat. Memory is bounded by the chunk size whatever the input size;
 //! output order is input order.
 
-use crate::cascade::{Item, Pipeline};
+use crate::cascade::{Item, Partial, Pipeline};
 use crate::decision::{Decision, Method};
 use crate::io::{finish_decision, InputError, InputRow, RowReader, RowWriter};
 
@@ -39,6 +39,10 @@ pub fn clip(s: &str, max: usize) -> &str {
 /// Classify every row of `reader` into `writer`. `on_chunk` is called after
 /// each chunk (for progress bars). A fatal input error stops reading; the rows
 /// before it are written and the error is returned in the summary.
+///
+/// Chunks overlap: while chunk N's LLM requests are in flight (on their own
+/// thread, bounded by the stage's concurrency cap), chunk N+1 is read and
+/// goes through the rules and the model. Output order is input order.
 pub fn classify_stream(
     pipeline: &Pipeline,
     reader: &mut dyn RowReader,
@@ -48,69 +52,124 @@ pub fn classify_stream(
     let chunk_rows = pipeline.config().input.chunk_rows.max(1);
     let max_bytes = pipeline.config().input.max_message_bytes.max(1);
     let mut summary = RunSummary::default();
-    let mut chunk: Vec<InputRow> = Vec::with_capacity(chunk_rows);
     let mut fatal: Option<InputError> = None;
-    loop {
-        chunk.clear();
-        while chunk.len() < chunk_rows {
-            match reader.next_row() {
-                None => break,
-                Some(Ok(mut row)) => {
-                    if row.message.len() > max_bytes {
-                        let note = format!(
-                            "line {}: log_message is {} bytes; the first {max_bytes} were classified",
-                            row.line,
-                            row.message.len()
-                        );
-                        if !row.note.is_empty() {
-                            row.note.push_str("; ");
-                        }
-                        row.note.push_str(&note);
-                    }
-                    chunk.push(row);
-                }
-                Some(Err(e)) => {
-                    fatal = Some(e);
-                    break;
-                }
-            }
-        }
-        if chunk.is_empty() {
-            break;
-        }
-        let readable: Vec<usize> = (0..chunk.len()).filter(|&i| !chunk[i].unreadable).collect();
-        let items: Vec<Item> = readable
-            .iter()
-            .map(|&i| Item {
-                source: &chunk[i].source,
-                message: clip(&chunk[i].message, max_bytes),
-            })
-            .collect();
-        let mut decided = pipeline.classify(&items).into_iter();
-        for (i, row) in chunk.iter().enumerate() {
-            let d = if row.unreadable {
-                Decision::none("")
+    std::thread::scope(|scope| -> Result<(), RunError> {
+        let mut in_flight: Option<InFlight<'_>> = None;
+        loop {
+            let chunk = read_chunk(reader, chunk_rows, max_bytes, &mut fatal);
+            let next = if chunk.is_empty() {
+                None
             } else {
-                decided.next().expect("one decision per readable row")
+                let items: Vec<Item> = chunk
+                    .iter()
+                    .filter(|r| !r.unreadable)
+                    .map(|r| Item {
+                        source: &r.source,
+                        message: clip(&r.message, max_bytes),
+                    })
+                    .collect();
+                let (partial, requests) = pipeline.prepare(&items);
+                let llm = pipeline.llm();
+                let answers =
+                    (!requests.is_empty()).then(|| scope.spawn(move || llm.classify_many(requests)));
+                Some(InFlight {
+                    chunk,
+                    partial,
+                    answers,
+                })
             };
-            debug_assert!(row.unreadable || readable.contains(&i));
-            let d = finish_decision(row, d);
-            summary.rows += 1;
-            if !row.note.is_empty() {
-                summary.flagged += 1;
+            if let Some(prev) = in_flight.take() {
+                write_chunk(pipeline, prev, writer, &mut summary)?;
+                on_chunk(&summary);
             }
-            if row.unreadable {
-                summary.unreadable += 1;
-                debug_assert_eq!(d.method, Method::None);
+            match next {
+                Some(n) => in_flight = Some(n),
+                None => break,
             }
-            writer.write(row, &d)?;
+            if fatal.is_some() {
+                if let Some(last) = in_flight.take() {
+                    write_chunk(pipeline, last, writer, &mut summary)?;
+                    on_chunk(&summary);
+                }
+                break;
+            }
         }
-        on_chunk(&summary);
-        if fatal.is_some() {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     writer.finish()?;
     summary.fatal = fatal.map(|e| e.to_string());
     Ok(summary)
+}
+
+struct InFlight<'s> {
+    chunk: Vec<InputRow>,
+    partial: Partial,
+    answers: Option<std::thread::ScopedJoinHandle<'s, Vec<logsieve_llm::LlmOutcome>>>,
+}
+
+fn read_chunk(
+    reader: &mut dyn RowReader,
+    chunk_rows: usize,
+    max_bytes: usize,
+    fatal: &mut Option<InputError>,
+) -> Vec<InputRow> {
+    let mut chunk = Vec::with_capacity(chunk_rows.min(4096));
+    if fatal.is_some() {
+        return chunk;
+    }
+    while chunk.len() < chunk_rows {
+        match reader.next_row() {
+            None => break,
+            Some(Ok(mut row)) => {
+                if row.message.len() > max_bytes {
+                    let note = format!(
+                        "line {}: log_message is {} bytes; the first {max_bytes} were classified",
+                        row.line,
+                        row.message.len()
+                    );
+                    if !row.note.is_empty() {
+                        row.note.push_str("; ");
+                    }
+                    row.note.push_str(&note);
+                }
+                chunk.push(row);
+            }
+            Some(Err(e)) => {
+                *fatal = Some(e);
+                break;
+            }
+        }
+    }
+    chunk
+}
+
+fn write_chunk(
+    pipeline: &Pipeline,
+    f: InFlight<'_>,
+    writer: &mut dyn RowWriter,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    let outcomes = match f.answers {
+        Some(h) => h.join().unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut decided = pipeline.complete(f.partial, outcomes).into_iter();
+    for row in &f.chunk {
+        let d = if row.unreadable {
+            Decision::none("")
+        } else {
+            decided.next().expect("one decision per readable row")
+        };
+        let d = finish_decision(row, d);
+        summary.rows += 1;
+        if !row.note.is_empty() {
+            summary.flagged += 1;
+        }
+        if row.unreadable {
+            summary.unreadable += 1;
+            debug_assert_eq!(d.method, Method::None);
+        }
+        writer.write(row, &d)?;
+    }
+    Ok(())
 }

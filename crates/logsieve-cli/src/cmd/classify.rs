@@ -107,6 +107,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         s["rows_per_s"] = serde_json::json!((summary.rows as f64 / secs.max(1e-9)).round());
         s["flagged"] = serde_json::json!(summary.flagged);
         s["unreadable"] = serde_json::json!(summary.unreadable);
+        s["llm"] = serde_json::to_value(pipeline.llm().stats())?;
         eprintln!("{s}");
     }
     if let Some(f) = summary.fatal {
