@@ -1,0 +1,128 @@
+//! Grouping accuracy and warm throughput of the template miner on loghub-2k,
+//! beside Drain's published GA. One configuration for every system.
+//!
+//! cargo run --release -p logsieve-templates --example loghub_ga -- /work/shared/datasets/loghub-2k [--lines N] [--errors SYSTEM]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use logsieve_templates::{grouping_accuracy, Masker, Miner, MinerConfig};
+
+const SYSTEMS: [(&str, f64); 10] = [
+    ("HDFS", 0.998),
+    ("Hadoop", 0.948),
+    ("Spark", 0.920),
+    ("Zookeeper", 0.967),
+    ("BGL", 0.963),
+    ("HPC", 0.887),
+    ("Windows", 0.997),
+    ("Android", 0.911),
+    ("Apache", 1.000),
+    ("OpenSSH", 0.788),
+];
+
+fn read_structured(dir: &Path, system: &str) -> (Vec<String>, Vec<String>) {
+    let path = dir.join(system).join(format!("{system}_2k.log_structured.csv"));
+    let mut rd = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let headers = rd.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name} column"));
+    let (c, e) = (col("Content"), col("EventId"));
+    let mut contents = Vec::new();
+    let mut events = Vec::new();
+    for rec in rd.records() {
+        let rec = rec.unwrap();
+        contents.push(rec[c].to_string());
+        events.push(rec[e].to_string());
+    }
+    (contents, events)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = PathBuf::from(args.first().map(String::as_str).unwrap_or("/work/shared/datasets/loghub-2k"));
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let total_lines: usize = flag("--lines").map_or(1_000_000, |s| s.parse().expect("--lines N"));
+    let errors_for = flag("--errors");
+    let no_tput = args.iter().any(|a| a == "--no-throughput");
+
+    println!("{:<10} {:>7} {:>7} {:>9} {:>14} {:>14}", "system", "GA", "Drain", "templates", "mined lines/s", "raw lines/s");
+    let (mut sum, mut sum_drain) = (0.0, 0.0);
+    for (system, drain) in SYSTEMS {
+        let (contents, events) = read_structured(&dir, system);
+        let miner = Miner::new(MinerConfig::default(), Masker::builtin());
+        let ids: Vec<u64> = contents.iter().map(|l| miner.add(l).template_id).collect();
+        let ids: Vec<u64> = ids.iter().map(|&i| miner.resolve(i).unwrap()).collect();
+        let ga = grouping_accuracy(&ids, &events);
+        sum += ga;
+        sum_drain += drain;
+
+        if errors_for.as_deref() == Some(system) {
+            print_errors(&miner, &contents, &ids, &events);
+        }
+
+        let (warm_content, warm_raw) = if no_tput {
+            (0.0, 0.0)
+        } else {
+            let raw_path = dir.join(system).join(format!("{system}_2k.log"));
+            let raw = std::fs::read_to_string(&raw_path).unwrap_or_else(|e| panic!("{}: {e}", raw_path.display()));
+            let raw: Vec<&str> = raw.lines().collect();
+            (throughput(&miner, &contents.iter().map(String::as_str).collect::<Vec<_>>(), total_lines), {
+                let m = Miner::new(MinerConfig::default(), Masker::builtin());
+                throughput(&m, &raw, total_lines)
+            })
+        };
+        println!(
+            "{:<10} {:>7.3} {:>7.3} {:>9} {:>14.0} {:>14.0}",
+            system,
+            ga,
+            drain,
+            miner.len(),
+            warm_content,
+            warm_raw
+        );
+    }
+    let n = SYSTEMS.len() as f64;
+    println!("{:<10} {:>7.3} {:>7.3}", "average", sum / n, sum_drain / n);
+}
+
+/// Lines per second of a warm miner (one thread): one pass to learn, then
+/// replays until `total` lines have been added.
+fn throughput(miner: &Miner, lines: &[&str], total: usize) -> f64 {
+    let mut buf = String::new();
+    let mut ids = Vec::new();
+    for l in lines {
+        miner.add_with(l, &mut buf, &mut ids);
+    }
+    let rounds = total.div_ceil(lines.len()).max(1);
+    let start = Instant::now();
+    let mut acc = 0u64;
+    for _ in 0..rounds {
+        for l in lines {
+            acc = acc.wrapping_add(miner.add_with(l, &mut buf, &mut ids).template_id);
+        }
+    }
+    std::hint::black_box(acc);
+    (rounds * lines.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn print_errors(miner: &Miner, contents: &[String], ids: &[u64], events: &[String]) {
+    // For each true event that is not mined as exactly one group: show its groups.
+    let mut by_event: BTreeMap<&str, BTreeMap<u64, Vec<usize>>> = BTreeMap::new();
+    let mut by_pred: BTreeMap<u64, BTreeMap<&str, usize>> = BTreeMap::new();
+    for (i, (p, e)) in ids.iter().zip(events).enumerate() {
+        by_event.entry(e).or_default().entry(*p).or_default().push(i);
+        *by_pred.entry(*p).or_default().entry(e).or_default() += 1;
+    }
+    for (e, groups) in &by_event {
+        let bad = groups.len() > 1 || groups.keys().any(|p| by_pred[p].len() > 1);
+        if !bad {
+            continue;
+        }
+        println!("--- event {e}: {} lines in {} mined groups", groups.values().map(Vec::len).sum::<usize>(), groups.len());
+        for (p, lines) in groups {
+            let t = miner.template(*p).unwrap();
+            println!("   [{p}] n={} shared_with={:?}\n      tpl: {}\n      ex : {}", lines.len(), by_pred[p].keys().filter(|k| *k != e).collect::<Vec<_>>(), t.template, contents[lines[0]]);
+        }
+    }
+}

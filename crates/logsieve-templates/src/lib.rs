@@ -1,0 +1,34 @@
+//! logsieve-templates: the layer that makes the cost per log line fall as
+//! logs repeat. Lines are masked ([`mask`]), grouped into templates by an
+//! online Drain-family miner ([`miner`]), scored against ground truth
+//! ([`eval`]), pure templates become regex rules ([`rules`]), and
+//! [`output`] formats results for the CLI.
+
+pub mod eval;
+pub mod mask;
+pub mod miner;
+
+pub use eval::grouping_accuracy;
+pub use mask::{MaskConfig, MaskError, MaskRule, Masker, BUILTIN_MASKING_TOML};
+pub use miner::{
+    extract_parameters, Match, Miner, MinerConfig, SnapshotError, TemplateInfo, SNAPSHOT_FORMAT_VERSION,
+    WILDCARD,
+};
+
+/// `NAME` of a typed placeholder `<NAME>`: a capital letter, then capitals,
+/// digits or `_`.
+pub(crate) fn is_placeholder_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_uppercase()
+        && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// Whether a whole token is a variable: `<*>` or a typed placeholder.
+pub(crate) fn is_placeholder_token(tok: &str) -> bool {
+    match tok.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
+        Some("*") => true,
+        Some(name) => is_placeholder_name(name),
+        None => false,
+    }
+}
