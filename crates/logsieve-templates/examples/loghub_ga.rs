@@ -45,12 +45,14 @@ fn main() {
     let total_lines: usize = flag("--lines").map_or(1_000_000, |s| s.parse().expect("--lines N"));
     let errors_for = flag("--errors");
     let no_tput = args.iter().any(|a| a == "--no-throughput");
+    // For experiments only: the reported figures use the defaults.
+    let config: MinerConfig = flag("--config").map_or_else(MinerConfig::default, |j| serde_json::from_str(&j).expect("--config JSON"));
 
     println!("{:<10} {:>7} {:>7} {:>9} {:>14} {:>14}", "system", "GA", "Drain", "templates", "mined lines/s", "raw lines/s");
     let (mut sum, mut sum_drain) = (0.0, 0.0);
     for (system, drain) in SYSTEMS {
         let (contents, events) = read_structured(&dir, system);
-        let miner = Miner::new(MinerConfig::default(), Masker::builtin());
+        let miner = Miner::new(config.clone(), Masker::builtin());
         let ids: Vec<u64> = contents.iter().map(|l| miner.add(l).template_id).collect();
         let ids: Vec<u64> = ids.iter().map(|&i| miner.resolve(i).unwrap()).collect();
         let ga = grouping_accuracy(&ids, &events);
@@ -68,7 +70,7 @@ fn main() {
             let raw = std::fs::read_to_string(&raw_path).unwrap_or_else(|e| panic!("{}: {e}", raw_path.display()));
             let raw: Vec<&str> = raw.lines().collect();
             (throughput(&miner, &contents.iter().map(String::as_str).collect::<Vec<_>>(), total_lines), {
-                let m = Miner::new(MinerConfig::default(), Masker::builtin());
+                let m = Miner::new(config.clone(), Masker::builtin());
                 throughput(&m, &raw, total_lines)
             })
         };

@@ -266,6 +266,18 @@ impl Inner {
         }
     }
 
+    /// Whether template token `t` and a differing line token `l` differ
+    /// in meaning (two plain words, or two `key=value` with other keys)
+    /// rather than in a value.
+    fn word_diff(&self, t: u32, l: u32, text: &str) -> bool {
+        let ts = &self.strings[t as usize];
+        let ls = if l == UNKNOWN { text } else { &self.strings[l as usize] };
+        match (split_key_value(ts), split_key_value(ls)) {
+            (Some((ka, va)), Some((kb, vb))) => ka != kb || (is_word(va) && is_word(vb)),
+            _ => is_word(ts) && is_word(ls),
+        }
+    }
+
     fn key(&self, id: u32, text: &str) -> u32 {
         let keyable = if id == UNKNOWN {
             !text.contains('<') && !text.bytes().any(|b| b.is_ascii_digit())
@@ -306,7 +318,7 @@ impl Inner {
                 s.var += 1;
             } else {
                 s.diff += 1;
-                if self.is_word(t, "") && self.is_word(l, texts[i]) {
+                if self.word_diff(t, l, texts[i]) {
                     s.diff_words += 1;
                 }
             }
@@ -518,7 +530,7 @@ impl Inner {
                 tokens.push(t);
             } else if self.placeholder[t as usize] && self.placeholder[l as usize] {
                 tokens.push(WILD);
-            } else if self.word[t as usize] && self.word[l as usize] {
+            } else if self.word_diff(t, l, "") {
                 pos = i;
                 tokens.push(l);
             } else {
@@ -668,13 +680,32 @@ impl Inner {
     }
 }
 
-/// A plain word: has a letter, no digit, no placeholder. Lines differing
-/// in such a token are kept apart until the position has shown
-/// `word_variable_after` distinct words.
+/// A plain word: letters (inner `-` or `'` allowed), maybe wrapped in
+/// brackets, quotes or trailing punctuation: `Started`, `finalization.`,
+/// `(root)`. Lines differing in such a token are kept apart until the
+/// position has shown `word_variable_after` distinct words. Identifiers
+/// (`cluster_root`, `com.example.App`, `eth0`) are not words: they vary.
 fn is_word(tok: &str) -> bool {
-    let b = tok.as_bytes();
-    b.iter().any(u8::is_ascii_alphabetic) && !b.iter().any(|c| c.is_ascii_digit() || *c == b'<')
+    let core = tok
+        .trim_start_matches(['(', '[', '{', '\'', '"'])
+        .trim_end_matches(['.', ',', ':', ';', '!', '?', ')', ']', '}', '\'', '"']);
+    let b = core.as_bytes();
+    // UPPER_SNAKE names are constants (enums), lower_snake ones identifiers.
+    let upper_snake = b.iter().all(|c| c.is_ascii_uppercase() || *c == b'_');
+    !b.is_empty()
+        && b[0].is_ascii_alphabetic()
+        && b[b.len() - 1].is_ascii_alphabetic()
+        && b.iter().all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'\'' || (upper_snake && *c == b'_'))
 }
+
+/// `key=value` or `key:value` (both parts non-empty).
+fn split_key_value(tok: &str) -> Option<(&str, &str)> {
+    let i = tok.find(['=', ':'])?;
+    let (k, v) = (&tok[..i], &tok[i + 1..]);
+    (!k.is_empty() && !v.is_empty()).then_some((k, v))
+}
+
+
 
 /// Splits a masked line into tokens (on ASCII whitespace); a blank line is
 /// one empty token, so it has a template too.
