@@ -48,7 +48,10 @@ fn main() {
     // For experiments only: the reported figures use the defaults.
     let config: MinerConfig = flag("--config").map_or_else(MinerConfig::default, |j| serde_json::from_str(&j).expect("--config JSON"));
 
-    println!("{:<10} {:>7} {:>7} {:>9} {:>14} {:>14}", "system", "GA", "Drain", "templates", "mined lines/s", "raw lines/s");
+    println!(
+        "{:<10} {:>7} {:>7} {:>9} {:>14} {:>14} {:>13}",
+        "system", "GA", "Drain", "templates", "Content l/s", "raw log l/s", "raw templates"
+    );
     let (mut sum, mut sum_drain) = (0.0, 0.0);
     for (system, drain) in SYSTEMS {
         let (contents, events) = read_structured(&dir, system);
@@ -63,6 +66,7 @@ fn main() {
             print_errors(&miner, &contents, &ids, &events);
         }
 
+        let mut raw_templates = 0;
         let (warm_content, warm_raw) = if no_tput {
             (0.0, 0.0)
         } else {
@@ -71,17 +75,25 @@ fn main() {
             let raw: Vec<&str> = raw.lines().collect();
             (throughput(&miner, &contents.iter().map(String::as_str).collect::<Vec<_>>(), total_lines), {
                 let m = Miner::new(config.clone(), Masker::builtin());
-                throughput(&m, &raw, total_lines)
+                let t = throughput(&m, &raw, total_lines);
+                raw_templates = m.len();
+                if errors_for.as_deref() == Some(system) && args.iter().any(|a| a == "--raw") {
+                    for t in m.templates() {
+                        println!("raw template {} n={}: {}", t.id, t.count, t.template);
+                    }
+                }
+                t
             })
         };
         println!(
-            "{:<10} {:>7.3} {:>7.3} {:>9} {:>14.0} {:>14.0}",
+            "{:<10} {:>7.3} {:>7.3} {:>9} {:>14.0} {:>14.0} {:>13}",
             system,
             ga,
             drain,
             miner.len(),
             warm_content,
-            warm_raw
+            warm_raw,
+            raw_templates
         );
     }
     let n = SYSTEMS.len() as f64;

@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(m("msra-sa-41 vCores:-27"), "msra-sa-<NUM> vCores:<NUM>");
         assert_eq!(m("arch amd64 utf8 KB3163245 ok"), "arch amd64 utf8 KB3163245 ok");
         assert_eq!(m("Times: total = 39, boot = -103"), "Times: total = <NUM>, boot = <NUM>");
-        assert_eq!(m("estimated size 9.2 KB"), "estimated size <NUM> KB");
+        assert_eq!(m("estimated size 9.2 KB, free 384 B"), "estimated size <SIZE>, free <SIZE>");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -102,13 +102,14 @@ impl Default for MinerConfig {
 }
 
 /// The result of adding a line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
     /// Stable id of the template the line belongs to.
     pub template_id: u64,
     /// The template as it stands after this line (`<*>` marks variables,
-    /// typed placeholders such as `<NUM>` come from masking).
-    pub template: String,
+    /// typed placeholders such as `<NUM>` come from masking). Shared with
+    /// the miner, so returning it costs no copy.
+    pub template: Arc<str>,
     /// True when this line created the template.
     pub is_new: bool,
 }
@@ -168,6 +169,8 @@ struct Cluster {
     tokens: Vec<u32>,
     /// Index of the variadic token, if any.
     variadic: Option<usize>,
+    /// `tokens` as text, kept up to date by the write path.
+    rendered: Arc<str>,
     count: AtomicU64,
     /// False once merged into another cluster.
     alive: bool,
@@ -258,14 +261,6 @@ impl Inner {
         id != UNKNOWN && self.placeholder[id as usize]
     }
 
-    fn is_word(&self, id: u32, text: &str) -> bool {
-        if id == UNKNOWN {
-            is_word(text)
-        } else {
-            self.word[id as usize]
-        }
-    }
-
     /// Whether template token `t` and a differing line token `l` differ
     /// in meaning (two plain words, or two `key=value` with other keys)
     /// rather than in a value.
@@ -348,12 +343,52 @@ impl Inner {
         true
     }
 
+    /// The warm path: the most specific same-length template the line fits
+    /// as it stands (no literal token differs), found with integer
+    /// comparisons only.
+    fn exact_fit(&self, line: &[u32], texts: &[&str]) -> Option<(u32, Score)> {
+        let n = line.len();
+        let key = self.key(line[0], texts[0]);
+        let mut best: Option<(u32, usize)> = None;
+        for k in [key, WILD] {
+            for &c in self.buckets.get(&(n as u32, k)).into_iter().flatten() {
+                let tpl = &self.clusters[c as usize].tokens;
+                let mut same = 0;
+                let fits = tpl.iter().zip(line).all(|(&t, &l)| {
+                    if t == l && t != WILD {
+                        same += 1;
+                        true
+                    } else {
+                        t == WILD || (self.placeholder[t as usize] && l != UNKNOWN && self.placeholder[l as usize])
+                    }
+                });
+                if fits && best.is_none_or(|(_, b)| same > b) {
+                    best = Some((c, same));
+                }
+            }
+            if best.is_some() || key == WILD {
+                break;
+            }
+        }
+        best.map(|(c, same)| {
+            (
+                c,
+                Score {
+                    same,
+                    var: n - same,
+                    diff: 0,
+                    diff_words: 0,
+                },
+            )
+        })
+    }
+
     /// Best same-length cluster for the line, with its score.
     fn best_same_length(&self, line: &[u32], texts: &[&str], similarity: f64) -> Option<(u32, Score)> {
         let n = line.len();
         let key = self.key(line[0], texts[0]);
         let mut best: Option<(u32, Score)> = None;
-        let mut consider = |list: Option<&Vec<u32>>, best: &mut Option<(u32, Score)>| {
+        let consider = |list: Option<&Vec<u32>>, best: &mut Option<(u32, Score)>| {
             for &c in list.into_iter().flatten() {
                 let cl = &self.clusters[c as usize];
                 let s = self.score(&cl.tokens, line, texts);
@@ -436,9 +471,11 @@ impl Inner {
                 .push(ix),
         }
         self.by_id.insert(id, ix);
+        let rendered = self.render(&tokens).into();
         self.clusters.push(Cluster {
             id,
             tokens,
+            rendered,
             variadic,
             count: AtomicU64::new(count),
             alive: true,
@@ -613,7 +650,9 @@ impl Inner {
             for k in [key, WILD] {
                 for &c in self.buckets.get(&(len as u32, k)).into_iter().flatten() {
                     let tpl = &self.clusters[c as usize].tokens;
-                    let eq = |a: u32, b: u32| a == b || a == WILD || (self.placeholder[a as usize] && self.placeholder[b as usize]);
+                    // Template variables are not skipped over: the gap
+                    // is to hold them.
+                    let eq = |a: u32, b: u32| a != WILD && (a == b || (self.placeholder[a as usize] && self.placeholder[b as usize]));
                     let max_fix = tpl.len().min(n);
                     let mut p = 0;
                     while p < max_fix && eq(tpl[p], line[p]) {
@@ -636,8 +675,8 @@ impl Inner {
                     let lgap = &line[p..n - s];
                     if tgap.is_empty()
                         || lgap.is_empty()
-                        || !tgap.iter().all(|&t| self.placeholder[t as usize])
-                        || lgap.iter().any(|&t| self.word[t as usize])
+                        || !tgap.iter().all(|&t| self.strings[t as usize].contains('<'))
+                        || lgap.iter().all(|&t| self.word[t as usize])
                     {
                         continue;
                     }
@@ -698,19 +737,29 @@ fn is_word(tok: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'\'' || (upper_snake && *c == b'_'))
 }
 
-/// `key=value` or `key:value` (both parts non-empty).
+/// `key=value` or `key:value`, both parts non-empty and the key a name
+/// (letters, no digits: `R24-M1-N8-C:J09-U11` is a location, not a pair).
 fn split_key_value(tok: &str) -> Option<(&str, &str)> {
     let i = tok.find(['=', ':'])?;
     let (k, v) = (&tok[..i], &tok[i + 1..]);
-    (!k.is_empty() && !v.is_empty()).then_some((k, v))
+    let name = k.bytes().any(|c| c.is_ascii_alphabetic()) && !k.bytes().any(|c| c.is_ascii_digit());
+    (name && !v.is_empty()).then_some((k, v))
 }
 
 
 
 /// Splits a masked line into tokens (on ASCII whitespace); a blank line is
-/// one empty token, so it has a template too.
+/// one empty token, so it has a template too. Repeats of a masked token
+/// (`blk_<NUM> blk_<NUM> blk_<NUM>`, a list of values) count once, so lists
+/// of any length give one template.
 fn tokens_of(line: &str) -> Vec<&str> {
-    let mut v: Vec<&str> = line.split_ascii_whitespace().collect();
+    let mut v: Vec<&str> = Vec::new();
+    for t in line.split_ascii_whitespace() {
+        if v.last().is_some_and(|&p| p == t && t.contains('<')) {
+            continue;
+        }
+        v.push(t);
+    }
     if v.is_empty() {
         v.push("");
     }
@@ -772,7 +821,7 @@ impl Miner {
                     cl.count.fetch_add(1, Ordering::Relaxed);
                     return Match {
                         template_id: cl.id,
-                        template: inner.render(&cl.tokens),
+                        template: cl.rendered.clone(),
                         is_new: false,
                     };
                 }
@@ -816,16 +865,21 @@ impl Miner {
                 }
             }
         };
-        let cl = &inner.clusters[c as usize];
+        let rendered: Arc<str> = inner.render(&inner.clusters[c as usize].tokens).into();
+        let cl = &mut inner.clusters[c as usize];
+        cl.rendered = rendered;
         cl.count.fetch_add(1, Ordering::Relaxed);
         Match {
             template_id: cl.id,
-            template: inner.render(&cl.tokens),
+            template: cl.rendered.clone(),
             is_new,
         }
     }
 
     fn find(&self, inner: &Inner, ids: &[u32], texts: &[&str]) -> Option<(u32, Score)> {
+        if let Some(hit) = inner.exact_fit(ids, texts) {
+            return Some(hit);
+        }
         let sim = self.config.similarity;
         let same = inner.best_same_length(ids, texts, sim);
         if let Some((_, s)) = same {
@@ -858,7 +912,7 @@ impl Miner {
         let cl = &inner.clusters[c as usize];
         Some(TemplateInfo {
             id: cl.id,
-            template: inner.render(&cl.tokens),
+            template: cl.rendered.to_string(),
             count: cl.count.load(Ordering::Relaxed),
         })
     }
@@ -872,7 +926,7 @@ impl Miner {
             .filter(|cl| cl.alive)
             .map(|cl| TemplateInfo {
                 id: cl.id,
-                template: inner.render(&cl.tokens),
+                template: cl.rendered.to_string(),
                 count: cl.count.load(Ordering::Relaxed),
             })
             .collect();
@@ -887,7 +941,7 @@ impl Miner {
         let cl = &inner.clusters[ix as usize];
         Some(TemplateInfo {
             id: cl.id,
-            template: inner.render(&cl.tokens),
+            template: cl.rendered.to_string(),
             count: cl.count.load(Ordering::Relaxed),
         })
     }
@@ -1151,23 +1205,34 @@ mod tests {
         assert!(a.is_new && !b.is_new);
         assert_eq!(a.template_id, b.template_id);
         assert_eq!(b.template, "Connection from <IP> closed");
+        // A plain word becomes a variable once three distinct words were
+        // seen at its place; earlier ids then resolve to the merged one.
         let c = m.add("Invalid user admin from 1.2.3.4 port 22");
         let d = m.add("Invalid user oracle from 1.2.3.5 port 23");
-        assert_eq!(c.template_id, d.template_id);
-        assert_eq!(d.template, "Invalid user <*> from <IP> port <NUM>");
+        assert_ne!(c.template_id, d.template_id);
+        let e = m.add("Invalid user test from 1.2.3.6 port 24");
+        assert_eq!(e.template, "Invalid user <*> from <IP> port <NUM>");
+        assert_eq!(m.resolve(c.template_id), Some(e.template_id));
+        assert_eq!(m.resolve(d.template_id), Some(e.template_id));
+        assert_eq!(m.template(d.template_id).unwrap().count, 3);
+        assert_eq!(m.add("Invalid user guest from 1.2.3.7 port 25").template_id, e.template_id);
     }
 
     #[test]
     fn a_variable_spanning_several_tokens_gives_one_template() {
         let m = miner();
-        let a = m.add("Accepted password for alice from 10.1.1.1 port 22 ssh2");
-        let b = m.add("Accepted password for bob smith from 10.1.1.2 port 23 ssh2");
-        let c = m.add("Accepted password for  from 10.1.1.3 port 24 ssh2");
-        assert_eq!(a.template_id, b.template_id);
-        assert_eq!(a.template_id, c.template_id);
-        assert_eq!(c.template, "Accepted password for <*> from <IP> port <NUM> ssh2");
-        let p = m.parameters(a.template_id, "Accepted password for bob smith from 10.1.1.2 port 23 ssh2").unwrap();
-        assert_eq!(p, ["bob smith", "10.1.1.2", "23"]);
+        let a = m.add("acquire lock tag=\"alpha_1\" for uid 5");
+        let b = m.add("acquire lock tag=\"beta_2\" for uid 6");
+        assert_eq!(b.template, "acquire lock <*> for uid <NUM>");
+        let c = m.add("acquire lock tag=\"View Lock\" for uid 7");
+        assert_eq!((a.template_id, a.template_id), (b.template_id, c.template_id));
+        let p = m.parameters(a.template_id, "acquire lock tag=\"View Lock\" for uid 7").unwrap();
+        assert_eq!(p, ["tag=\"View Lock\"", "7"]);
+        // Lists of masked values of any length give one template.
+        let d = m.add("ask 10.0.0.1:50010 to delete blk_-1");
+        let e = m.add("ask 10.0.0.2:50010 to delete blk_-1 blk_2 blk_-3");
+        assert_eq!(d.template_id, e.template_id);
+        assert_eq!(e.template, "ask <IP> to delete blk_<NUM>");
     }
 
     #[test]
@@ -1199,7 +1264,7 @@ mod tests {
     #[test]
     fn snapshot_round_trips() {
         let m = miner();
-        for l in ["a b 1", "a b 2", "x y z", "Accepted password for bob from 1.1.1.1", "Accepted password for bob smith from 1.1.1.2"] {
+        for l in ["a b 1", "a b 2", "x y z", "VM Started", "VM Paused", "VM Stopped", "user tag=x_1 logged in", "user tag=x_2 logged in", "user tag=\"a b\" logged in"] {
             m.add(l);
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1211,7 +1276,8 @@ mod tests {
         assert!(next.is_new);
         assert!(m.templates().iter().all(|t| t.id < next.template_id));
         assert_eq!(r.add("a b 3").template_id, m.add("a b 3").template_id);
-        assert_eq!(r.add("Accepted password for carol a b from 1.1.1.3").template_id, m.add("Accepted password for carol a b from 1.1.1.3").template_id);
+        assert_eq!(r.add("VM Paused").template_id, m.add("VM Paused").template_id);
+        assert_eq!(r.add("user tag=\"c d\" logged in").template_id, m.add("user tag=\"c d\" logged in").template_id);
     }
 
     #[test]
