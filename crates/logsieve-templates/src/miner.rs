@@ -1204,14 +1204,14 @@ mod tests {
         let b = m.add("Connection from 10.0.0.2 closed");
         assert!(a.is_new && !b.is_new);
         assert_eq!(a.template_id, b.template_id);
-        assert_eq!(b.template, "Connection from <IP> closed");
+        assert_eq!(&*b.template, "Connection from <IP> closed");
         // A plain word becomes a variable once three distinct words were
         // seen at its place; earlier ids then resolve to the merged one.
         let c = m.add("Invalid user admin from 1.2.3.4 port 22");
         let d = m.add("Invalid user oracle from 1.2.3.5 port 23");
         assert_ne!(c.template_id, d.template_id);
         let e = m.add("Invalid user test from 1.2.3.6 port 24");
-        assert_eq!(e.template, "Invalid user <*> from <IP> port <NUM>");
+        assert_eq!(&*e.template, "Invalid user <*> from <IP> port <NUM>");
         assert_eq!(m.resolve(c.template_id), Some(e.template_id));
         assert_eq!(m.resolve(d.template_id), Some(e.template_id));
         assert_eq!(m.template(d.template_id).unwrap().count, 3);
@@ -1223,7 +1223,7 @@ mod tests {
         let m = miner();
         let a = m.add("acquire lock tag=\"alpha_1\" for uid 5");
         let b = m.add("acquire lock tag=\"beta_2\" for uid 6");
-        assert_eq!(b.template, "acquire lock <*> for uid <NUM>");
+        assert_eq!(&*b.template, "acquire lock <*> for uid <NUM>");
         let c = m.add("acquire lock tag=\"View Lock\" for uid 7");
         assert_eq!((a.template_id, a.template_id), (b.template_id, c.template_id));
         let p = m.parameters(a.template_id, "acquire lock tag=\"View Lock\" for uid 7").unwrap();
@@ -1232,7 +1232,7 @@ mod tests {
         let d = m.add("ask 10.0.0.1:50010 to delete blk_-1");
         let e = m.add("ask 10.0.0.2:50010 to delete blk_-1 blk_2 blk_-3");
         assert_eq!(d.template_id, e.template_id);
-        assert_eq!(e.template, "ask <IP> to delete blk_<NUM>");
+        assert_eq!(&*e.template, "ask <IP> to delete blk_<NUM>");
     }
 
     #[test]
