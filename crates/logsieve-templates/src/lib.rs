@@ -7,6 +7,8 @@
 pub mod eval;
 pub mod mask;
 pub mod miner;
+pub mod output;
+pub mod rules;
 
 pub use eval::grouping_accuracy;
 pub use mask::{MaskConfig, MaskError, MaskRule, Masker, BUILTIN_MASKING_TOML};
@@ -14,6 +16,8 @@ pub use miner::{
     extract_parameters, Match, Miner, MinerConfig, SnapshotError, TemplateInfo, SNAPSHOT_FORMAT_VERSION,
     WILDCARD,
 };
+pub use output::{templates_json, templates_table, LineAnnotator, LineRecord};
+pub use rules::{mine_rules, rules_to_toml, MineOptions, MinedRule};
 
 /// `NAME` of a typed placeholder `<NAME>`: a capital letter, then capitals,
 /// digits or `_`.
