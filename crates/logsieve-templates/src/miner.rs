@@ -21,7 +21,7 @@
 //! lock.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -326,9 +326,10 @@ impl Inner {
         if s.diff == 0 {
             return true;
         }
-        // Agreeing literal tokens must outnumber the differing ones, and
-        // together with existing variables cover `similarity` of the line.
-        if s.same <= s.diff {
+        // Agreeing literal tokens must outnumber differing words (at least
+        // match differing values), and together with existing variables
+        // cover `similarity` of the line.
+        if s.same < s.diff || (s.diff_words > 0 && s.same <= s.diff) {
             return false;
         }
         let sim = (s.same + s.var) as f64 / n as f64;
@@ -589,7 +590,13 @@ impl Inner {
         if !entry.values.contains(&line[pos]) {
             entry.values.push(line[pos]);
         }
-        if entry.values.len() < merge_after.max(2) {
+        // Capitalised words (LOOKING, FOLLOWING, LEADING) are usually the
+        // states of a small enumeration: ask for one more distinct value.
+        let caps = entry.values.iter().all(|&v| {
+            let t = &self.strings[v as usize];
+            t.bytes().any(|c| c.is_ascii_uppercase()) && !t.bytes().any(|c| c.is_ascii_lowercase() || c == b'_')
+        });
+        if entry.values.len() < merge_after.max(2) + usize::from(caps) {
             return (new, true);
         }
         let group = self.siblings.remove(&key).expect("entry exists").clusters;
@@ -673,10 +680,17 @@ impl Inner {
                     // often a different event.
                     let tgap = &tpl[p..tpl.len() - s];
                     let lgap = &line[p..n - s];
+                    // Nor over several `key=value` fields: extra fields
+                    // mean another structure.
+                    let keys: BTreeSet<&str> = lgap
+                        .iter()
+                        .filter_map(|&t| split_key_value(&self.strings[t as usize]).map(|kv| kv.0))
+                        .collect();
                     if tgap.is_empty()
                         || lgap.is_empty()
                         || !tgap.iter().all(|&t| self.strings[t as usize].contains('<'))
                         || lgap.iter().all(|&t| self.word[t as usize])
+                        || keys.len() > 1
                     {
                         continue;
                     }
@@ -727,7 +741,7 @@ impl Inner {
 fn is_word(tok: &str) -> bool {
     let core = tok
         .trim_start_matches(['(', '[', '{', '\'', '"'])
-        .trim_end_matches(['.', ',', ':', ';', '!', '?', ')', ']', '}', '\'', '"']);
+        .trim_end_matches(['.', ',', ':', ';', '!', '?', ')', ']', '}', '\'', '"', '*']);
     let b = core.as_bytes();
     // UPPER_SNAKE names are constants (enums), lower_snake ones identifiers.
     let upper_snake = b.iter().all(|c| c.is_ascii_uppercase() || *c == b'_');
@@ -753,17 +767,33 @@ fn split_key_value(tok: &str) -> Option<(&str, &str)> {
 /// (`blk_<NUM> blk_<NUM> blk_<NUM>`, a list of values) count once, so lists
 /// of any length give one template.
 fn tokens_of(line: &str) -> Vec<&str> {
-    let mut v: Vec<&str> = Vec::new();
-    for t in line.split_ascii_whitespace() {
-        if v.last().is_some_and(|&p| p == t && t.contains('<')) {
-            continue;
-        }
-        v.push(t);
-    }
+    let mut v: Vec<&str> = line.split_ascii_whitespace().collect();
     if v.is_empty() {
         v.push("");
     }
+    if line.contains('<') {
+        collapse_repeats(&mut v);
+    }
     v
+}
+
+/// Collapses back-to-back repeats of a group of one to three tokens that
+/// holds a placeholder (`node-<NUM> <HEX> ok node-<NUM> <HEX> ok`), in place.
+fn collapse_repeats(v: &mut Vec<&str>) {
+    for p in 1..=3 {
+        if v.len() < 2 * p {
+            break;
+        }
+        let mut w = 0;
+        for r in 0..v.len() {
+            v[w] = v[r];
+            w += 1;
+            if w >= 2 * p && v[w - p..w] == v[w - 2 * p..w - p] && v[w - p..w].iter().any(|t| t.contains('<')) {
+                w -= p;
+            }
+        }
+        v.truncate(w);
+    }
 }
 
 impl Miner {
