@@ -751,11 +751,17 @@ fn is_word(tok: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'\'' || (upper_snake && *c == b'_'))
 }
 
-/// `key=value` or `key:value`, both parts non-empty and the key a name
-/// (letters, no digits: `R24-M1-N8-C:J09-U11` is a location, not a pair).
+/// `key=value`, `key:value` or `key......value` (a dot leader), both parts
+/// non-empty and the key a name (letters, no digits: `R24-M1-N8-C:J09-U11`
+/// is a location, not a pair).
 fn split_key_value(tok: &str) -> Option<(&str, &str)> {
-    let i = tok.find(['=', ':'])?;
-    let (k, v) = (&tok[..i], &tok[i + 1..]);
+    let (i, sep) = match (tok.find(['=', ':']), tok.find("...")) {
+        (Some(i), Some(j)) if j < i => (j, tok[j..].bytes().take_while(|&b| b == b'.').count()),
+        (None, Some(j)) => (j, tok[j..].bytes().take_while(|&b| b == b'.').count()),
+        (Some(i), _) => (i, 1),
+        (None, None) => return None,
+    };
+    let (k, v) = (&tok[..i], &tok[i + sep..]);
     let name = k.bytes().any(|c| c.is_ascii_alphabetic()) && !k.bytes().any(|c| c.is_ascii_digit());
     (name && !v.is_empty()).then_some((k, v))
 }
