@@ -79,7 +79,9 @@ pub struct MaskConfig {
 pub struct MaskRule {
     /// A short name, used in error messages.
     pub name: String,
-    /// A regular expression (Rust `regex` syntax, no look-around).
+    /// A regular expression (Rust `regex` syntax, no look-around). Classes
+    /// such as `\d`, `\w` and `\s` are ASCII-only unless written inside
+    /// `(?u:...)`.
     pub pattern: String,
     /// The placeholder written instead of the match, e.g. `<NUM>`. It must
     /// look like `<NAME>`: the miner treats such tokens as variables.
@@ -187,12 +189,15 @@ impl Masker {
                 }
             }
             // Compile each pattern alone first, so an error names its rule.
-            let single = regex::Regex::new(&spec.pattern).map_err(|e| MaskError::Pattern {
+            let single = regex::bytes::RegexBuilder::new(&spec.pattern)
+                .unicode(false)
+                .build()
+                .map_err(|e| MaskError::Pattern {
                 file: file.to_string(),
                 name: spec.name.clone(),
                 message: e.to_string(),
             })?;
-            if single.is_match("") {
+            if single.is_match(b"") {
                 return Err(bad("pattern matches the empty string".into()));
             }
             rules.push(Rule {
@@ -206,11 +211,18 @@ impl Masker {
             None
         } else {
             let patterns: Vec<&str> = specs.iter().map(|s| s.pattern.as_str()).collect();
-            Some(MetaRegex::new_many(&patterns).map_err(|e| MaskError::Pattern {
+            // ASCII classes (`\d`, `\s`, `\w`) by default: smaller automata
+            // and about twice the speed; `(?u:...)` turns Unicode back on.
+            Some(
+                MetaRegex::builder()
+                    .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
+                    .build_many(&patterns)
+                    .map_err(|e| MaskError::Pattern {
                 file: file.to_string(),
                 name: "<all rules together>".into(),
                 message: e.to_string(),
-            })?)
+            })?,
+            )
         };
         Ok(Masker {
             regex,
@@ -246,6 +258,14 @@ impl Masker {
                 break;
             };
             let (s, e) = (m.start(), m.end());
+            if !line.is_char_boundary(s) || !line.is_char_boundary(e) {
+                // A byte-level rule cut a character: not a mask.
+                pos = s + 1;
+                while pos < bytes.len() && !line.is_char_boundary(pos) {
+                    pos += 1;
+                }
+                continue;
+            }
             let rule_ix = m.pattern().as_usize();
             let rule = &self.rules[rule_ix];
             let text = &bytes[s..e];
@@ -389,7 +409,13 @@ mod tests {
     #[test]
     fn leaves_plain_lines_borrowed() {
         assert!(matches!(Masker::builtin().mask("VM Started"), Cow::Borrowed(_)));
-        assert_eq!(m("héllo wörld 42 ünïcode"), "héllo wörld <NUM> ünïcode");
+        assert_eq!(m("héllo wörld 42 ünïcode /ü/ä x"), "héllo wörld <NUM> ünïcode /ü/ä x");
+        let uni = Masker::from_toml(
+            "builtin = false\n[[mask]]\nname = \"w\"\npattern = '(?u:\\w+)@'\nmask_with = \"<AT>\"\n",
+            "u.toml",
+        )
+        .unwrap();
+        assert_eq!(uni.mask("mail jürgen@ now"), "mail <AT> now");
     }
 
     #[test]

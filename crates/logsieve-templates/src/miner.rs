@@ -353,22 +353,36 @@ impl Inner {
         let mut best: Option<(u32, usize)> = None;
         for k in [key, WILD] {
             for &c in self.buckets.get(&(n as u32, k)).into_iter().flatten() {
-                let tpl = &self.clusters[c as usize].tokens;
-                let mut same = 0;
-                let fits = tpl.iter().zip(line).all(|(&t, &l)| {
-                    if t == l && t != WILD {
-                        same += 1;
-                        true
-                    } else {
-                        t == WILD || (self.placeholder[t as usize] && l != UNKNOWN && self.placeholder[l as usize])
+                if let Some(same) = self.fits(&self.clusters[c as usize].tokens, line) {
+                    if best.is_none_or(|(_, b)| same > b) {
+                        best = Some((c, same));
                     }
-                });
-                if fits && best.is_none_or(|(_, b)| same > b) {
-                    best = Some((c, same));
                 }
             }
             if best.is_some() || key == WILD {
                 break;
+            }
+        }
+        if best.is_none() {
+            for k in [key, WILD] {
+                for &c in self.variadic_buckets.get(&k).into_iter().flatten() {
+                    let cl = &self.clusters[c as usize];
+                    let v = cl.variadic.expect("variadic bucket holds variadic clusters");
+                    let tail = cl.tokens.len() - v - 1;
+                    if n < v + tail {
+                        continue;
+                    }
+                    let head = self.fits(&cl.tokens[..v], &line[..v]);
+                    let back = self.fits(&cl.tokens[v + 1..], &line[n - tail..]);
+                    if let (Some(h), Some(b)) = (head, back) {
+                        if best.is_none_or(|(_, x)| h + b > x) {
+                            best = Some((c, h + b));
+                        }
+                    }
+                }
+                if key == WILD {
+                    break;
+                }
             }
         }
         best.map(|(c, same)| {
@@ -382,6 +396,20 @@ impl Inner {
                 },
             )
         })
+    }
+
+    /// The number of equal literal tokens when `line` fits `tpl` (same
+    /// length) without changing it.
+    fn fits(&self, tpl: &[u32], line: &[u32]) -> Option<usize> {
+        let mut same = 0;
+        for (&t, &l) in tpl.iter().zip(line) {
+            if t == l && t != WILD {
+                same += 1;
+            } else if !(t == WILD || (self.placeholder[t as usize] && l != UNKNOWN && self.placeholder[l as usize])) {
+                return None;
+            }
+        }
+        Some(same)
     }
 
     /// Best same-length cluster for the line, with its score.
