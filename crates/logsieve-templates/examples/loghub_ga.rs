@@ -1,7 +1,8 @@
 //! Grouping accuracy and warm throughput of the template miner on loghub-2k,
 //! beside Drain's published GA. One configuration for every system.
 //!
-//! cargo run --release -p logsieve-templates --example loghub_ga -- /work/shared/datasets/loghub-2k [--lines N] [--errors SYSTEM]
+//! cargo run --release -p logsieve-templates --example loghub_ga -- /work/shared/datasets/loghub-2k
+//!     [--lines N] [--only SYSTEM] [--errors SYSTEM [--raw]] [--no-throughput] [--config MINER_JSON]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,11 @@ fn main() {
         "system", "GA", "Drain", "templates", "Content l/s", "raw log l/s", "raw templates"
     );
     let (mut sum, mut sum_drain) = (0.0, 0.0);
+    let only = flag("--only");
     for (system, drain) in SYSTEMS {
+        if only.as_deref().is_some_and(|o| o != system) {
+            continue;
+        }
         let (contents, events) = read_structured(&dir, system);
         let miner = Miner::new(config.clone(), Masker::builtin());
         let ids: Vec<u64> = contents.iter().map(|l| miner.add(l).template_id).collect();

@@ -79,7 +79,8 @@ pub struct MaskConfig {
 pub struct MaskRule {
     /// A short name, used in error messages.
     pub name: String,
-    /// A regular expression (Rust `regex` syntax, no look-around). Classes
+    /// A regular expression (Rust `regex` syntax, no look-around; it is
+    /// searched anywhere in the line, so `^` never matches). Classes
     /// such as `\d`, `\w` and `\s` are ASCII-only unless written inside
     /// `(?u:...)`.
     pub pattern: String,
@@ -210,7 +211,13 @@ impl Masker {
         let regex = if specs.is_empty() {
             None
         } else {
-            let patterns: Vec<&str> = specs.iter().map(|s| s.pattern.as_str()).collect();
+            let patterns: Vec<String> = specs
+                .iter()
+                .map(|s| {
+                    let left = if s.isolated { "[^A-Za-z0-9]" } else { "(?s:.)" };
+                    format!("{left}(?:{})", s.pattern)
+                })
+                .collect();
             // ASCII classes (`\d`, `\s`, `\w`) by default: smaller automata
             // and about twice the speed; `(?u:...)` turns Unicode back on.
             Some(
@@ -248,46 +255,54 @@ impl Masker {
         let Some(regex) = &self.regex else {
             return false;
         };
+        PADDED.with(|padded| {
+            let mut padded = padded.borrow_mut();
+            padded.clear();
+            padded.push(' ');
+            padded.push_str(line);
+            self.mask_padded(regex, &padded, line, out)
+        })
+    }
+
+    /// Every rule is compiled as `<one byte of left context><rule>` (for
+    /// isolated rules: a byte that is not a letter or digit) and searched
+    /// in the line with a space in front, so that matches glued to a word
+    /// on their left are never found and never have to be rejected; a
+    /// match at padded offset `s` holds the rule's text at line offset `s`.
+    fn mask_padded(&self, regex: &MetaRegex, padded: &str, line: &str, out: &mut String) -> bool {
         let bytes = line.as_bytes();
+        let end = padded.len();
         let mut copied = 0; // line[..copied] has been dealt with
-        let mut pos = 0; // where the next search starts
+        let mut pos = 0; // padded offset where the next search starts
         let mut last_rule = usize::MAX; // rule of the placeholder ending `out`
         let mut any = false;
-        while pos < bytes.len() {
-            let Some(m) = regex.search(&Input::new(line).span(pos..bytes.len())) else {
+        while pos < end {
+            let Some(m) = regex.search(&Input::new(padded).span(pos..end)) else {
                 break;
             };
-            let (s, e) = (m.start(), m.end());
-            if !line.is_char_boundary(s) || !line.is_char_boundary(e) {
-                // A byte-level rule cut a character: not a mask.
-                pos = s + 1;
-                while pos < bytes.len() && !line.is_char_boundary(pos) {
-                    pos += 1;
-                }
-                continue;
-            }
+            let (s, e) = (m.start(), m.end() - 1);
             let rule_ix = m.pattern().as_usize();
             let rule = &self.rules[rule_ix];
             let text = &bytes[s..e];
-            let glued = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
-            let left_glued = rule.isolated && s > 0 && glued(bytes.get(s - 1));
-            let right_glued = rule.isolated && glued(bytes.get(e));
-            if left_glued || right_glued || text.len() < rule.min_len || (rule.require_digit && !text.iter().any(u8::is_ascii_digit)) {
+            let boundaries = line.is_char_boundary(s) && line.is_char_boundary(e);
+            let right_glued = rule.isolated && bytes.get(e).is_some_and(u8::is_ascii_alphanumeric);
+            if !boundaries
+                || right_glued
+                || text.len() < rule.min_len
+                || (rule.require_digit && !text.iter().any(u8::is_ascii_digit))
+            {
                 // Rejected: resume after this word, or one byte on when the
                 // match began with punctuation (a sign, a slash) that a
                 // shorter match could skip.
-                if text[0].is_ascii_alphanumeric() {
+                pos = if text.first().is_some_and(u8::is_ascii_alphanumeric) {
                     let mut k = s;
                     while k < bytes.len() && bytes[k].is_ascii_alphanumeric() {
                         k += 1;
                     }
-                    pos = k.max(s + 1);
+                    k.max(s + 1)
                 } else {
-                    pos = s + 1;
-                }
-                while pos < bytes.len() && !line.is_char_boundary(pos) {
-                    pos += 1;
-                }
+                    s + 1
+                };
                 continue;
             }
             let gap = &line[copied..s];
@@ -318,6 +333,11 @@ impl Masker {
         out.push_str(&line[copied..]);
         true
     }
+}
+
+thread_local! {
+    /// Scratch buffer for the line with a space in front (see `mask_padded`).
+    static PADDED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 impl Default for Masker {
