@@ -24,10 +24,18 @@ const SYSTEMS: [(&str, f64); 10] = [
 ];
 
 fn read_structured(dir: &Path, system: &str) -> (Vec<String>, Vec<String>) {
-    let path = dir.join(system).join(format!("{system}_2k.log_structured.csv"));
-    let mut rd = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let path = dir
+        .join(system)
+        .join(format!("{system}_2k.log_structured.csv"));
+    let mut rd =
+        csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let headers = rd.headers().unwrap().clone();
-    let col = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name} column"));
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name} column"))
+    };
     let (c, e) = (col("Content"), col("EventId"));
     let mut contents = Vec::new();
     let mut events = Vec::new();
@@ -41,13 +49,24 @@ fn read_structured(dir: &Path, system: &str) -> (Vec<String>, Vec<String>) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = PathBuf::from(args.first().map(String::as_str).unwrap_or("/work/shared/datasets/loghub-2k"));
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let dir = PathBuf::from(
+        args.first()
+            .map(String::as_str)
+            .unwrap_or("/work/shared/datasets/loghub-2k"),
+    );
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let total_lines: usize = flag("--lines").map_or(1_000_000, |s| s.parse().expect("--lines N"));
     let errors_for = flag("--errors");
     let no_tput = args.iter().any(|a| a == "--no-throughput");
     // For experiments only: the reported figures use the defaults.
-    let config: MinerConfig = flag("--config").map_or_else(MinerConfig::default, |j| serde_json::from_str(&j).expect("--config JSON"));
+    let config: MinerConfig = flag("--config").map_or_else(MinerConfig::default, |j| {
+        serde_json::from_str(&j).expect("--config JSON")
+    });
 
     println!(
         "{:<10} {:>7} {:>7} {:>9} {:>14} {:>14} {:>13}",
@@ -76,19 +95,27 @@ fn main() {
             (0.0, 0.0)
         } else {
             let raw_path = dir.join(system).join(format!("{system}_2k.log"));
-            let raw = std::fs::read_to_string(&raw_path).unwrap_or_else(|e| panic!("{}: {e}", raw_path.display()));
+            let raw = std::fs::read_to_string(&raw_path)
+                .unwrap_or_else(|e| panic!("{}: {e}", raw_path.display()));
             let raw: Vec<&str> = raw.lines().collect();
-            (throughput(&miner, &contents.iter().map(String::as_str).collect::<Vec<_>>(), total_lines), {
-                let m = Miner::new(config.clone(), Masker::builtin());
-                let t = throughput(&m, &raw, total_lines);
-                raw_templates = m.len();
-                if errors_for.as_deref() == Some(system) && args.iter().any(|a| a == "--raw") {
-                    for t in m.templates() {
-                        println!("raw template {} n={}: {}", t.id, t.count, t.template);
+            (
+                throughput(
+                    &miner,
+                    &contents.iter().map(String::as_str).collect::<Vec<_>>(),
+                    total_lines,
+                ),
+                {
+                    let m = Miner::new(config.clone(), Masker::builtin());
+                    let t = throughput(&m, &raw, total_lines);
+                    raw_templates = m.len();
+                    if errors_for.as_deref() == Some(system) && args.iter().any(|a| a == "--raw") {
+                        for t in m.templates() {
+                            println!("raw template {} n={}: {}", t.id, t.count, t.template);
+                        }
                     }
-                }
-                t
-            })
+                    t
+                },
+            )
         };
         println!(
             "{:<10} {:>7.3} {:>7.3} {:>9} {:>14.0} {:>14.0} {:>13}",
@@ -130,7 +157,12 @@ fn print_errors(miner: &Miner, contents: &[String], ids: &[u64], events: &[Strin
     let mut by_event: BTreeMap<&str, BTreeMap<u64, Vec<usize>>> = BTreeMap::new();
     let mut by_pred: BTreeMap<u64, BTreeMap<&str, usize>> = BTreeMap::new();
     for (i, (p, e)) in ids.iter().zip(events).enumerate() {
-        by_event.entry(e).or_default().entry(*p).or_default().push(i);
+        by_event
+            .entry(e)
+            .or_default()
+            .entry(*p)
+            .or_default()
+            .push(i);
         *by_pred.entry(*p).or_default().entry(e).or_default() += 1;
     }
     for (e, groups) in &by_event {
@@ -138,10 +170,20 @@ fn print_errors(miner: &Miner, contents: &[String], ids: &[u64], events: &[Strin
         if !bad {
             continue;
         }
-        println!("--- event {e}: {} lines in {} mined groups", groups.values().map(Vec::len).sum::<usize>(), groups.len());
+        println!(
+            "--- event {e}: {} lines in {} mined groups",
+            groups.values().map(Vec::len).sum::<usize>(),
+            groups.len()
+        );
         for (p, lines) in groups {
             let t = miner.template(*p).unwrap();
-            println!("   [{p}] n={} shared_with={:?}\n      tpl: {}\n      ex : {}", lines.len(), by_pred[p].keys().filter(|k| *k != e).collect::<Vec<_>>(), t.template, contents[lines[0]]);
+            println!(
+                "   [{p}] n={} shared_with={:?}\n      tpl: {}\n      ex : {}",
+                lines.len(),
+                by_pred[p].keys().filter(|k| *k != e).collect::<Vec<_>>(),
+                t.template,
+                contents[lines[0]]
+            );
         }
     }
 }

@@ -13,8 +13,8 @@ pub mod rules;
 pub use eval::grouping_accuracy;
 pub use mask::{MaskConfig, MaskError, MaskRule, Masker, BUILTIN_MASKING_TOML};
 pub use miner::{
-    extract_parameters, Match, Miner, MinerConfig, SnapshotError, TemplateInfo, SNAPSHOT_FORMAT_VERSION,
-    WILDCARD,
+    extract_parameters, Match, Miner, MinerConfig, SnapshotError, TemplateInfo,
+    SNAPSHOT_FORMAT_VERSION, WILDCARD,
 };
 pub use output::{templates_json, templates_table, LineAnnotator, LineRecord};
 pub use rules::{mine_rules, rules_to_toml, MineOptions, MinedRule};
@@ -25,7 +25,8 @@ pub(crate) fn is_placeholder_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_uppercase()
-        && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
 }
 
 /// Whether a whole token is a variable: `<*>` or a typed placeholder.

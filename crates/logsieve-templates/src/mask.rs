@@ -194,10 +194,10 @@ impl Masker {
                 .unicode(false)
                 .build()
                 .map_err(|e| MaskError::Pattern {
-                file: file.to_string(),
-                name: spec.name.clone(),
-                message: e.to_string(),
-            })?;
+                    file: file.to_string(),
+                    name: spec.name.clone(),
+                    message: e.to_string(),
+                })?;
             if single.is_match(b"") {
                 return Err(bad("pattern matches the empty string".into()));
             }
@@ -222,13 +222,17 @@ impl Masker {
             // and about twice the speed; `(?u:...)` turns Unicode back on.
             Some(
                 MetaRegex::builder()
-                    .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
+                    .syntax(
+                        regex_automata::util::syntax::Config::new()
+                            .unicode(false)
+                            .utf8(false),
+                    )
                     .build_many(&patterns)
                     .map_err(|e| MaskError::Pattern {
-                file: file.to_string(),
-                name: "<all rules together>".into(),
-                message: e.to_string(),
-            })?,
+                        file: file.to_string(),
+                        name: "<all rules together>".into(),
+                        message: e.to_string(),
+                    })?,
             )
         };
         Ok(Masker {
@@ -356,35 +360,59 @@ mod tests {
 
     #[test]
     fn masks_ipv4_with_and_without_port() {
-        assert_eq!(m("Connection from 10.0.0.1 closed"), "Connection from <IP> closed");
+        assert_eq!(
+            m("Connection from 10.0.0.1 closed"),
+            "Connection from <IP> closed"
+        );
         assert_eq!(
             m("src: /10.251.202.181:47130 dest: /10.251.202.181:50010"),
             "src: /<IP> dest: /<IP>"
         );
-        assert_eq!(m("rhost=183.62.140.253  user=root"), "rhost=<IP>  user=root");
+        assert_eq!(
+            m("rhost=183.62.140.253  user=root"),
+            "rhost=<IP>  user=root"
+        );
     }
 
     #[test]
     fn masks_ipv6() {
         assert_eq!(m("peer fe80::1ff:fe23:4567:890a up"), "peer <IP> up");
-        assert_eq!(m("peer 2001:0db8:85a3:0000:0000:8a2e:0370:7334 up"), "peer <IP> up");
+        assert_eq!(
+            m("peer 2001:0db8:85a3:0000:0000:8a2e:0370:7334 up"),
+            "peer <IP> up"
+        );
         assert_eq!(m("bind [::1]:8080 ok"), "bind <IP> ok");
         assert_eq!(m("pam_unix(sshd:auth): ok"), "pam_unix(sshd:auth): ok");
     }
 
     #[test]
     fn masks_numbers_glued_to_punctuation_not_letters() {
-        assert_eq!(m("blk_-6330812010936261924 size 67108864"), "blk_<NUM> size <NUM>");
+        assert_eq!(
+            m("blk_-6330812010936261924 size 67108864"),
+            "blk_<NUM> size <NUM>"
+        );
         assert_eq!(m("generating core.114"), "generating core.<NUM>");
         assert_eq!(m("msra-sa-41 vCores:-27"), "msra-sa-<NUM> vCores:<NUM>");
-        assert_eq!(m("arch amd64 utf8 KB3163245 ok"), "arch amd64 utf8 KB3163245 ok");
-        assert_eq!(m("Times: total = 39, boot = -103"), "Times: total = <NUM>, boot = <NUM>");
-        assert_eq!(m("estimated size 9.2 KB, free 384 B"), "estimated size <SIZE>, free <SIZE>");
+        assert_eq!(
+            m("arch amd64 utf8 KB3163245 ok"),
+            "arch amd64 utf8 KB3163245 ok"
+        );
+        assert_eq!(
+            m("Times: total = 39, boot = -103"),
+            "Times: total = <NUM>, boot = <NUM>"
+        );
+        assert_eq!(
+            m("estimated size 9.2 KB, free 384 B"),
+            "estimated size <SIZE>, free <SIZE>"
+        );
     }
 
     #[test]
     fn masks_hex_uuid_mac() {
-        assert_eq!(m("CE sym 6, at 0x00e462c0, mask 0x02"), "CE sym <NUM>, at <HEX>, mask <HEX>");
+        assert_eq!(
+            m("CE sym 6, at 0x00e462c0, mask 0x02"),
+            "CE sym <NUM>, at <HEX>, mask <HEX>"
+        );
         assert_eq!(m("iar 001064fc dear 0245b64c"), "iar <HEX> dear <HEX>");
         assert_eq!(m("a deadbeefcafe word"), "a deadbeefcafe word");
         assert_eq!(
@@ -405,22 +433,34 @@ mod tests {
             "Input split: <URL>"
         );
         assert_eq!(m("mail to ops@example.com now"), "mail to <EMAIL> now");
-        assert_eq!(m(r"Core: C:\Windows\winsxs\amd64_x\cbscore.dll"), "Core: <PATH>");
+        assert_eq!(
+            m(r"Core: C:\Windows\winsxs\amd64_x\cbscore.dll"),
+            "Core: <PATH>"
+        );
     }
 
     #[test]
     fn masks_timestamps() {
         assert_eq!(m("at 2015-07-29 17:41:44,747 INFO"), "at <TS> INFO");
-        assert_eq!(m("- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02"), "- <NUM> R02-M1-N0-C:J12-U11 <TS> R02");
+        assert_eq!(
+            m("- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02"),
+            "- <NUM> R02-M1-N0-C:J12-U11 <TS> R02"
+        );
         assert_eq!(m("[Sun Dec 04 04:47:44 2005] [notice]"), "[<TS>] [notice]");
-        assert_eq!(m("Dec 10 06:55:46 LabSZ sshd[24200]"), "<TS> LabSZ sshd[<NUM>]");
+        assert_eq!(
+            m("Dec 10 06:55:46 LabSZ sshd[24200]"),
+            "<TS> LabSZ sshd[<NUM>]"
+        );
         assert_eq!(m("17/06/09 20:10:40 INFO"), "<TS> INFO");
         assert_eq!(m("t=2024-01-02T03:04:05.123Z"), "t=<TS>");
     }
 
     #[test]
     fn collapses_runs_of_the_same_placeholder() {
-        assert_eq!(m("Fan speeds ( 3552 3534 3391 **** 3515 3479 )"), "Fan speeds ( <NUM> **** <NUM> )");
+        assert_eq!(
+            m("Fan speeds ( 3552 3534 3391 **** 3515 3479 )"),
+            "Fan speeds ( <NUM> **** <NUM> )"
+        );
         assert_eq!(m("a 1, 2 b"), "a <NUM>, <NUM> b");
         let keep = Masker::from_toml("collapse_runs = false", "t").unwrap();
         assert_eq!(keep.mask("x 1 2"), "x <NUM> <NUM>");
@@ -428,8 +468,14 @@ mod tests {
 
     #[test]
     fn leaves_plain_lines_borrowed() {
-        assert!(matches!(Masker::builtin().mask("VM Started"), Cow::Borrowed(_)));
-        assert_eq!(m("héllo wörld 42 ünïcode /ü/ä x"), "héllo wörld <NUM> ünïcode /ü/ä x");
+        assert!(matches!(
+            Masker::builtin().mask("VM Started"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            m("héllo wörld 42 ünïcode /ü/ä x"),
+            "héllo wörld <NUM> ünïcode /ü/ä x"
+        );
         let uni = Masker::from_toml(
             "builtin = false\n[[mask]]\nname = \"w\"\npattern = '(?u:\\w+)@'\nmask_with = \"<AT>\"\n",
             "u.toml",
@@ -445,30 +491,53 @@ mod tests {
             "custom.toml",
         )
         .unwrap();
-        assert_eq!(masker.mask("closed TCK-42 after 3 tries"), "closed <TICKET> after <NUM> tries");
+        assert_eq!(
+            masker.mask("closed TCK-42 after 3 tries"),
+            "closed <TICKET> after <NUM> tries"
+        );
         let only = Masker::from_toml(
             "builtin = false\n[[mask]]\nname = \"t\"\npattern = 'TCK-[0-9]+'\nmask_with = \"<T>\"\n",
             "custom.toml",
         )
         .unwrap();
-        assert_eq!(only.mask("closed TCK-42 after 3 tries"), "closed <T> after 3 tries");
+        assert_eq!(
+            only.mask("closed TCK-42 after 3 tries"),
+            "closed <T> after 3 tries"
+        );
     }
 
     #[test]
     fn bad_configs_name_the_file_and_rule() {
-        let err = Masker::from_toml("[[mask]]\nname = \"x\"\npattern = '('\nmask_with = \"<X>\"\n", "m.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("m.toml") && err.contains("`x`") && err.contains("invalid pattern"), "{err}");
-        let err = Masker::from_toml("[[mask]]\nname = \"x\"\npattern = 'a'\nmask_with = \"X\"\n", "m.toml")
-            .unwrap_err()
-            .to_string();
+        let err = Masker::from_toml(
+            "[[mask]]\nname = \"x\"\npattern = '('\nmask_with = \"<X>\"\n",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("m.toml") && err.contains("`x`") && err.contains("invalid pattern"),
+            "{err}"
+        );
+        let err = Masker::from_toml(
+            "[[mask]]\nname = \"x\"\npattern = 'a'\nmask_with = \"X\"\n",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("must look like `<NAME>`"), "{err}");
-        let err = Masker::from_toml("colapse_runs = true", "m.toml").unwrap_err().to_string();
-        assert!(err.contains("m.toml") && err.contains("colapse_runs"), "{err}");
-        let err = Masker::from_toml("[[mask]]\nname = \"x\"\npattern = 'a*'\nmask_with = \"<X>\"\n", "m.toml")
+        let err = Masker::from_toml("colapse_runs = true", "m.toml")
             .unwrap_err()
             .to_string();
+        assert!(
+            err.contains("m.toml") && err.contains("colapse_runs"),
+            "{err}"
+        );
+        let err = Masker::from_toml(
+            "[[mask]]\nname = \"x\"\npattern = 'a*'\nmask_with = \"<X>\"\n",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("empty string"), "{err}");
     }
 }

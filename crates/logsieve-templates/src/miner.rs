@@ -249,7 +249,8 @@ impl Inner {
         let placeholder = id == WILD || id == VARIADIC || crate::is_placeholder_token(tok);
         self.placeholder.push(placeholder);
         self.word.push(is_word(tok));
-        self.keyable.push(!placeholder && !tok.contains('<') && !tok.bytes().any(|b| b.is_ascii_digit()));
+        self.keyable
+            .push(!placeholder && !tok.contains('<') && !tok.bytes().any(|b| b.is_ascii_digit()));
         id
     }
 
@@ -266,7 +267,11 @@ impl Inner {
     /// rather than in a value.
     fn word_diff(&self, t: u32, l: u32, text: &str) -> bool {
         let ts = &self.strings[t as usize];
-        let ls = if l == UNKNOWN { text } else { &self.strings[l as usize] };
+        let ls = if l == UNKNOWN {
+            text
+        } else {
+            &self.strings[l as usize]
+        };
         match (split_key_value(ts), split_key_value(ls)) {
             (Some((ka, va)), Some((kb, vb))) => ka != kb || (is_word(va) && is_word(vb)),
             _ => is_word(ts) && is_word(ls),
@@ -292,7 +297,11 @@ impl Inner {
             if i > 0 {
                 s.push(' ');
             }
-            s.push_str(if t == VARIADIC { WILDCARD } else { &self.strings[t as usize] });
+            s.push_str(if t == VARIADIC {
+                WILDCARD
+            } else {
+                &self.strings[t as usize]
+            });
         }
         s
     }
@@ -367,7 +376,9 @@ impl Inner {
             for k in [key, WILD] {
                 for &c in self.variadic_buckets.get(&k).into_iter().flatten() {
                     let cl = &self.clusters[c as usize];
-                    let v = cl.variadic.expect("variadic bucket holds variadic clusters");
+                    let v = cl
+                        .variadic
+                        .expect("variadic bucket holds variadic clusters");
                     let tail = cl.tokens.len() - v - 1;
                     if n < v + tail {
                         continue;
@@ -405,7 +416,9 @@ impl Inner {
         for (&t, &l) in tpl.iter().zip(line) {
             if t == l && t != WILD {
                 same += 1;
-            } else if !(t == WILD || (self.placeholder[t as usize] && l != UNKNOWN && self.placeholder[l as usize])) {
+            } else if !(t == WILD
+                || (self.placeholder[t as usize] && l != UNKNOWN && self.placeholder[l as usize]))
+            {
                 return None;
             }
         }
@@ -413,7 +426,12 @@ impl Inner {
     }
 
     /// Best same-length cluster for the line, with its score.
-    fn best_same_length(&self, line: &[u32], texts: &[&str], similarity: f64) -> Option<(u32, Score)> {
+    fn best_same_length(
+        &self,
+        line: &[u32],
+        texts: &[&str],
+        similarity: f64,
+    ) -> Option<(u32, Score)> {
         let n = line.len();
         let key = self.key(line[0], texts[0]);
         let mut best: Option<(u32, Score)> = None;
@@ -434,10 +452,8 @@ impl Inner {
             }
         };
         consider(self.buckets.get(&(n as u32, key)), &mut best);
-        if best.is_none() || best.is_some_and(|(_, s)| s.diff > 0) {
-            if key != WILD {
-                consider(self.buckets.get(&(n as u32, WILD)), &mut best);
-            }
+        if (best.is_none() || best.is_some_and(|(_, s)| s.diff > 0)) && key != WILD {
+            consider(self.buckets.get(&(n as u32, WILD)), &mut best);
         }
         best
     }
@@ -450,7 +466,9 @@ impl Inner {
         for k in [key, WILD] {
             for &c in self.variadic_buckets.get(&k).into_iter().flatten() {
                 let cl = &self.clusters[c as usize];
-                let v = cl.variadic.expect("variadic bucket holds variadic clusters");
+                let v = cl
+                    .variadic
+                    .expect("variadic bucket holds variadic clusters");
                 let tail = cl.tokens.len() - v - 1;
                 if line.len() < v + tail {
                     continue;
@@ -622,13 +640,17 @@ impl Inner {
         // states of a small enumeration: ask for one more distinct value.
         let caps = entry.values.iter().all(|&v| {
             let t = &self.strings[v as usize];
-            t.bytes().any(|c| c.is_ascii_uppercase()) && !t.bytes().any(|c| c.is_ascii_lowercase() || c == b'_')
+            t.bytes().any(|c| c.is_ascii_uppercase())
+                && !t.bytes().any(|c| c.is_ascii_lowercase() || c == b'_')
         });
         if entry.values.len() < merge_after.max(2) + usize::from(caps) {
             return (new, true);
         }
         let group = self.siblings.remove(&key).expect("entry exists").clusters;
-        let group: Vec<u32> = group.into_iter().filter(|&g| self.clusters[g as usize].alive).collect();
+        let group: Vec<u32> = group
+            .into_iter()
+            .filter(|&g| self.clusters[g as usize].alive)
+            .collect();
         let survivor = *group
             .iter()
             .min_by_key(|&&g| self.clusters[g as usize].id)
@@ -687,7 +709,11 @@ impl Inner {
                     let tpl = &self.clusters[c as usize].tokens;
                     // Template variables are not skipped over: the gap
                     // is to hold them.
-                    let eq = |a: u32, b: u32| a != WILD && (a == b || (self.placeholder[a as usize] && self.placeholder[b as usize]));
+                    let eq = |a: u32, b: u32| {
+                        a != WILD
+                            && (a == b
+                                || (self.placeholder[a as usize] && self.placeholder[b as usize]))
+                    };
                     let max_fix = tpl.len().min(n);
                     let mut p = 0;
                     while p < max_fix && eq(tpl[p], line[p]) {
@@ -776,7 +802,9 @@ fn is_word(tok: &str) -> bool {
     !b.is_empty()
         && b[0].is_ascii_alphabetic()
         && b[b.len() - 1].is_ascii_alphabetic()
-        && b.iter().all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'\'' || (upper_snake && *c == b'_'))
+        && b.iter().all(|c| {
+            c.is_ascii_alphabetic() || *c == b'-' || *c == b'\'' || (upper_snake && *c == b'_')
+        })
 }
 
 /// `key=value`, `key:value` or `key......value` (a dot leader), both parts
@@ -793,8 +821,6 @@ fn split_key_value(tok: &str) -> Option<(&str, &str)> {
     let name = k.bytes().any(|c| c.is_ascii_alphabetic()) && !k.bytes().any(|c| c.is_ascii_digit());
     (name && !v.is_empty()).then_some((k, v))
 }
-
-
 
 /// Splits a masked line into tokens (on ASCII whitespace); a blank line is
 /// one empty token, so it has a template too. Repeats of a masked token
@@ -822,7 +848,10 @@ fn collapse_repeats(v: &mut Vec<&str>) {
         for r in 0..v.len() {
             v[w] = v[r];
             w += 1;
-            if w >= 2 * p && v[w - p..w] == v[w - 2 * p..w - p] && v[w - p..w].iter().any(|t| t.contains('<')) {
+            if w >= 2 * p
+                && v[w - p..w] == v[w - 2 * p..w - p]
+                && v[w - p..w].iter().any(|t| t.contains('<'))
+            {
                 w -= p;
             }
         }
@@ -872,7 +901,11 @@ impl Miner {
 
     /// [`Miner::add`] reusing caller-owned buffers (for hot loops).
     pub fn add_with(&self, line: &str, buf: &mut String, ids: &mut Vec<u32>) -> Match {
-        let masked: &str = if self.masker.mask_into(line, buf) { buf } else { line };
+        let masked: &str = if self.masker.mask_into(line, buf) {
+            buf
+        } else {
+            line
+        };
         let texts = tokens_of(masked);
         // Warm path: read lock, the line fits a template as it is.
         {
@@ -957,7 +990,11 @@ impl Miner {
             None
         };
         match (same, var) {
-            (Some(a), Some(b)) => Some(if (b.1.diff, b.1.same) < (a.1.diff, a.1.same) { b } else { a }),
+            (Some(a), Some(b)) => Some(if (b.1.diff, b.1.same) < (a.1.diff, a.1.same) {
+                b
+            } else {
+                a
+            }),
             (a, b) => a.or(b),
         }
     }
@@ -1019,7 +1056,10 @@ impl Miner {
     /// has since merged into another, the id of the one it merged into.
     pub fn resolve(&self, id: u64) -> Option<u64> {
         let inner = self.read();
-        inner.by_id.get(&id).map(|&ix| inner.clusters[ix as usize].id)
+        inner
+            .by_id
+            .get(&id)
+            .map(|&ix| inner.clusters[ix as usize].id)
     }
 
     /// True when no line has been added.
@@ -1037,7 +1077,11 @@ impl Miner {
             .map(|cl| SnapshotTemplate {
                 id: cl.id,
                 count: cl.count.load(Ordering::Relaxed),
-                tokens: cl.tokens.iter().map(|&t| inner.strings[t as usize].to_string()).collect(),
+                tokens: cl
+                    .tokens
+                    .iter()
+                    .map(|&t| inner.strings[t as usize].to_string())
+                    .collect(),
             })
             .collect();
         templates.sort_by_key(|t| t.id);
@@ -1090,7 +1134,8 @@ impl Miner {
         };
         // Check the version before the shape, so a future format gets the
         // right message rather than "unknown field".
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
         let version = value
             .get("format_version")
             .ok_or_else(|| corrupt("missing `format_version`".into()))?
@@ -1109,7 +1154,10 @@ impl Miner {
             message,
         };
         if !(snap.config.similarity > 0.0 && snap.config.similarity <= 1.0) {
-            return Err(invalid(format!("config.similarity {} is not in (0, 1]", snap.config.similarity)));
+            return Err(invalid(format!(
+                "config.similarity {} is not in (0, 1]",
+                snap.config.similarity
+            )));
         }
         let mut inner = Inner::new();
         for t in &snap.templates {
@@ -1120,17 +1168,25 @@ impl Miner {
                 return Err(invalid(format!("template id {} appears twice", t.id)));
             }
             if t.tokens.iter().filter(|s| *s == VARIADIC_STORED).count() > 1 {
-                return Err(invalid(format!("template {} has more than one variadic `<**>`", t.id)));
+                return Err(invalid(format!(
+                    "template {} has more than one variadic `<**>`",
+                    t.id
+                )));
             }
             if t.id >= snap.next_id {
-                return Err(invalid(format!("template id {} is not below next_id {}", t.id, snap.next_id)));
+                return Err(invalid(format!(
+                    "template id {} is not below next_id {}",
+                    t.id, snap.next_id
+                )));
             }
             let tokens: Vec<u32> = t.tokens.iter().map(|s| inner.intern(s)).collect();
             inner.insert_cluster(t.id, tokens, t.count);
         }
         for &(old, cur) in &snap.merged {
             let Some(&ix) = inner.by_id.get(&cur) else {
-                return Err(invalid(format!("merged template {old} points at unknown template {cur}")));
+                return Err(invalid(format!(
+                    "merged template {old} points at unknown template {cur}"
+                )));
             };
             if old >= snap.next_id || inner.clusters[ix as usize].id == old {
                 return Err(invalid(format!("merged template id {old} is invalid")));
@@ -1279,7 +1335,10 @@ mod tests {
         assert_eq!(m.resolve(c.template_id), Some(e.template_id));
         assert_eq!(m.resolve(d.template_id), Some(e.template_id));
         assert_eq!(m.template(d.template_id).unwrap().count, 3);
-        assert_eq!(m.add("Invalid user guest from 1.2.3.7 port 25").template_id, e.template_id);
+        assert_eq!(
+            m.add("Invalid user guest from 1.2.3.7 port 25").template_id,
+            e.template_id
+        );
     }
 
     #[test]
@@ -1289,8 +1348,13 @@ mod tests {
         let b = m.add("acquire lock tag=\"beta_2\" for uid 6");
         assert_eq!(&*b.template, "acquire lock <*> for uid <NUM>");
         let c = m.add("acquire lock tag=\"View Lock\" for uid 7");
-        assert_eq!((a.template_id, a.template_id), (b.template_id, c.template_id));
-        let p = m.parameters(a.template_id, "acquire lock tag=\"View Lock\" for uid 7").unwrap();
+        assert_eq!(
+            (a.template_id, a.template_id),
+            (b.template_id, c.template_id)
+        );
+        let p = m
+            .parameters(a.template_id, "acquire lock tag=\"View Lock\" for uid 7")
+            .unwrap();
         assert_eq!(p, ["tag=\"View Lock\"", "7"]);
         // Lists of masked values of any length give one template.
         let d = m.add("ask 10.0.0.1:50010 to delete blk_-1");
@@ -1309,7 +1373,10 @@ mod tests {
         let c = m.add("user 8 logged out");
         assert_eq!(b.template_id, c.template_id);
         assert_eq!(m.match_only("user 9 logged out").unwrap().count, 2);
-        assert_eq!(m.templates().iter().map(|t| t.id).collect::<Vec<_>>(), [a.template_id, b.template_id]);
+        assert_eq!(
+            m.templates().iter().map(|t| t.id).collect::<Vec<_>>(),
+            [a.template_id, b.template_id]
+        );
     }
 
     #[test]
@@ -1320,7 +1387,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p, ["-1608999687919862906", "91178", "10.250.10.6"]);
-        let p = extract_parameters("Fan speeds ( <NUM> **** <NUM> )", "Fan speeds ( 3552 3534  3391 **** 3515 3479 )").unwrap();
+        let p = extract_parameters(
+            "Fan speeds ( <NUM> **** <NUM> )",
+            "Fan speeds ( 3552 3534  3391 **** 3515 3479 )",
+        )
+        .unwrap();
         assert_eq!(p, ["3552 3534  3391", "3515 3479"]);
         assert!(extract_parameters("user <*> logged in", "user bob logged out").is_none());
     }
@@ -1328,7 +1399,17 @@ mod tests {
     #[test]
     fn snapshot_round_trips() {
         let m = miner();
-        for l in ["a b 1", "a b 2", "x y z", "VM Started", "VM Paused", "VM Stopped", "user tag=x_1 logged in", "user tag=x_2 logged in", "user tag=\"a b\" logged in"] {
+        for l in [
+            "a b 1",
+            "a b 2",
+            "x y z",
+            "VM Started",
+            "VM Paused",
+            "VM Stopped",
+            "user tag=x_1 logged in",
+            "user tag=x_2 logged in",
+            "user tag=\"a b\" logged in",
+        ] {
             m.add(l);
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1340,8 +1421,14 @@ mod tests {
         assert!(next.is_new);
         assert!(m.templates().iter().all(|t| t.id < next.template_id));
         assert_eq!(r.add("a b 3").template_id, m.add("a b 3").template_id);
-        assert_eq!(r.add("VM Paused").template_id, m.add("VM Paused").template_id);
-        assert_eq!(r.add("user tag=\"c d\" logged in").template_id, m.add("user tag=\"c d\" logged in").template_id);
+        assert_eq!(
+            r.add("VM Paused").template_id,
+            m.add("VM Paused").template_id
+        );
+        assert_eq!(
+            r.add("user tag=\"c d\" logged in").template_id,
+            m.add("user tag=\"c d\" logged in").template_id
+        );
     }
 
     #[test]
@@ -1352,24 +1439,49 @@ mod tests {
         m.add("hello world");
         let good = m.to_json();
 
-        std::fs::write(&path, good.replace("\"format_version\": 1", "\"format_version\": 99")).unwrap();
-        let err = Miner::load(&path, Masker::builtin()).unwrap_err().to_string();
-        assert!(err.contains("snap.json") && err.contains("format_version 99") && err.contains("version 1"), "{err}");
+        std::fs::write(
+            &path,
+            good.replace("\"format_version\": 1", "\"format_version\": 99"),
+        )
+        .unwrap();
+        let err = Miner::load(&path, Masker::builtin())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("snap.json")
+                && err.contains("format_version 99")
+                && err.contains("version 1"),
+            "{err}"
+        );
 
         std::fs::write(&path, &good[..good.len() / 2]).unwrap();
-        let err = Miner::load(&path, Masker::builtin()).unwrap_err().to_string();
-        assert!(err.contains("snap.json") && err.contains("corrupted or truncated"), "{err}");
+        let err = Miner::load(&path, Masker::builtin())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("snap.json") && err.contains("corrupted or truncated"),
+            "{err}"
+        );
 
         std::fs::write(&path, "{\"templates\": []}").unwrap();
-        let err = Miner::load(&path, Masker::builtin()).unwrap_err().to_string();
+        let err = Miner::load(&path, Masker::builtin())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing `format_version`"), "{err}");
 
         std::fs::write(&path, good.replace("\"next_id\": 2", "\"next_id\": 1")).unwrap();
-        let err = Miner::load(&path, Masker::builtin()).unwrap_err().to_string();
+        let err = Miner::load(&path, Masker::builtin())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not below next_id"), "{err}");
 
-        let err = Miner::load(&dir.path().join("missing.json"), Masker::builtin()).unwrap_err().to_string();
-        assert!(err.contains("missing.json") && err.contains("cannot read"), "{err}");
+        let err = Miner::load(&dir.path().join("missing.json"), Masker::builtin())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing.json") && err.contains("cannot read"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -86,12 +86,28 @@ pub fn by_count(templates: &[TemplateInfo]) -> Vec<TemplateInfo> {
 pub fn templates_table(templates: &[TemplateInfo]) -> String {
     let total: u64 = templates.iter().map(|t| t.count).sum();
     let sorted = by_count(templates);
-    let idw = sorted.iter().map(|t| t.id.to_string().len()).max().unwrap_or(2).max(2);
-    let cw = sorted.iter().map(|t| t.count.to_string().len()).max().unwrap_or(5).max(5);
-    let mut out = format!("{:>idw$}  {:>cw$}  {:>6}  template\n", "id", "count", "share");
+    let idw = sorted
+        .iter()
+        .map(|t| t.id.to_string().len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let cw = sorted
+        .iter()
+        .map(|t| t.count.to_string().len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:>idw$}  {:>cw$}  {:>6}  template\n",
+        "id", "count", "share"
+    );
     for t in &sorted {
         let share = 100.0 * t.count as f64 / total.max(1) as f64;
-        out.push_str(&format!("{:>idw$}  {:>cw$}  {:>5.1}%  {}\n", t.id, t.count, share, t.template));
+        out.push_str(&format!(
+            "{:>idw$}  {:>cw$}  {:>5.1}%  {}\n",
+            t.id, t.count, share, t.template
+        ));
     }
     out
 }
@@ -131,9 +147,13 @@ mod tests {
         let table = templates_table(&miner.templates());
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].contains("count") && lines[0].contains("template"));
-        assert!(lines[1].ends_with("job <NUM> done") && lines[1].contains("75.0%"), "{table}");
+        assert!(
+            lines[1].ends_with("job <NUM> done") && lines[1].contains("75.0%"),
+            "{table}"
+        );
         assert!(lines[2].ends_with("disk full"), "{table}");
-        let json: serde_json::Value = serde_json::from_str(&templates_json(&miner.templates())).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&templates_json(&miner.templates())).unwrap();
         assert_eq!(json[0]["count"], 3);
         assert_eq!(json[1]["template"], "disk full");
     }

@@ -82,7 +82,10 @@ pub struct MinedRule {
 /// order of support, largest first.
 pub fn mine_rules(rows: &[(&str, &str, &str)], opts: &MineOptions) -> Vec<MinedRule> {
     let miner = Miner::new(opts.miner.clone(), Masker::builtin());
-    let ids: Vec<u64> = rows.iter().map(|(_, msg, _)| miner.add(msg).template_id).collect();
+    let ids: Vec<u64> = rows
+        .iter()
+        .map(|(_, msg, _)| miner.add(msg).template_id)
+        .collect();
     let mut groups: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (i, id) in ids.iter().enumerate() {
         let id = miner.resolve(*id).unwrap_or(*id);
@@ -104,7 +107,11 @@ pub fn mine_rules(rows: &[(&str, &str, &str)], opts: &MineOptions) -> Vec<MinedR
             continue;
         }
         let template = miner.template(*id).expect("group ids exist").template;
-        let lines: Vec<&str> = members.iter().filter(|&&i| rows[i].2 == label).map(|&i| rows[i].1).collect();
+        let lines: Vec<&str> = members
+            .iter()
+            .filter(|&&i| rows[i].2 == label)
+            .map(|&i| rows[i].1)
+            .collect();
         if let Some(pattern) = pattern_for(&template, &lines) {
             candidates.push((template, pattern, label.to_string()));
         }
@@ -114,7 +121,9 @@ pub fn mine_rules(rows: &[(&str, &str, &str)], opts: &MineOptions) -> Vec<MinedR
     // support and purity, not what the miner grouped.
     let mut rules = Vec::new();
     for (template, pattern, label) in candidates {
-        let Ok(re) = regex::Regex::new(&pattern) else { continue };
+        let Ok(re) = regex::Regex::new(&pattern) else {
+            continue;
+        };
         let mut support = 0;
         let mut total = 0;
         let mut sources = BTreeSet::new();
@@ -146,7 +155,11 @@ pub fn mine_rules(rows: &[(&str, &str, &str)], opts: &MineOptions) -> Vec<MinedR
             sources,
         });
     }
-    rules.sort_by(|a, b| b.support.cmp(&a.support).then_with(|| a.pattern.cmp(&b.pattern)));
+    rules.sort_by(|a, b| {
+        b.support
+            .cmp(&a.support)
+            .then_with(|| a.pattern.cmp(&b.pattern))
+    });
     for (i, r) in rules.iter_mut().enumerate() {
         r.id = format!("{}-{:04}", opts.id_prefix, i + 1);
     }
@@ -156,7 +169,10 @@ pub fn mine_rules(rows: &[(&str, &str, &str)], opts: &MineOptions) -> Vec<MinedR
 /// An anchored regex for `template` covering all `lines`, or `None` when
 /// a line does not fit the template.
 fn pattern_for(template: &str, lines: &[&str]) -> Option<String> {
-    let nvars = template_pieces(template).iter().filter(|p| matches!(p, Piece::Var(_))).count();
+    let nvars = template_pieces(template)
+        .iter()
+        .filter(|p| matches!(p, Piece::Var(_)))
+        .count();
     let mut values: Vec<Vec<String>> = vec![Vec::new(); nvars];
     for line in lines {
         let params = extract_parameters(template, line)?;
@@ -208,7 +224,12 @@ fn value_pattern(values: &[String]) -> String {
         suffix = "";
     }
     let cores: Vec<&str> = rests.iter().map(|r| &r[..r.len() - suffix.len()]).collect();
-    format!("{}{}{}", regex::escape(prefix), class_for(&cores), regex::escape(suffix))
+    format!(
+        "{}{}{}",
+        regex::escape(prefix),
+        class_for(&cores),
+        regex::escape(suffix)
+    )
 }
 
 fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
@@ -315,14 +336,42 @@ mod tests {
             ("ModernCRM", "User User44 logged out.", "User Action"),
             ("ModernCRM", "User User45 logged out.", "User Action"),
             ("ModernCRM", "User User46 logged out.", "User Action"),
-            ("BillingSystem", "IP 192.168.1.10 blocked due to potential attack", "Security Alert"),
-            ("BillingSystem", "IP 10.0.0.7 blocked due to potential attack", "Security Alert"),
-            ("BillingSystem", "IP 172.16.5.4 blocked due to potential attack", "Security Alert"),
-            ("ModernCRM", "Backup completed successfully.", "System Notification"),
-            ("ModernCRM", "Backup completed successfully.", "System Notification"),
-            ("ModernCRM", "Backup completed successfully.", "System Notification"),
+            (
+                "BillingSystem",
+                "IP 192.168.1.10 blocked due to potential attack",
+                "Security Alert",
+            ),
+            (
+                "BillingSystem",
+                "IP 10.0.0.7 blocked due to potential attack",
+                "Security Alert",
+            ),
+            (
+                "BillingSystem",
+                "IP 172.16.5.4 blocked due to potential attack",
+                "Security Alert",
+            ),
+            (
+                "ModernCRM",
+                "Backup completed successfully.",
+                "System Notification",
+            ),
+            (
+                "ModernCRM",
+                "Backup completed successfully.",
+                "System Notification",
+            ),
+            (
+                "ModernCRM",
+                "Backup completed successfully.",
+                "System Notification",
+            ),
             ("ModernCRM", "Disk usage at 91% on node-3", "Resource Usage"),
-            ("ModernCRM", "Disk usage at 95% on node-12", "Resource Usage"),
+            (
+                "ModernCRM",
+                "Disk usage at 95% on node-12",
+                "Resource Usage",
+            ),
             ("ModernCRM", "Disk usage at 97% on node-4", "Critical Error"),
             ("ModernCRM", "Disk usage at 99% on node-9", "Critical Error"),
         ]
@@ -338,20 +387,39 @@ mod tests {
     #[test]
     fn pure_templates_become_precise_anchored_rules() {
         let rules = mine_rules(&rows(), &opts());
-        let patterns: Vec<(&str, &str, usize)> =
-            rules.iter().map(|r| (r.pattern.as_str(), r.label.as_str(), r.support)).collect();
-        assert!(patterns.contains(&(r"^\s*User\s+User\d+\s+logged\s+in\.\s*$", "User Action", 3)), "{patterns:#?}");
-        assert!(patterns.contains(&(r"^\s*User\s+User\d+\s+logged\s+out\.\s*$", "User Action", 3)), "{patterns:#?}");
+        let patterns: Vec<(&str, &str, usize)> = rules
+            .iter()
+            .map(|r| (r.pattern.as_str(), r.label.as_str(), r.support))
+            .collect();
+        assert!(
+            patterns.contains(&(r"^\s*User\s+User\d+\s+logged\s+in\.\s*$", "User Action", 3)),
+            "{patterns:#?}"
+        );
+        assert!(
+            patterns.contains(&(r"^\s*User\s+User\d+\s+logged\s+out\.\s*$", "User Action", 3)),
+            "{patterns:#?}"
+        );
         assert!(patterns.iter().any(|p| p.1 == "Security Alert" && p.2 == 3));
-        assert!(patterns.iter().any(|p| p.1 == "System Notification" && p.2 == 3));
+        assert!(patterns
+            .iter()
+            .any(|p| p.1 == "System Notification" && p.2 == 3));
         // Disk usage lines carry two labels: no rule.
-        assert!(rules.iter().all(|r| !r.pattern.contains("Disk")), "{patterns:#?}");
+        assert!(
+            rules.iter().all(|r| !r.pattern.contains("Disk")),
+            "{patterns:#?}"
+        );
         assert_eq!(rules[0].id, "mined-0001");
     }
 
     #[test]
     fn support_below_the_minimum_gives_no_rule() {
-        let rules = mine_rules(&rows(), &MineOptions { min_support: 4, ..Default::default() });
+        let rules = mine_rules(
+            &rows(),
+            &MineOptions {
+                min_support: 4,
+                ..Default::default()
+            },
+        );
         assert!(rules.is_empty(), "{rules:#?}");
     }
 
@@ -361,7 +429,8 @@ mod tests {
         let rules = mine_rules(&data, &opts());
         let text = rules_to_toml(&rules);
         assert!(text.contains("# support 3"), "{text}");
-        let compiled = logsieve_rules::Rules::from_toml(&text, "mined.toml").expect("valid rules TOML");
+        let compiled =
+            logsieve_rules::Rules::from_toml(&text, "mined.toml").expect("valid rules TOML");
         assert_eq!(compiled.len(), rules.len());
         for (source, message, label) in &data {
             match compiled.classify(source, message) {
@@ -369,13 +438,25 @@ mod tests {
                 None => assert!(message.starts_with("Disk"), "{message} unmatched"),
             }
         }
-        assert!(compiled.classify("x", "user User12 logged in.").is_none(), "mined rules are case-sensitive");
-        assert!(compiled.classify("x", "User Bob logged in.").is_none(), "variables keep their class");
+        assert!(
+            compiled.classify("x", "user User12 logged in.").is_none(),
+            "mined rules are case-sensitive"
+        );
+        assert!(
+            compiled.classify("x", "User Bob logged in.").is_none(),
+            "variables keep their class"
+        );
     }
 
     #[test]
     fn sources_are_bound_when_asked() {
-        let rules = mine_rules(&rows(), &MineOptions { max_sources: 1, ..opts() });
+        let rules = mine_rules(
+            &rows(),
+            &MineOptions {
+                max_sources: 1,
+                ..opts()
+            },
+        );
         let ip = rules.iter().find(|r| r.label == "Security Alert").unwrap();
         assert_eq!(ip.sources, ["BillingSystem"]);
         let login = rules.iter().find(|r| r.pattern.contains("in\\.")).unwrap();
