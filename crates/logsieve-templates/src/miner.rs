@@ -647,46 +647,32 @@ impl Inner {
             return (new, true);
         }
         let group = self.siblings.remove(&key).expect("entry exists").clusters;
+        // Members may have merged or turned variadic since they joined.
         let group: Vec<u32> = group
             .into_iter()
-            .filter(|&g| self.clusters[g as usize].alive)
+            .filter(|&g| {
+                let cl = &self.clusters[g as usize];
+                cl.alive && cl.variadic.is_none() && cl.tokens.len() == line.len()
+            })
             .collect();
+        if group.len() < 2 {
+            return (new, true);
+        }
         let survivor = *group
             .iter()
             .min_by_key(|&&g| self.clusters[g as usize].id)
             .expect("group is not empty");
         let mut merged = self.clusters[survivor as usize].tokens.clone();
-        let mut total = 0;
         for &g in &group {
-            let cl = &self.clusters[g as usize];
-            for (m, &t) in merged.iter_mut().zip(&cl.tokens) {
+            for (m, &t) in merged.iter_mut().zip(&self.clusters[g as usize].tokens) {
                 if *m != t {
                     *m = WILD;
                 }
             }
-            total += cl.count.load(Ordering::Relaxed);
         }
-        for &g in &group {
-            self.unbucket(g);
-        }
-        for &g in &group {
-            if g != survivor {
-                let cl = &mut self.clusters[g as usize];
-                cl.alive = false;
-                let gid = cl.id;
-                self.by_id.insert(gid, survivor);
-            }
-        }
-        // Ids that pointed at merged clusters now point at the survivor.
-        let dead: Vec<u32> = group.iter().copied().filter(|&g| g != survivor).collect();
-        for target in self.by_id.values_mut() {
-            if dead.contains(target) {
-                *target = survivor;
-            }
-        }
-        let cl = &mut self.clusters[survivor as usize];
-        cl.tokens = merged;
-        cl.count.store(total, Ordering::Relaxed);
+        self.retire_into(&group, survivor);
+        self.unbucket(survivor);
+        self.clusters[survivor as usize].tokens = merged;
         self.rebucket(survivor);
         (survivor, false)
     }
@@ -697,7 +683,7 @@ impl Inner {
     fn try_variadic_merge(&mut self, line: &[u32], config: &MinerConfig) -> Option<u32> {
         let n = line.len();
         let key = self.bucket_key(line);
-        let mut best: Option<(u32, usize, usize, usize)> = None; // (cluster, prefix, suffix, literal)
+        let mut best: Option<(u32, usize, usize)> = None; // (cluster, prefix, suffix)
         let lo = n.saturating_sub(config.variadic_max_span).max(1);
         let hi = n + config.variadic_max_span;
         for len in lo..=hi {
@@ -707,59 +693,10 @@ impl Inner {
             for k in [key, WILD] {
                 for &c in self.buckets.get(&(len as u32, k)).into_iter().flatten() {
                     let tpl = &self.clusters[c as usize].tokens;
-                    // Template variables are not skipped over: the gap
-                    // is to hold them.
-                    let eq = |a: u32, b: u32| {
-                        a != WILD
-                            && (a == b
-                                || (self.placeholder[a as usize] && self.placeholder[b as usize]))
-                    };
-                    let max_fix = tpl.len().min(n);
-                    let mut p = 0;
-                    while p < max_fix && eq(tpl[p], line[p]) {
-                        p += 1;
-                    }
-                    let mut s = 0;
-                    while s < max_fix - p && eq(tpl[tpl.len() - 1 - s], line[n - 1 - s]) {
-                        s += 1;
-                    }
-                    // The gap must be one contiguous run, present on the
-                    // longer side; both sides must be well anchored.
-                    if p == 0 || s == 0 {
-                        continue;
-                    }
-                    // Only an established variable may stretch, and only
-                    // over tokens that look variable themselves: a gap of
-                    // plain words (`invalid user x` against `x`) is more
-                    // often a different event.
-                    let tgap = &tpl[p..tpl.len() - s];
-                    let lgap = &line[p..n - s];
-                    // Nor over several `key=value` fields: extra fields
-                    // mean another structure.
-                    let keys: BTreeSet<&str> = lgap
-                        .iter()
-                        .filter_map(|&t| split_key_value(&self.strings[t as usize]).map(|kv| kv.0))
-                        .collect();
-                    if tgap.is_empty()
-                        || lgap.is_empty()
-                        || !tgap.iter().all(|&t| self.strings[t as usize].contains('<'))
-                        || lgap.iter().all(|&t| self.word[t as usize])
-                        || keys.len() > 1
-                    {
-                        continue;
-                    }
-                    let literal = (0..p)
-                        .chain(n - s..n)
-                        .filter(|&i| !self.placeholder[line[i] as usize])
-                        .count();
-                    if literal < config.variadic_min_anchor {
-                        continue;
-                    }
-                    if (p + s) as f64 / (tpl.len().max(n)) as f64 <= config.similarity {
-                        continue;
-                    }
-                    if best.is_none_or(|b| p + s > b.1 + b.2) {
-                        best = Some((c, p, s, literal));
+                    if let Some((p, s)) = self.variadic_alignment(tpl, line, config) {
+                        if best.is_none_or(|b| p + s > b.1 + b.2) {
+                            best = Some((c, p, s));
+                        }
                     }
                 }
                 if k == WILD {
@@ -767,7 +704,74 @@ impl Inner {
                 }
             }
         }
-        let (c, p, s, _) = best?;
+        let (c, p, s) = best?;
+        self.make_variadic(c, line, p, s);
+        Some(c)
+    }
+
+    /// Whether `line` (tokens of a line or of another template) fits
+    /// template `tpl` of another length with the tokens between a common
+    /// prefix and suffix as one variadic variable; returns the prefix and
+    /// suffix lengths.
+    fn variadic_alignment(&self, tpl: &[u32], line: &[u32], config: &MinerConfig) -> Option<(usize, usize)> {
+        let n = line.len();
+        if tpl.len() == n || tpl.len().abs_diff(n) > config.variadic_max_span {
+            return None;
+        }
+        // Template variables are not skipped over: the gap is to hold them.
+        let eq = |a: u32, b: u32| {
+            a != WILD && (a == b || (self.placeholder[a as usize] && self.placeholder[b as usize]))
+        };
+        let max_fix = tpl.len().min(n);
+        let mut p = 0;
+        while p < max_fix && eq(tpl[p], line[p]) {
+            p += 1;
+        }
+        let mut s = 0;
+        while s < max_fix - p && eq(tpl[tpl.len() - 1 - s], line[n - 1 - s]) {
+            s += 1;
+        }
+        // Both sides must be anchored.
+        if p == 0 || s == 0 {
+            return None;
+        }
+        // Only an established variable may stretch, and only over tokens
+        // that look variable themselves: a gap of plain words (`invalid
+        // user x` against `x`) is more often a different event. Nor may the
+        // gap bring more `key=value` fields than the variable had tokens:
+        // extra fields mean another structure.
+        let tgap = &tpl[p..tpl.len() - s];
+        let lgap = &line[p..n - s];
+        let keys: BTreeSet<&str> = lgap
+            .iter()
+            .filter_map(|&t| split_key_value(&self.strings[t as usize]).map(|kv| kv.0))
+            .collect();
+        if tgap.is_empty()
+            || lgap.is_empty()
+            || !tgap.iter().all(|&t| self.strings[t as usize].contains('<'))
+            || lgap.iter().all(|&t| self.word[t as usize])
+            || keys.len() > tgap.len()
+        {
+            return None;
+        }
+        let literal = (0..p)
+            .chain(n - s..n)
+            .filter(|&i| !self.placeholder[line[i] as usize])
+            .count();
+        if literal < config.variadic_min_anchor {
+            return None;
+        }
+        // The anchors must cover `similarity` of the shorter side.
+        if ((p + s) as f64) < config.similarity * tpl.len().min(n) as f64 {
+            return None;
+        }
+        Some((p, s))
+    }
+
+    /// Turns cluster `c` into a variadic template that also covers `line`
+    /// (aligned by `variadic_alignment`).
+    fn make_variadic(&mut self, c: u32, line: &[u32], p: usize, s: usize) {
+        let n = line.len();
         let tpl = self.clusters[c as usize].tokens.clone();
         let mut tokens: Vec<u32> = Vec::with_capacity(p + s + 1);
         for i in 0..p {
@@ -783,7 +787,61 @@ impl Inner {
         cl.variadic = Some(p);
         cl.tokens = tokens;
         self.rebucket(c);
-        Some(c)
+    }
+
+    /// After cluster `c` gained variables: absorbs the templates of other
+    /// lengths that now fit it through a variadic variable (a template made
+    /// from an odd first line before the variable was known).
+    fn absorb_other_lengths(&mut self, c: u32, config: &MinerConfig) {
+        let cl = &self.clusters[c as usize];
+        if !config.variadic || cl.variadic.is_some() {
+            return;
+        }
+        let tpl = cl.tokens.clone();
+        let key = self.bucket_key(&tpl);
+        let n = tpl.len();
+        let lo = n.saturating_sub(config.variadic_max_span).max(1);
+        let hi = n + config.variadic_max_span;
+        let mut victims = Vec::new();
+        for len in lo..=hi {
+            if len == n {
+                continue;
+            }
+            for &o in self.buckets.get(&(len as u32, key)).into_iter().flatten() {
+                let other = &self.clusters[o as usize].tokens;
+                if let Some((p, s)) = self.variadic_alignment(&tpl, other, config) {
+                    victims.push((o, p, s));
+                }
+            }
+        }
+        // One variadic gap per template: absorb the best-aligned one.
+        let Some(&(o, p, s)) = victims.iter().max_by_key(|v| (v.1 + v.2, std::cmp::Reverse(v.0))) else {
+            return;
+        };
+        let other = self.clusters[o as usize].tokens.clone();
+        self.make_variadic(c, &other, p, s);
+        self.retire_into(&[o], c);
+    }
+
+    /// Marks `dead` clusters as merged into `survivor`: their counts move
+    /// over and their ids resolve to it from now on.
+    fn retire_into(&mut self, dead: &[u32], survivor: u32) {
+        let mut moved = 0;
+        for &g in dead {
+            if g == survivor || !self.clusters[g as usize].alive {
+                continue;
+            }
+            self.unbucket(g);
+            let cl = &mut self.clusters[g as usize];
+            cl.alive = false;
+            moved += cl.count.swap(0, Ordering::Relaxed);
+        }
+        for target in self.by_id.values_mut() {
+            if dead.contains(target) {
+                *target = survivor;
+            }
+        }
+        self.clusters[survivor as usize].count.fetch_add(moved, Ordering::Relaxed);
     }
 }
 
@@ -940,6 +998,7 @@ impl Miner {
                     inner.widen_variadic(c, ids);
                 } else {
                     inner.widen_same_length(c, ids);
+                    inner.absorb_other_lengths(c, &self.config);
                 }
                 (c, false)
             }
