@@ -2,7 +2,7 @@
 //! beside Drain's published GA. One configuration for every system.
 //!
 //! cargo run --release -p logsieve-templates --example loghub_ga -- /work/shared/datasets/loghub-2k
-//!     [--lines N] [--only SYSTEM] [--errors SYSTEM [--raw]] [--no-throughput] [--config MINER_JSON]
+//!     [--lines N] [--only SYSTEM] [--errors SYSTEM [--raw]] [--no-throughput] [--config MINER_JSON] [--shuffle SEED]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,11 +74,25 @@ fn main() {
     );
     let (mut sum, mut sum_drain) = (0.0, 0.0);
     let only = flag("--only");
+    let shuffle = flag("--shuffle");
     for (system, drain) in SYSTEMS {
         if only.as_deref().is_some_and(|o| o != system) {
             continue;
         }
-        let (contents, events) = read_structured(&dir, system);
+        let (mut contents, mut events) = read_structured(&dir, system);
+        if let Some(seed) = &shuffle {
+            // Online mining depends on order: `--shuffle SEED` checks how much.
+            let mut state: u64 =
+                seed.parse::<u64>().expect("--shuffle SEED") ^ 0x9E37_79B9_7F4A_7C15;
+            for i in (1..contents.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let j = (state % (i as u64 + 1)) as usize;
+                contents.swap(i, j);
+                events.swap(i, j);
+            }
+        }
         let miner = Miner::new(config.clone(), Masker::builtin());
         let ids: Vec<u64> = contents.iter().map(|l| miner.add(l).template_id).collect();
         let ids: Vec<u64> = ids.iter().map(|&i| miner.resolve(i).unwrap()).collect();

@@ -194,6 +194,8 @@ struct Inner {
     placeholder: Vec<bool>,
     word: Vec<bool>,
     keyable: Vec<bool>,
+    /// For `key=<*>` tokens, the length of `key=`; else 0.
+    kv_wild: Vec<u32>,
     clusters: Vec<Cluster>,
     /// (token count, key of first token) -> clusters.
     buckets: FastMap<(u32, u32), Vec<u32>>,
@@ -251,7 +253,46 @@ impl Inner {
         self.word.push(is_word(tok));
         self.keyable
             .push(!placeholder && !tok.contains('<') && !tok.bytes().any(|b| b.is_ascii_digit()));
+        let kv_wild = match split_key_value(tok) {
+            Some((_, "<*>")) => (tok.len() - 3) as u32,
+            _ => 0,
+        };
+        self.kv_wild.push(kv_wild);
         id
+    }
+
+    /// Whether template token `t` is `key=<*>` and the line token `text`
+    /// has that key.
+    fn kv_fits(&self, t: u32, text: &str) -> bool {
+        let k = self.kv_wild[t as usize] as usize;
+        k > 0 && text.len() > k && text.as_bytes()[..k] == self.strings[t as usize].as_bytes()[..k]
+    }
+
+    /// The token that covers two differing tokens: `key=<*>` when both are
+    /// values of one key, else `<*>`.
+    fn generalize(&mut self, a: u32, b: u32) -> u32 {
+        let (sa, sb) = (&self.strings[a as usize], &self.strings[b as usize]);
+        let prefix = |s: &str| split_key_value(s).map(|(_, v)| s.len() - v.len());
+        match (prefix(sa), prefix(sb)) {
+            (Some(pa), Some(pb)) if sa[..pa] == sb[..pb] => {
+                let tok = format!("{}<*>", &sa[..pa]);
+                self.intern(&tok)
+            }
+            _ => WILD,
+        }
+    }
+
+    /// What a sibling position "value" is for counting distinct words: the
+    /// key of a `key=value` token, else the token.
+    fn sibling_value(&mut self, t: u32) -> u32 {
+        let st = &self.strings[t as usize];
+        match split_key_value(st) {
+            Some((_, v)) => {
+                let key = st[..st.len() - v.len()].to_string();
+                self.intern(&key)
+            }
+            None => t,
+        }
     }
 
     fn lookup(&self, tok: &str) -> u32 {
@@ -318,7 +359,10 @@ impl Inner {
             let (t, l) = (tpl[i], line[i]);
             if t == l && t != WILD {
                 s.same += 1;
-            } else if t == WILD || (self.is_placeholder(t) && self.is_placeholder(l)) {
+            } else if t == WILD
+                || (self.is_placeholder(t) && self.is_placeholder(l))
+                || self.kv_fits(t, texts[i])
+            {
                 s.var += 1;
             } else {
                 s.diff += 1;
@@ -362,7 +406,7 @@ impl Inner {
         let mut best: Option<(u32, usize)> = None;
         for k in [key, WILD] {
             for &c in self.buckets.get(&(n as u32, k)).into_iter().flatten() {
-                if let Some(same) = self.fits(&self.clusters[c as usize].tokens, line) {
+                if let Some(same) = self.fits(&self.clusters[c as usize].tokens, line, texts) {
                     if best.is_none_or(|(_, b)| same > b) {
                         best = Some((c, same));
                     }
@@ -383,8 +427,9 @@ impl Inner {
                     if n < v + tail {
                         continue;
                     }
-                    let head = self.fits(&cl.tokens[..v], &line[..v]);
-                    let back = self.fits(&cl.tokens[v + 1..], &line[n - tail..]);
+                    let head = self.fits(&cl.tokens[..v], &line[..v], &texts[..v]);
+                    let back =
+                        self.fits(&cl.tokens[v + 1..], &line[n - tail..], &texts[n - tail..]);
                     if let (Some(h), Some(b)) = (head, back) {
                         if best.is_none_or(|(_, x)| h + b > x) {
                             best = Some((c, h + b));
@@ -411,18 +456,25 @@ impl Inner {
 
     /// The number of equal literal tokens when `line` fits `tpl` (same
     /// length) without changing it.
-    fn fits(&self, tpl: &[u32], line: &[u32]) -> Option<usize> {
+    fn fits(&self, tpl: &[u32], line: &[u32], texts: &[&str]) -> Option<usize> {
         let mut same = 0;
-        for (&t, &l) in tpl.iter().zip(line) {
+        for ((&t, &l), text) in tpl.iter().zip(line).zip(texts) {
             if t == l && t != WILD {
                 same += 1;
             } else if !(t == WILD
-                || (self.placeholder[t as usize] && l != UNKNOWN && self.placeholder[l as usize]))
+                || (self.placeholder[t as usize] && l != UNKNOWN && self.placeholder[l as usize])
+                || self.kv_fits(t, text))
             {
                 return None;
             }
         }
         Some(same)
+    }
+
+    /// [`Inner::fits`] for a line given as interned tokens only.
+    fn fits_tokens(&self, tpl: &[u32], line: &[u32]) -> Option<usize> {
+        let texts: Vec<&str> = line.iter().map(|&t| &*self.strings[t as usize]).collect();
+        self.fits(tpl, line, &texts)
     }
 
     /// Best same-length cluster for the line, with its score.
@@ -559,10 +611,11 @@ impl Inner {
     /// Widens cluster `ix` so that `line` (same length) fits it.
     fn widen_same_length(&mut self, ix: u32, line: &[u32]) {
         let first_before = self.clusters[ix as usize].tokens[0];
-        let cl = &mut self.clusters[ix as usize];
-        for (t, &l) in cl.tokens.iter_mut().zip(line) {
-            if *t != l && *t != WILD {
-                *t = WILD;
+        for (i, &l) in line.iter().enumerate() {
+            let t = self.clusters[ix as usize].tokens[i];
+            if t != l && t != WILD && !self.kv_fits(t, &self.strings[l as usize].clone()) {
+                let g = self.generalize(t, l);
+                self.clusters[ix as usize].tokens[i] = g;
             }
         }
         if self.clusters[ix as usize].tokens[0] != first_before {
@@ -606,11 +659,11 @@ impl Inner {
     /// position, in which case all siblings merge into the oldest.
     /// Returns the cluster of the line and whether it is new.
     fn add_sibling(&mut self, c: u32, line: &[u32], merge_after: usize) -> (u32, bool) {
-        let tpl = &self.clusters[c as usize].tokens;
+        let tpl = self.clusters[c as usize].tokens.clone();
         let mut tokens = Vec::with_capacity(line.len());
         let mut pos = 0;
         for (i, (&t, &l)) in tpl.iter().zip(line).enumerate() {
-            if t == l || t == WILD {
+            if t == l || t == WILD || self.kv_fits(t, &self.strings[l as usize].clone()) {
                 tokens.push(t);
             } else if self.placeholder[t as usize] && self.placeholder[l as usize] {
                 tokens.push(WILD);
@@ -618,10 +671,20 @@ impl Inner {
                 pos = i;
                 tokens.push(l);
             } else {
-                tokens.push(WILD);
+                let g = self.generalize(t, l);
+                tokens.push(g);
             }
         }
-        let old_value = tpl[pos];
+        // Count keys where keys differ (`num=..` against `topActivity=..`),
+        // else the words themselves (`user=root` against `user=git`).
+        let (old_value, new_value) = {
+            let (a, b) = (self.sibling_value(tpl[pos]), self.sibling_value(line[pos]));
+            if a != b && a != tpl[pos] && b != line[pos] {
+                (a, b)
+            } else {
+                (tpl[pos], line[pos])
+            }
+        };
         let mut skeleton = tokens.clone();
         skeleton[pos] = WILD;
         let key = (pos as u32, skeleton);
@@ -633,8 +696,8 @@ impl Inner {
             entry.values.push(old_value);
         }
         entry.clusters.push(new);
-        if !entry.values.contains(&line[pos]) {
-            entry.values.push(line[pos]);
+        if !entry.values.contains(&new_value) {
+            entry.values.push(new_value);
         }
         // Capitalised words (LOOKING, FOLLOWING, LEADING) are usually the
         // states of a small enumeration: ask for one more distinct value.
@@ -664,9 +727,10 @@ impl Inner {
             .expect("group is not empty");
         let mut merged = self.clusters[survivor as usize].tokens.clone();
         for &g in &group {
-            for (m, &t) in merged.iter_mut().zip(&self.clusters[g as usize].tokens) {
-                if *m != t {
-                    *m = WILD;
+            for i in 0..merged.len() {
+                let t = self.clusters[g as usize].tokens[i];
+                if merged[i] != t && merged[i] != WILD {
+                    merged[i] = self.generalize(merged[i], t);
                 }
             }
         }
@@ -713,7 +777,12 @@ impl Inner {
     /// template `tpl` of another length with the tokens between a common
     /// prefix and suffix as one variadic variable; returns the prefix and
     /// suffix lengths.
-    fn variadic_alignment(&self, tpl: &[u32], line: &[u32], config: &MinerConfig) -> Option<(usize, usize)> {
+    fn variadic_alignment(
+        &self,
+        tpl: &[u32],
+        line: &[u32],
+        config: &MinerConfig,
+    ) -> Option<(usize, usize)> {
         let n = line.len();
         if tpl.len() == n || tpl.len().abs_diff(n) > config.variadic_max_span {
             return None;
@@ -789,17 +858,48 @@ impl Inner {
         self.rebucket(c);
     }
 
-    /// After cluster `c` gained variables: absorbs the templates of other
-    /// lengths that now fit it through a variadic variable (a template made
-    /// from an odd first line before the variable was known).
-    fn absorb_other_lengths(&mut self, c: u32, config: &MinerConfig) {
+    /// After cluster `c` gained variables: absorbs the templates that now
+    /// fit it, as they stand or (other lengths) through a variadic variable
+    /// (a template made from an odd first line before the variable was
+    /// known).
+    fn absorb_subsumed(&mut self, c: u32, config: &MinerConfig) {
         let cl = &self.clusters[c as usize];
-        if !config.variadic || cl.variadic.is_some() {
+        if cl.variadic.is_some() {
             return;
         }
         let tpl = cl.tokens.clone();
         let key = self.bucket_key(&tpl);
         let n = tpl.len();
+        // Same length first: a template that now fits `c` as it stands
+        // (a sibling kept apart for a word that has since turned out to be
+        // a variable) is part of it.
+        let same_len: Vec<u32> = if key == WILD {
+            self.buckets
+                .iter()
+                .filter(|((len, _), _)| *len as usize == n)
+                .flat_map(|(_, list)| list.iter().copied())
+                .collect()
+        } else {
+            self.buckets
+                .get(&(n as u32, key))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let subsumed: Vec<u32> = same_len
+            .into_iter()
+            .filter(|&o| {
+                o != c
+                    && self
+                        .fits_tokens(&tpl, &self.clusters[o as usize].tokens)
+                        .is_some()
+            })
+            .collect();
+        if !subsumed.is_empty() {
+            self.retire_into(&subsumed, c);
+        }
+        if !config.variadic {
+            return;
+        }
         let lo = n.saturating_sub(config.variadic_max_span).max(1);
         let hi = n + config.variadic_max_span;
         let mut victims = Vec::new();
@@ -815,7 +915,10 @@ impl Inner {
             }
         }
         // One variadic gap per template: absorb the best-aligned one.
-        let Some(&(o, p, s)) = victims.iter().max_by_key(|v| (v.1 + v.2, std::cmp::Reverse(v.0))) else {
+        let Some(&(o, p, s)) = victims
+            .iter()
+            .max_by_key(|v| (v.1 + v.2, std::cmp::Reverse(v.0)))
+        else {
             return;
         };
         let other = self.clusters[o as usize].tokens.clone();
@@ -841,7 +944,9 @@ impl Inner {
                 *target = survivor;
             }
         }
-        self.clusters[survivor as usize].count.fetch_add(moved, Ordering::Relaxed);
+        self.clusters[survivor as usize]
+            .count
+            .fetch_add(moved, Ordering::Relaxed);
     }
 }
 
@@ -998,7 +1103,7 @@ impl Miner {
                     inner.widen_variadic(c, ids);
                 } else {
                     inner.widen_same_length(c, ids);
-                    inner.absorb_other_lengths(c, &self.config);
+                    inner.absorb_subsumed(c, &self.config);
                 }
                 (c, false)
             }
@@ -1405,8 +1510,10 @@ mod tests {
         let m = miner();
         let a = m.add("acquire lock tag=\"alpha_1\" for uid 5");
         let b = m.add("acquire lock tag=\"beta_2\" for uid 6");
-        assert_eq!(&*b.template, "acquire lock <*> for uid <NUM>");
+        // Values of one key generalise to `key=<*>`.
+        assert_eq!(&*b.template, "acquire lock tag=<*> for uid <NUM>");
         let c = m.add("acquire lock tag=\"View Lock\" for uid 7");
+        assert_eq!(&*c.template, "acquire lock <*> for uid <NUM>");
         assert_eq!(
             (a.template_id, a.template_id),
             (b.template_id, c.template_id)
@@ -1420,6 +1527,33 @@ mod tests {
         let e = m.add("ask 10.0.0.2:50010 to delete blk_-1 blk_2 blk_-3");
         assert_eq!(d.template_id, e.template_id);
         assert_eq!(&*e.template, "ask <IP> to delete blk_<NUM>");
+    }
+
+    #[test]
+    fn long_key_value_lines_keep_keys_and_meaningful_values() {
+        let m = miner();
+        let line = |job: &str, state: &str| {
+            format!("scheduler tick job=batch_{job} queue=q_{job} owner=svc_{job} host=node-{job}.example state={state} retries=0")
+        };
+        let a = m.add(&line("a1", "RUNNING"));
+        let b = m.add(&line("b2", "RUNNING"));
+        assert_eq!(a.template_id, b.template_id);
+        assert_eq!(
+            &*b.template,
+            "scheduler tick job=<*> queue=<*> owner=<*> host=<*> state=RUNNING retries=<NUM>"
+        );
+        // One meaningful word differs in a long line: another event.
+        let c = m.add(&line("c3", "FAILED"));
+        assert_ne!(c.template_id, a.template_id);
+        assert_eq!(m.add(&line("d4", "FAILED")).template_id, c.template_id);
+        assert_eq!(m.add(&line("e5", "RUNNING")).template_id, a.template_id);
+        // Another key in that place is another structure.
+        let d = m.add("getRecentTasks: num=20,flags=62,totalTasks=46");
+        let e = m.add("getRecentTasks: topActivity=ComponentInfo{com.a/com.a.Main}");
+        let f = m.add("getRecentTasks: topActivity=ComponentInfo{com.b/com.b.Splash}");
+        assert_ne!(d.template_id, e.template_id);
+        assert_eq!(e.template_id, f.template_id);
+        assert_eq!(&*f.template, "getRecentTasks: topActivity=<*>");
     }
 
     #[test]
