@@ -3,6 +3,23 @@
 //! online Drain-family miner ([`miner`]), scored against ground truth
 //! ([`eval`]), pure templates become regex rules ([`rules`]), and
 //! [`output`] formats results for the CLI.
+//!
+//! ```
+//! use logsieve_templates::{Masker, Miner, MinerConfig};
+//!
+//! let miner = Miner::new(MinerConfig::default(), Masker::builtin());
+//! let a = miner.add("Connection from 10.0.0.1 closed");
+//! let b = miner.add("Connection from 10.0.0.2 closed");
+//! assert_eq!(a.template_id, b.template_id);
+//! assert_eq!(&*b.template, "Connection from <IP> closed");
+//! assert_eq!(miner.parameters(b.template_id, "Connection from 10.0.0.2 closed").unwrap(), ["10.0.0.2"]);
+//! // Lines differing in one meaningful word stay apart.
+//! assert_ne!(miner.add("VM Started").template_id, miner.add("VM Paused").template_id);
+//! ```
+//!
+//! Template ids are stable: when templates merge (a word position turns
+//! out to be a variable), the older id survives and [`Miner::resolve`] maps
+//! the others to it; snapshots keep that mapping.
 
 pub mod eval;
 pub mod mask;
