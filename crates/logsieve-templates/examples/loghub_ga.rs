@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use logsieve_templates::{grouping_accuracy, Masker, Miner, MinerConfig};
+use logsieve_templates::{grouping_accuracy, Masker, Miner, MinerConfig, Scratch};
 
 const SYSTEMS: [(&str, f64); 10] = [
     ("HDFS", 0.998),
@@ -149,17 +149,16 @@ fn main() {
 /// Lines per second of a warm miner (one thread): one pass to learn, then
 /// replays until `total` lines have been added.
 fn throughput(miner: &Miner, lines: &[&str], total: usize) -> f64 {
-    let mut buf = String::new();
-    let mut ids = Vec::new();
+    let mut scratch = Scratch::default();
     for l in lines {
-        miner.add_with(l, &mut buf, &mut ids);
+        miner.add_with(l, &mut scratch);
     }
     let rounds = total.div_ceil(lines.len()).max(1);
     let start = Instant::now();
     let mut acc = 0u64;
     for _ in 0..rounds {
         for l in lines {
-            acc = acc.wrapping_add(miner.add_with(l, &mut buf, &mut ids).template_id);
+            acc = acc.wrapping_add(miner.add_with(l, &mut scratch).template_id);
         }
     }
     std::hint::black_box(acc);

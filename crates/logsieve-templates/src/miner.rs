@@ -208,6 +208,14 @@ struct Inner {
     next_id: u64,
 }
 
+/// Buffers that [`Miner::add_with`] reuses from line to line, so a hot
+/// loop does not allocate them again. One per thread.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    buf: String,
+    ids: Vec<u32>,
+}
+
 /// The online template miner. Share it with `Arc<Miner>`; every method
 /// takes `&self`.
 #[derive(Debug)]
@@ -1057,13 +1065,12 @@ impl Miner {
 
     /// Adds a line: masks it, finds or creates its template, counts it.
     pub fn add(&self, line: &str) -> Match {
-        let mut buf = String::new();
-        let mut ids = Vec::new();
-        self.add_with(line, &mut buf, &mut ids)
+        self.add_with(line, &mut Scratch::default())
     }
 
     /// [`Miner::add`] reusing caller-owned buffers (for hot loops).
-    pub fn add_with(&self, line: &str, buf: &mut String, ids: &mut Vec<u32>) -> Match {
+    pub fn add_with(&self, line: &str, scratch: &mut Scratch) -> Match {
+        let Scratch { buf, ids } = scratch;
         let masked: &str = if self.masker.mask_into(line, buf) {
             buf
         } else {
