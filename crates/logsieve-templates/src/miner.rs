@@ -3,22 +3,34 @@
 //! many threads, with stable template ids and a versioned JSON snapshot.
 //!
 //! Like Drain, lines are bucketed by token count and leading token, and a
-//! line joins the most similar template of its bucket. Where Drain is known
-//! to fail we do more:
-//! * a short line differing in one word does not merge (`VM Started` vs
-//!   `VM Paused`): a merge needs strictly more agreeing than differing words,
-//!   and a merge that would turn a plain word into a variable must keep at
-//!   least `similarity` of the line;
-//! * a variable spanning several tokens (a user name with a space, a list)
-//!   is found by aligning a new line with templates of other lengths that
-//!   share its beginning and end; the template then holds a variadic `<*>`;
-//! * typed placeholders from masking (`<NUM>`, `<IP>`) count as agreeing
-//!   with each other, so a long line of key=value pairs does not drift;
-//! * the leading token is a key only when it looks like a constant.
+//! line joins the most similar template of its bucket (`similarity`, Drain's
+//! `st`). Where Drain is known to fail we do more:
+//! * **one meaningful word** (`VM Started` vs `VM Paused`, `user=root` vs
+//!   `user=git`): a line differing from a template in one plain word gets a
+//!   template of its own, a sibling; once `word_variable_after` distinct
+//!   words were seen at that place the siblings merge into the oldest and
+//!   the place becomes a variable (user names do, `Started`/`Paused` do
+//!   not). Identifiers (`cluster_root`, `com.example.App`, `eth0`) and the
+//!   values of one key (`name=a`, `name=b` -> `name=<*>`) vary at once; a
+//!   different key (`num=..` vs `topActivity=..`) counts as a word;
+//!   capitalised enumerations (`LOOKING`, `LEADING`) need one more value;
+//! * **variables spanning several tokens**: a line that fits no template of
+//!   its length is aligned with templates of other lengths that share its
+//!   beginning and end around an established variable; the template then
+//!   holds a variadic `<*>`. Plain words or extra `key=value` fields in the
+//!   gap are another event (`for <*> from` vs `for invalid user <*> from`).
+//!   Repeated groups of masked tokens (a list) collapse to one;
+//! * **long lines**: typed placeholders from masking (`<NUM>`, `<IP>`) agree
+//!   with each other, and keys of `key=value` tokens stay in the template,
+//!   so lines of many fields neither drift into `<*> <*> <*>` nor merge
+//!   across a differing field;
+//! * **order**: when a template gains a variable it absorbs the templates
+//!   that now fit it (as they are, or through a variadic variable), so an
+//!   odd first line does not leave a stray template behind.
 //!
-//! Reads (the warm path: a line matching a known template exactly) take the
-//! read lock only; a line that creates or widens a template takes the write
-//! lock.
+//! Reads (the warm path: a line fitting a known template as it stands) take
+//! the read lock and compare integers only; a line that creates or widens a
+//! template takes the write lock.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
