@@ -1250,7 +1250,10 @@ impl Miner {
         self.len() == 0
     }
 
-    /// The snapshot as JSON text.
+    /// The snapshot as JSON text: `format_version`, the configuration, the
+    /// templates with their counts, and the ids of merged templates. The
+    /// count of distinct words seen at sibling places is not kept: after a
+    /// restore it starts again.
     pub fn to_json(&self) -> String {
         let inner = self.read();
         let mut templates: Vec<SnapshotTemplate> = inner
