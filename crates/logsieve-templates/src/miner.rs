@@ -165,6 +165,9 @@ struct Snapshot {
     /// Ids of templates merged into others: `[old, current]`.
     #[serde(default)]
     merged: Vec<(u64, u64)>,
+    /// Sibling templates still waiting for enough distinct words.
+    #[serde(default)]
+    siblings: Vec<SnapshotSiblings>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -173,6 +176,17 @@ struct SnapshotTemplate {
     id: u64,
     count: u64,
     tokens: Vec<String>,
+}
+
+/// Templates kept apart for one word at `position`, and the distinct words
+/// seen there so far.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotSiblings {
+    position: u32,
+    skeleton: Vec<String>,
+    templates: Vec<u64>,
+    values: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -1251,9 +1265,9 @@ impl Miner {
     }
 
     /// The snapshot as JSON text: `format_version`, the configuration, the
-    /// templates with their counts, and the ids of merged templates. The
-    /// count of distinct words seen at sibling places is not kept: after a
-    /// restore it starts again.
+    /// templates with their counts, the ids of merged templates, and the
+    /// sibling templates still waiting for enough distinct words, so a
+    /// restored miner goes on exactly where this one is.
     pub fn to_json(&self) -> String {
         let inner = self.read();
         let mut templates: Vec<SnapshotTemplate> = inner
@@ -1278,12 +1292,35 @@ impl Miner {
             .filter(|(id, cur)| id != cur)
             .collect();
         merged.sort();
+        let text = |ids: &[u32]| -> Vec<String> {
+            ids.iter()
+                .map(|&t| inner.strings[t as usize].to_string())
+                .collect()
+        };
+        let mut siblings: Vec<SnapshotSiblings> = inner
+            .siblings
+            .iter()
+            .map(|((position, skeleton), sib)| SnapshotSiblings {
+                position: *position,
+                skeleton: text(skeleton),
+                templates: sib
+                    .clusters
+                    .iter()
+                    .filter(|&&c| inner.clusters[c as usize].alive)
+                    .map(|&c| inner.clusters[c as usize].id)
+                    .collect(),
+                values: text(&sib.values),
+            })
+            .filter(|s| !s.templates.is_empty())
+            .collect();
+        siblings.sort_by(|a, b| (a.position, &a.skeleton).cmp(&(b.position, &b.skeleton)));
         let snap = Snapshot {
             format_version: SNAPSHOT_FORMAT_VERSION,
             config: self.config.clone(),
             next_id: inner.next_id,
             templates,
             merged,
+            siblings,
         };
         serde_json::to_string_pretty(&snap).expect("snapshot serialises")
     }
@@ -1378,6 +1415,26 @@ impl Miner {
                 return Err(invalid(format!("merged template id {old} is invalid")));
             }
             inner.by_id.insert(old, ix);
+        }
+        for sib in &snap.siblings {
+            let mut clusters = Vec::with_capacity(sib.templates.len());
+            for id in &sib.templates {
+                let Some(&ix) = inner.by_id.get(id) else {
+                    return Err(invalid(format!("siblings name unknown template {id}")));
+                };
+                clusters.push(ix);
+            }
+            if sib.position as usize >= sib.skeleton.len() {
+                return Err(invalid(format!(
+                    "sibling position {} is past the end of its template",
+                    sib.position
+                )));
+            }
+            let skeleton: Vec<u32> = sib.skeleton.iter().map(|t| inner.intern(t)).collect();
+            let values: Vec<u32> = sib.values.iter().map(|t| inner.intern(t)).collect();
+            inner
+                .siblings
+                .insert((sib.position, skeleton), Siblings { clusters, values });
         }
         inner.next_id = snap.next_id;
         Ok(Miner {
@@ -1644,6 +1701,18 @@ mod tests {
             r.add("user tag=\"c d\" logged in").template_id,
             m.add("user tag=\"c d\" logged in").template_id
         );
+        // Sibling bookkeeping survives: the third user name merges in both.
+        for who in ["root", "admin"] {
+            m.add(&format!("session opened for user {who} by sshd"));
+        }
+        let r = Miner::from_json(&m.to_json(), "snap", Masker::builtin()).unwrap();
+        let third = "session opened for user git by sshd";
+        let (x, y) = (r.add(third), m.add(third));
+        assert_eq!(
+            (x.template_id, &*x.template),
+            (y.template_id, "session opened for user <*> by sshd")
+        );
+        assert_eq!(r.templates(), m.templates());
     }
 
     #[test]
