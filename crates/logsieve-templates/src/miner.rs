@@ -761,10 +761,10 @@ impl Inner {
             .expect("group is not empty");
         let mut merged = self.clusters[survivor as usize].tokens.clone();
         for &g in &group {
-            for i in 0..merged.len() {
-                let t = self.clusters[g as usize].tokens[i];
-                if merged[i] != t && merged[i] != WILD {
-                    merged[i] = self.generalize(merged[i], t);
+            let tokens = self.clusters[g as usize].tokens.clone();
+            for (m, t) in merged.iter_mut().zip(tokens) {
+                if *m != t && *m != WILD {
+                    *m = self.generalize(*m, t);
                 }
             }
         }
