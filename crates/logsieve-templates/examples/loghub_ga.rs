@@ -69,8 +69,8 @@ fn main() {
     });
 
     println!(
-        "{:<10} {:>7} {:>7} {:>9} {:>14} {:>14} {:>13}",
-        "system", "GA", "Drain", "templates", "Content l/s", "raw log l/s", "raw templates"
+        "{:<10} {:>7} {:>7} {:>9} {:>14} {:>14} {:>13} {:>14}",
+        "system", "GA", "Drain", "templates", "Content l/s", "raw log l/s", "raw templates", "raw mask l/s"
     );
     let (mut sum, mut sum_drain) = (0.0, 0.0);
     let only = flag("--only");
@@ -105,6 +105,7 @@ fn main() {
         }
 
         let mut raw_templates = 0;
+        let mut mask_only = 0.0;
         let (warm_content, warm_raw) = if no_tput {
             (0.0, 0.0)
         } else {
@@ -121,6 +122,7 @@ fn main() {
                 {
                     let m = Miner::new(config.clone(), Masker::builtin());
                     let t = throughput(&m, &raw, total_lines);
+                    mask_only = mask_throughput(m.masker(), &raw, total_lines);
                     raw_templates = m.len();
                     if errors_for.as_deref() == Some(system) && args.iter().any(|a| a == "--raw") {
                         for t in m.templates() {
@@ -132,14 +134,15 @@ fn main() {
             )
         };
         println!(
-            "{:<10} {:>7.3} {:>7.3} {:>9} {:>14.0} {:>14.0} {:>13}",
+            "{:<10} {:>7.3} {:>7.3} {:>9} {:>14.0} {:>14.0} {:>13} {:>14.0}",
             system,
             ga,
             drain,
             miner.len(),
             warm_content,
             warm_raw,
-            raw_templates
+            raw_templates,
+            mask_only
         );
     }
     let n = SYSTEMS.len() as f64;
@@ -159,6 +162,22 @@ fn throughput(miner: &Miner, lines: &[&str], total: usize) -> f64 {
     for _ in 0..rounds {
         for l in lines {
             acc = acc.wrapping_add(miner.add_with(l, &mut scratch).template_id);
+        }
+    }
+    std::hint::black_box(acc);
+    (rounds * lines.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Lines per second of masking alone (one thread).
+fn mask_throughput(masker: &Masker, lines: &[&str], total: usize) -> f64 {
+    let mut out = String::new();
+    let rounds = total.div_ceil(lines.len()).max(1);
+    let start = Instant::now();
+    let mut acc = 0usize;
+    for _ in 0..rounds {
+        for l in lines {
+            masker.mask_into(l, &mut out);
+            acc = acc.wrapping_add(out.len());
         }
     }
     std::hint::black_box(acc);
