@@ -70,7 +70,14 @@ fn main() {
 
     println!(
         "{:<10} {:>7} {:>7} {:>9} {:>14} {:>14} {:>13} {:>14}",
-        "system", "GA", "Drain", "templates", "Content l/s", "raw log l/s", "raw templates", "raw mask l/s"
+        "system",
+        "GA",
+        "Drain",
+        "templates",
+        "Content l/s",
+        "raw log l/s",
+        "raw templates",
+        "raw mask l/s"
     );
     let (mut sum, mut sum_drain) = (0.0, 0.0);
     let only = flag("--only");

@@ -434,13 +434,13 @@ impl Inner {
     /// The warm path: the most specific same-length template the line fits
     /// as it stands (no literal token differs), found with integer
     /// comparisons only.
-    fn exact_fit(&self, line: &[u32], texts: &[&str]) -> Option<(u32, Score)> {
-        let n = line.len();
-        let key = self.key(line[0], texts[0]);
+    fn exact_fit(&self, texts: &[&str]) -> Option<(u32, Score)> {
+        let n = texts.len();
+        let key = self.key(self.lookup(texts[0]), texts[0]);
         let mut best: Option<(u32, usize)> = None;
         for k in [key, WILD] {
             for &c in self.buckets.get(&(n as u32, k)).into_iter().flatten() {
-                if let Some(same) = self.fits(&self.clusters[c as usize].tokens, line, texts) {
+                if let Some(same) = self.fits(&self.clusters[c as usize].tokens, texts) {
                     if best.is_none_or(|(_, b)| same > b) {
                         best = Some((c, same));
                     }
@@ -461,9 +461,8 @@ impl Inner {
                     if n < v + tail {
                         continue;
                     }
-                    let head = self.fits(&cl.tokens[..v], &line[..v], &texts[..v]);
-                    let back =
-                        self.fits(&cl.tokens[v + 1..], &line[n - tail..], &texts[n - tail..]);
+                    let head = self.fits(&cl.tokens[..v], &texts[..v]);
+                    let back = self.fits(&cl.tokens[v + 1..], &texts[n - tail..]);
                     if let (Some(h), Some(b)) = (head, back) {
                         if best.is_none_or(|(_, x)| h + b > x) {
                             best = Some((c, h + b));
@@ -490,13 +489,17 @@ impl Inner {
 
     /// The number of equal literal tokens when `line` fits `tpl` (same
     /// length) without changing it.
-    fn fits(&self, tpl: &[u32], line: &[u32], texts: &[&str]) -> Option<usize> {
+    /// Works on the line's text, so the warm path need not look up (hash)
+    /// every token: most candidates fail on their first tokens.
+    fn fits(&self, tpl: &[u32], texts: &[&str]) -> Option<usize> {
         let mut same = 0;
-        for ((&t, &l), text) in tpl.iter().zip(line).zip(texts) {
-            if t == l && t != WILD {
+        for (&t, &text) in tpl.iter().zip(texts) {
+            if t == WILD {
+                continue;
+            }
+            if *self.strings[t as usize] == *text {
                 same += 1;
-            } else if !(t == WILD
-                || (self.placeholder[t as usize] && l != UNKNOWN && self.placeholder[l as usize])
+            } else if !((self.placeholder[t as usize] && crate::is_placeholder_token(text))
                 || self.kv_fits(t, text))
             {
                 return None;
@@ -508,7 +511,7 @@ impl Inner {
     /// [`Inner::fits`] for a line given as interned tokens only.
     fn fits_tokens(&self, tpl: &[u32], line: &[u32]) -> Option<usize> {
         let texts: Vec<&str> = line.iter().map(|&t| &*self.strings[t as usize]).collect();
-        self.fits(tpl, line, &texts)
+        self.fits(tpl, &texts)
     }
 
     /// Best same-length cluster for the line, with its score.
@@ -1106,9 +1109,12 @@ impl Miner {
         // Warm path: read lock, the line fits a template as it is.
         {
             let inner = self.read();
-            ids.clear();
-            ids.extend(texts.iter().map(|t| inner.lookup(t)));
-            if let Some((c, s)) = self.find(&inner, ids, &texts) {
+            let hit = inner.exact_fit(&texts).or_else(|| {
+                ids.clear();
+                ids.extend(texts.iter().map(|t| inner.lookup(t)));
+                self.find(&inner, ids, &texts)
+            });
+            if let Some((c, s)) = hit {
                 if s.diff == 0 {
                     let cl = &inner.clusters[c as usize];
                     cl.count.fetch_add(1, Ordering::Relaxed);
@@ -1171,7 +1177,7 @@ impl Miner {
     }
 
     fn find(&self, inner: &Inner, ids: &[u32], texts: &[&str]) -> Option<(u32, Score)> {
-        if let Some(hit) = inner.exact_fit(ids, texts) {
+        if let Some(hit) = inner.exact_fit(texts) {
             return Some(hit);
         }
         let sim = self.config.similarity;
