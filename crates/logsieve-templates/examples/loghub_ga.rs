@@ -3,6 +3,7 @@
 //!
 //! cargo run --release -p logsieve-templates --example loghub_ga -- /work/shared/datasets/loghub-2k
 //!     [--lines N] [--only SYSTEM] [--errors SYSTEM [--raw]] [--no-throughput] [--config MINER_JSON] [--shuffle SEED]
+//!     [--threads N]  (raw log l/s: N threads sharing one miner, in total)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,7 @@ fn main() {
     let (mut sum, mut sum_drain) = (0.0, 0.0);
     let only = flag("--only");
     let shuffle = flag("--shuffle");
+    let threads: usize = flag("--threads").map_or(1, |s| s.parse().expect("--threads N"));
     for (system, drain) in SYSTEMS {
         if only.as_deref().is_some_and(|o| o != system) {
             continue;
@@ -128,7 +130,11 @@ fn main() {
                 ),
                 {
                     let m = Miner::new(config.clone(), Masker::builtin());
-                    let t = throughput(&m, &raw, total_lines);
+                    let t = if threads > 1 {
+                        shared_throughput(&m, &raw, total_lines, threads)
+                    } else {
+                        throughput(&m, &raw, total_lines)
+                    };
                     mask_only = mask_throughput(m.masker(), &raw, total_lines);
                     raw_templates = m.len();
                     if errors_for.as_deref() == Some(system) && args.iter().any(|a| a == "--raw") {
@@ -173,6 +179,32 @@ fn throughput(miner: &Miner, lines: &[&str], total: usize) -> f64 {
     }
     std::hint::black_box(acc);
     (rounds * lines.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Lines per second of `threads` threads sharing one warm miner, all
+/// together (each adds `total / threads` lines).
+fn shared_throughput(miner: &Miner, lines: &[&str], total: usize, threads: usize) -> f64 {
+    let mut scratch = Scratch::default();
+    for l in lines {
+        miner.add_with(l, &mut scratch);
+    }
+    let rounds = (total / threads).div_ceil(lines.len()).max(1);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut scratch = Scratch::default();
+                let mut acc = 0u64;
+                for _ in 0..rounds {
+                    for l in lines {
+                        acc = acc.wrapping_add(miner.add_with(l, &mut scratch).template_id);
+                    }
+                }
+                std::hint::black_box(acc);
+            });
+        }
+    });
+    (threads * rounds * lines.len()) as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Lines per second of masking alone (one thread).
