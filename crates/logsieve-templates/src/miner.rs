@@ -8,9 +8,10 @@
 //! * **one meaningful word** (`VM Started` vs `VM Paused`, `user=root` vs
 //!   `user=git`): a line differing from a template in one plain word gets a
 //!   template of its own, a sibling; once `word_variable_after` distinct
-//!   words were seen at that place the siblings merge into the oldest and
-//!   the place becomes a variable (user names do, `Started`/`Paused` do
-//!   not). Identifiers (`cluster_root`, `com.example.App`, `eth0`) and the
+//!   words were seen at that place, two of them only once, the siblings
+//!   merge into the oldest and the place becomes a variable (user names do;
+//!   `Started`/`Paused` and interface names that each come back do not).
+//!   Identifiers (`cluster_root`, `com.example.App`, `x86_64`) and the
 //!   values of one key (`name=a`, `name=b` -> `name=<*>`) vary at once; a
 //!   different key (`num=..` vs `topActivity=..`) counts as a word;
 //!   capitalised enumerations (`LOOKING`, `LEADING`) need one more value;
@@ -78,8 +79,10 @@ pub struct MinerConfig {
     pub variadic_max_span: usize,
     /// Lines that differ from a template in one plain word (`VM Started`,
     /// `VM Paused`) start templates of their own; once this many distinct
-    /// words have been seen at that position, those templates merge and the
-    /// position becomes a variable (user names, host names). Default 3.
+    /// words have been seen at that position, at least two of them in one
+    /// line only (a variable's values are mostly rare, an enumeration's come
+    /// back), those templates merge and the position becomes a variable
+    /// (user names, host names). Default 3.
     #[serde(default = "default_word_variable_after")]
     pub word_variable_after: usize,
 }
@@ -746,6 +749,16 @@ impl Inner {
         if entry.values.len() < merge_after.max(2) + usize::from(caps) {
             return (new, true);
         }
+        // A variable's values are mostly rare; an enumeration's (`alt0`,
+        // `ee0`, ...) each come back. Merge once two of them were seen once.
+        let clusters = &entry.clusters;
+        let rare = clusters
+            .iter()
+            .filter(|&&g| self.clusters[g as usize].count.load(Ordering::Relaxed) <= 1)
+            .count();
+        if rare < 2 {
+            return (new, true);
+        }
         let group = self.siblings.remove(&key).expect("entry exists").clusters;
         // Members may have merged or turned variadic since they joined.
         let group: Vec<u32> = group
@@ -987,16 +1000,22 @@ impl Inner {
     }
 }
 
-/// A plain word: letters (inner `-` or `'` allowed), maybe wrapped in
-/// brackets, quotes or trailing punctuation: `Started`, `finalization.`,
-/// `(root)`. Lines differing in such a token are kept apart until the
-/// position has shown `word_variable_after` distinct words. Identifiers
-/// (`cluster_root`, `com.example.App`, `eth0`) are not words: they vary.
+/// A plain word: letters (inner `-` or `'` allowed, one digit at the end),
+/// maybe wrapped in brackets, quotes or trailing punctuation: `Started`,
+/// `finalization.`, `(root)`, `eth0`. Lines differing in such a token are
+/// kept apart until the position has shown `word_variable_after` distinct
+/// words. Identifiers (`cluster_root`, `com.example.App`, `x86_64`) are not
+/// words: they vary.
 fn is_word(tok: &str) -> bool {
     let core = tok
         .trim_start_matches(['(', '[', '{', '\'', '"'])
         .trim_end_matches(['.', ',', ':', ';', '!', '?', ')', ']', '}', '\'', '"', '*']);
+    // A name with one trailing digit (`eth0`, `ssh2`) is a word too.
     let b = core.as_bytes();
+    let b = match b {
+        [rest @ .., d] if d.is_ascii_digit() && rest.len() >= 2 => rest,
+        _ => b,
+    };
     // UPPER_SNAKE names are constants (enums), lower_snake ones identifiers.
     let upper_snake = b.iter().all(|c| c.is_ascii_uppercase() || *c == b'_');
     !b.is_empty()
@@ -1612,6 +1631,25 @@ mod tests {
         let e = m.add("ask 10.0.0.2:50010 to delete blk_-1 blk_2 blk_-3");
         assert_eq!(d.template_id, e.template_id);
         assert_eq!(&*e.template, "ask <IP> to delete blk_<NUM>");
+    }
+
+    #[test]
+    fn a_word_place_turns_variable_only_when_its_values_are_rare() {
+        let m = miner();
+        // Interface names that each come back are an enumeration.
+        for _ in 0..3 {
+            m.add("link up via interface alt0");
+            m.add("link up via interface ee0");
+        }
+        let s = m.add("link up via interface scip0");
+        assert_eq!(&*s.template, "link up via interface scip0");
+        assert_eq!(m.templates().len(), 3);
+        // User names mostly show up once: a variable.
+        m.add("Invalid user admin from 1.2.3.4");
+        m.add("Invalid user test from 1.2.3.5");
+        let v = m.add("Invalid user oracle from 1.2.3.6");
+        assert_eq!(&*v.template, "Invalid user <*> from <IP>");
+        assert_eq!(m.templates().len(), 4);
     }
 
     #[test]
