@@ -7,9 +7,13 @@
 //! pay for it; identical messages in a batch are embedded once.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use logsieve_templates::Masker;
+use lru::LruCache;
 
 use logsieve_embed::{Embedder, MiniLm};
 use logsieve_linear::{Artifact, Classifier};
@@ -32,6 +36,8 @@ pub enum PipelineError {
     Embed(#[from] logsieve_embed::EmbedError),
     #[error(transparent)]
     Llm(#[from] logsieve_llm::ConfigError),
+    #[error(transparent)]
+    Mask(#[from] logsieve_templates::MaskError),
 }
 
 /// One line to classify.
@@ -53,6 +59,9 @@ pub struct Stats {
     pub encoded: AtomicU64,
     /// Tokens those texts had.
     pub encoded_tokens: AtomicU64,
+    /// Rows decided from the template cache, and rows that missed it.
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
 }
 
 impl Stats {
@@ -74,6 +83,7 @@ impl Stats {
             "by_method": {"rule": g(&self.by_rule), "model": g(&self.by_model), "llm": g(&self.by_llm), "none": g(&self.by_none)},
             "encoded_texts": g(&self.encoded),
             "encoded_tokens": g(&self.encoded_tokens),
+            "template_cache": {"hits": g(&self.cache_hits), "misses": g(&self.cache_misses)},
         })
     }
 }
@@ -82,7 +92,26 @@ impl Stats {
 #[derive(Debug)]
 pub struct Partial {
     decided: Vec<Option<Decision>>,
-    to_llm: Vec<(usize, String)>,
+    /// Per LLM request: the rows it decides, their cache key, the model's note.
+    to_llm: Vec<(Vec<usize>, String, String)>,
+}
+
+/// Rows of a batch that share a cache key.
+#[derive(Debug, Default)]
+struct Group {
+    key: String,
+    /// What the encoder sees.
+    text: String,
+    rows: Vec<usize>,
+    to_llm: bool,
+}
+
+fn cache_key(source: &str, masked: &str) -> String {
+    let mut k = String::with_capacity(source.len() + masked.len() + 1);
+    k.push_str(source);
+    k.push('\u{1f}');
+    k.push_str(masked);
+    k
 }
 
 type EmbedderSlot = OnceLock<Result<Arc<dyn Embedder>, String>>;
@@ -94,6 +123,11 @@ pub struct Pipeline {
     threshold: f32,
     embedder: EmbedderSlot,
     llm: LlmStage,
+    masker: Masker,
+    /// The encoder sees masked text (the classifier was trained so).
+    input_masked: bool,
+    /// Template cache: (source, masked text) → the decision the model or LLM reached.
+    cache: Mutex<Option<LruCache<String, Decision>>>,
     pub stats: Stats,
 }
 
@@ -117,6 +151,12 @@ impl Pipeline {
         labels.sort();
         labels.dedup();
         let llm = LlmStage::new(config.llm.clone(), &labels, ApiKey::from_env().map(|(k, _)| k))?;
+        let masker = match &config.templates.masking {
+            Some(p) => Masker::from_path(p)?,
+            None => Masker::builtin(),
+        };
+        let input_masked = artifact.embedding.input == "masked";
+        let cache = Mutex::new(NonZeroUsize::new(config.templates.cache_capacity).map(LruCache::new));
         Ok(Self {
             config,
             rules,
@@ -124,6 +164,9 @@ impl Pipeline {
             threshold,
             embedder: OnceLock::new(),
             llm,
+            masker,
+            input_masked,
+            cache,
             stats: Stats::default(),
         })
     }
@@ -214,49 +257,97 @@ impl Pipeline {
     /// returned as requests; answer them with [`LlmStage::classify_many`]
     /// (possibly on another thread, while the next batch is prepared) and
     /// pass the outcomes, in order, to [`Pipeline::complete`].
+    ///
+    /// After the rules, each row's cache key is its source and its masked
+    /// text: a decision the model or the LLM reached for a key is reused for
+    /// every later row with that key, and rows sharing a key within the batch
+    /// are embedded (or asked) once.
     pub fn prepare(&self, items: &[Item<'_>]) -> (Partial, Vec<LlmRequest>) {
         let mut out: Vec<Option<Decision>> = Vec::with_capacity(items.len());
-        // Rows for the model stage.
-        let mut pending: Vec<usize> = Vec::new();
-        // Rows for the LLM stage, with what the model said of them (if anything).
-        let mut to_llm: Vec<(usize, String)> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let route = self.config.route(item.source);
-            let d = if item.message.trim().is_empty() {
-                Some(Decision::none("empty log_message"))
-            } else if let Some(d) = self.rule_decision(*item) {
-                Some(d)
-            } else {
-                match route {
-                    Route::Rules => Some(Decision::none("no rule matched (source routed to rules only)")),
-                    Route::Llm => {
-                        to_llm.push((i, String::new()));
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of: HashMap<String, usize> = HashMap::new();
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, item) in items.iter().enumerate() {
+                let route = self.config.route(item.source);
+                let d = if item.message.trim().is_empty() {
+                    Some(Decision::none("empty log_message"))
+                } else if let Some(d) = self.rule_decision(*item) {
+                    Some(d)
+                } else if route == Route::Rules {
+                    Some(Decision::none("no rule matched (source routed to rules only)"))
+                } else {
+                    let masked = self.masker.mask(item.message);
+                    let key = cache_key(item.source, &masked);
+                    if let Some(d) = cache.as_mut().and_then(|c| c.get(&key)) {
+                        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        Some(d.clone().with_note("template cache hit"))
+                    } else {
+                        if cache.is_some() {
+                            self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let g = *group_of.entry(key).or_insert_with_key(|key| {
+                            let text = if self.input_masked {
+                                masked.into_owned()
+                            } else {
+                                item.message.to_string()
+                            };
+                            groups.push(Group {
+                                key: key.clone(),
+                                text,
+                                rows: Vec::new(),
+                                to_llm: route == Route::Llm,
+                            });
+                            groups.len() - 1
+                        });
+                        groups[g].rows.push(i);
                         None
                     }
-                    Route::Cascade | Route::Model => {
-                        pending.push(i);
-                        None
+                };
+                out.push(d);
+            }
+        }
+        // The model stage, once per group.
+        let for_model: Vec<usize> = (0..groups.len()).filter(|&g| !groups[g].to_llm).collect();
+        let mut llm_groups: Vec<(usize, String)> = (0..groups.len())
+            .filter(|&g| groups[g].to_llm)
+            .map(|g| (g, String::new()))
+            .collect();
+        if !for_model.is_empty() {
+            let texts: Vec<&str> = for_model.iter().map(|&g| groups[g].text.as_str()).collect();
+            let decisions = self.model_stage(&texts);
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for (g, d) in for_model.into_iter().zip(decisions) {
+                if d.method == Method::None && d.detail.starts_with(MODEL_UNSURE) {
+                    llm_groups.push((g, d.detail));
+                    continue;
+                }
+                if d.method == Method::Model {
+                    if let Some(c) = cache.as_mut() {
+                        c.put(groups[g].key.clone(), d.clone());
                     }
                 }
-            };
-            out.push(d);
-        }
-        if !pending.is_empty() {
-            let decisions = self.model_stage(items, &pending);
-            for (i, d) in pending.into_iter().zip(decisions) {
-                if d.method == Method::None && d.detail.starts_with(MODEL_UNSURE) {
-                    to_llm.push((i, d.detail));
-                } else {
-                    out[i] = Some(d);
+                for &i in &groups[g].rows {
+                    out[i] = Some(d.clone());
                 }
             }
         }
-        let requests = to_llm
+        let requests = llm_groups
             .iter()
-            .map(|&(i, _)| LlmRequest {
-                source: items[i].source.to_string(),
-                message: items[i].message.to_string(),
-                examples: Vec::new(),
+            .map(|&(g, _)| {
+                let first = items[groups[g].rows[0]];
+                LlmRequest {
+                    source: first.source.to_string(),
+                    message: first.message.to_string(),
+                    examples: Vec::new(),
+                }
+            })
+            .collect();
+        let to_llm = llm_groups
+            .into_iter()
+            .map(|(g, note)| {
+                let grp = std::mem::take(&mut groups[g]);
+                (grp.rows, grp.key, note)
             })
             .collect();
         (Partial { decided: out, to_llm }, requests)
@@ -269,8 +360,19 @@ impl Pipeline {
             to_llm,
         } = partial;
         debug_assert_eq!(to_llm.len(), outcomes.len());
-        for ((i, model_note), o) in to_llm.into_iter().zip(outcomes) {
-            out[i] = Some(llm_decision(o, &model_note));
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for ((rows, key, model_note), o) in to_llm.into_iter().zip(outcomes) {
+                let d = llm_decision(o, &model_note);
+                if d.method == Method::Llm {
+                    if let Some(c) = cache.as_mut() {
+                        c.put(key, d.clone());
+                    }
+                }
+                for i in rows {
+                    out[i] = Some(d.clone());
+                }
+            }
         }
         out.into_iter()
             .map(|d| {
@@ -283,32 +385,35 @@ impl Pipeline {
             .collect()
     }
 
-    fn model_stage(&self, items: &[Item<'_>], rows: &[usize]) -> Vec<Decision> {
+    /// The text the encoder sees for a message: masked or raw, as the
+    /// classifier was trained.
+    pub fn encoder_text<'a>(&self, message: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.input_masked {
+            self.masker.mask(message)
+        } else {
+            std::borrow::Cow::Borrowed(message)
+        }
+    }
+
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
+    /// Embed `texts` (already in the encoder's representation) and decide each.
+    fn model_stage(&self, texts: &[&str]) -> Vec<Decision> {
         let embedder = match self.embedder() {
             Ok(e) => e,
             Err(e) => {
-                return rows
+                return texts
                     .iter()
                     .map(|_| Decision::none(format!("model stage unavailable: {e}")))
                     .collect()
             }
         };
-        let mut unique: Vec<&str> = Vec::new();
-        let mut slot: HashMap<&str, usize> = HashMap::new();
-        let which: Vec<usize> = rows
-            .iter()
-            .map(|&i| {
-                let m = items[i].message;
-                *slot.entry(m).or_insert_with(|| {
-                    unique.push(m);
-                    unique.len() - 1
-                })
-            })
-            .collect();
-        let vectors = match embedder.embed(&unique) {
+        let vectors = match embedder.embed(texts) {
             Ok(v) => v,
             Err(e) => {
-                return rows
+                return texts
                     .iter()
                     .map(|_| Decision::none(format!("encoder failed: {e}")))
                     .collect()
@@ -316,14 +421,13 @@ impl Pipeline {
         };
         self.stats
             .encoded
-            .fetch_add(unique.len() as u64, Ordering::Relaxed);
-        if let Ok(counts) = embedder.token_counts(&unique) {
+            .fetch_add(texts.len() as u64, Ordering::Relaxed);
+        if let Ok(counts) = embedder.token_counts(texts) {
             self.stats
                 .encoded_tokens
                 .fetch_add(counts.iter().sum::<usize>() as u64, Ordering::Relaxed);
         }
-        let per_unique: Vec<Decision> = vectors.iter().map(|v| self.decide(v)).collect();
-        which.into_iter().map(|u| per_unique[u].clone()).collect()
+        vectors.iter().map(|v| self.decide(v)).collect()
     }
 
     /// The classifier's verdict on one vector.

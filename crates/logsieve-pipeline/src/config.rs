@@ -29,8 +29,29 @@ pub struct Config {
     pub input: InputConfig,
     /// Source name → route.
     pub routes: BTreeMap<String, Route>,
+    /// Masking and the template cache.
+    pub templates: TemplatesConfig,
     /// The LLM stage (see crates/logsieve-llm/README.md).
     pub llm: logsieve_llm::LlmConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// A masking rules TOML (Drain3-style); `None` uses the built-in rules.
+    pub masking: Option<PathBuf>,
+    /// Decisions kept in the template cache (LRU, keyed by source and masked
+    /// text); 0 turns the cache off.
+    pub cache_capacity: usize,
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        Self {
+            masking: None,
+            cache_capacity: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

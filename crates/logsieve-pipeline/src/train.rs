@@ -26,6 +26,8 @@ pub struct TrainSettings {
     /// Refit on every model-stage row after reporting on the held-out part.
     pub refit_all: bool,
     pub threshold: f32,
+    /// Embed masked text (variables replaced by typed placeholders) instead of the raw message.
+    pub masked_input: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +122,7 @@ pub fn train(
             weights_sha256: embedder.weights_sha256().into(),
             dim: embedder.dim(),
             max_tokens: p.config().model.max_tokens,
-            input: "raw".into(),
+            input: if s.masked_input { "masked" } else { "raw" }.into(),
         },
         model_threshold: s.threshold,
         model,

@@ -25,11 +25,8 @@ const SYSTEMS: [(&str, f64); 10] = [
 ];
 
 fn read_structured(dir: &Path, system: &str) -> (Vec<String>, Vec<String>) {
-    let path = dir
-        .join(system)
-        .join(format!("{system}_2k.log_structured.csv"));
-    let mut rd =
-        csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let path = dir.join(system).join(format!("{system}_2k.log_structured.csv"));
+    let mut rd = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let headers = rd.headers().unwrap().clone();
     let col = |name: &str| {
         headers
@@ -71,16 +68,7 @@ fn main() {
 
     println!(
         "{:<10} {:>6} {:>6} {:>5} | {:>11} {:>11} | {:>11} {:>11} {:>5} | {:>11}",
-        "system",
-        "GA",
-        "Drain",
-        "tpls",
-        "Content",
-        "(wall)",
-        "raw log",
-        "(wall)",
-        "tpls",
-        "raw: mask"
+        "system", "GA", "Drain", "tpls", "Content", "(wall)", "raw log", "(wall)", "tpls", "raw: mask"
     );
     let (mut sum, mut sum_drain) = (0.0, 0.0);
     let only = flag("--only");
@@ -93,8 +81,7 @@ fn main() {
         let (mut contents, mut events) = read_structured(&dir, system);
         if let Some(seed) = &shuffle {
             // Online mining depends on order: `--shuffle SEED` checks how much.
-            let mut state: u64 =
-                seed.parse::<u64>().expect("--shuffle SEED") ^ 0x9E37_79B9_7F4A_7C15;
+            let mut state: u64 = seed.parse::<u64>().expect("--shuffle SEED") ^ 0x9E37_79B9_7F4A_7C15;
             for i in (1..contents.len()).rev() {
                 state ^= state << 13;
                 state ^= state >> 7;
@@ -121,8 +108,8 @@ fn main() {
             (Rate::default(), Rate::default())
         } else {
             let raw_path = dir.join(system).join(format!("{system}_2k.log"));
-            let raw = std::fs::read_to_string(&raw_path)
-                .unwrap_or_else(|e| panic!("{}: {e}", raw_path.display()));
+            let raw =
+                std::fs::read_to_string(&raw_path).unwrap_or_else(|e| panic!("{}: {e}", raw_path.display()));
             let raw: Vec<&str> = raw.lines().collect();
             (
                 throughput(
@@ -255,10 +242,7 @@ fn shared_throughput(miner: &Miner, lines: &[&str], total: usize, threads: usize
         }
     });
     let wall = (threads * rounds * lines.len()) as f64 / start.elapsed().as_secs_f64();
-    Rate {
-        wall,
-        cpu: f64::NAN,
-    }
+    Rate { wall, cpu: f64::NAN }
 }
 
 /// Lines per second of masking alone (one thread).
@@ -282,12 +266,7 @@ fn print_errors(miner: &Miner, contents: &[String], ids: &[u64], events: &[Strin
     let mut by_event: BTreeMap<&str, BTreeMap<u64, Vec<usize>>> = BTreeMap::new();
     let mut by_pred: BTreeMap<u64, BTreeMap<&str, usize>> = BTreeMap::new();
     for (i, (p, e)) in ids.iter().zip(events).enumerate() {
-        by_event
-            .entry(e)
-            .or_default()
-            .entry(*p)
-            .or_default()
-            .push(i);
+        by_event.entry(e).or_default().entry(*p).or_default().push(i);
         *by_pred.entry(*p).or_default().entry(e).or_default() += 1;
     }
     for (e, groups) in &by_event {

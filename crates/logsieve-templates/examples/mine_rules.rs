@@ -7,9 +7,7 @@ use logsieve_templates::{mine_rules, rules_to_toml, MineOptions};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args
-        .first()
-        .expect("usage: mine_rules FILE.csv [MIN_SUPPORT]");
+    let path = args.first().expect("usage: mine_rules FILE.csv [MIN_SUPPORT]");
     let min_support = args
         .get(1)
         .map_or(5, |s| s.parse().expect("MIN_SUPPORT is a number"));

@@ -44,18 +44,12 @@ mod tests {
 
     #[test]
     fn merging_two_events_makes_both_wrong() {
-        assert_eq!(
-            grouping_accuracy(&[1, 1, 1, 2], &["a", "a", "b", "c"]),
-            0.25
-        );
+        assert_eq!(grouping_accuracy(&[1, 1, 1, 2], &["a", "a", "b", "c"]), 0.25);
     }
 
     #[test]
     fn splitting_an_event_makes_all_its_lines_wrong() {
-        assert_eq!(
-            grouping_accuracy(&[1, 1, 2, 3], &["a", "a", "a", "b"]),
-            0.25
-        );
+        assert_eq!(grouping_accuracy(&[1, 1, 2, 3], &["a", "a", "a", "b"]), 0.25);
     }
 
     #[test]

@@ -125,8 +125,7 @@ impl Masker {
     /// The built-in rules: `<UUID>`, `<URL>`, `<EMAIL>`, `<MAC>`, `<TS>`,
     /// `<IP>` (v4 and v6, optional port), `<PATH>`, `<HEX>`, `<NUM>`.
     pub fn builtin() -> Self {
-        Self::from_toml(BUILTIN_MASKING_TOML, BUILTIN_NAME)
-            .expect("the built-in masking rules are valid")
+        Self::from_toml(BUILTIN_MASKING_TOML, BUILTIN_NAME).expect("the built-in masking rules are valid")
     }
 
     /// A masker that changes nothing.
@@ -176,10 +175,7 @@ impl Masker {
                 name: spec.name.clone(),
                 message,
             };
-            let inner = spec
-                .mask_with
-                .strip_prefix('<')
-                .and_then(|s| s.strip_suffix('>'));
+            let inner = spec.mask_with.strip_prefix('<').and_then(|s| s.strip_suffix('>'));
             match inner {
                 Some(name) if crate::is_placeholder_name(name) => {}
                 _ => {
@@ -368,10 +364,7 @@ mod tests {
             m("src: /10.251.202.181:47130 dest: /10.251.202.181:50010"),
             "src: /<IP> dest: /<IP>"
         );
-        assert_eq!(
-            m("rhost=183.62.140.253  user=root"),
-            "rhost=<IP>  user=root"
-        );
+        assert_eq!(m("rhost=183.62.140.253  user=root"), "rhost=<IP>  user=root");
     }
 
     #[test]
@@ -393,10 +386,7 @@ mod tests {
         );
         assert_eq!(m("generating core.114"), "generating core.<NUM>");
         assert_eq!(m("msra-sa-41 vCores:-27"), "msra-sa-<NUM> vCores:<NUM>");
-        assert_eq!(
-            m("arch amd64 utf8 KB3163245 ok"),
-            "arch amd64 utf8 KB3163245 ok"
-        );
+        assert_eq!(m("arch amd64 utf8 KB3163245 ok"), "arch amd64 utf8 KB3163245 ok");
         assert_eq!(
             m("Times: total = 39, boot = -103"),
             "Times: total = <NUM>, boot = <NUM>"
@@ -433,10 +423,7 @@ mod tests {
             "Input split: <URL>"
         );
         assert_eq!(m("mail to ops@example.com now"), "mail to <EMAIL> now");
-        assert_eq!(
-            m(r"Core: C:\Windows\winsxs\amd64_x\cbscore.dll"),
-            "Core: <PATH>"
-        );
+        assert_eq!(m(r"Core: C:\Windows\winsxs\amd64_x\cbscore.dll"), "Core: <PATH>");
     }
 
     #[test]
@@ -447,10 +434,7 @@ mod tests {
             "- <NUM> R02-M1-N0-C:J12-U11 <TS> R02"
         );
         assert_eq!(m("[Sun Dec 04 04:47:44 2005] [notice]"), "[<TS>] [notice]");
-        assert_eq!(
-            m("Dec 10 06:55:46 LabSZ sshd[24200]"),
-            "<TS> LabSZ sshd[<NUM>]"
-        );
+        assert_eq!(m("Dec 10 06:55:46 LabSZ sshd[24200]"), "<TS> LabSZ sshd[<NUM>]");
         assert_eq!(m("17/06/09 20:10:40 INFO"), "<TS> INFO");
         assert_eq!(m("t=2024-01-02T03:04:05.123Z"), "t=<TS>");
     }
@@ -468,10 +452,7 @@ mod tests {
 
     #[test]
     fn leaves_plain_lines_borrowed() {
-        assert!(matches!(
-            Masker::builtin().mask("VM Started"),
-            Cow::Borrowed(_)
-        ));
+        assert!(matches!(Masker::builtin().mask("VM Started"), Cow::Borrowed(_)));
         assert_eq!(
             m("héllo wörld 42 ünïcode /ü/ä x"),
             "héllo wörld <NUM> ünïcode /ü/ä x"
@@ -528,10 +509,7 @@ mod tests {
         let err = Masker::from_toml("colapse_runs = true", "m.toml")
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("m.toml") && err.contains("colapse_runs"),
-            "{err}"
-        );
+        assert!(err.contains("m.toml") && err.contains("colapse_runs"), "{err}");
         let err = Masker::from_toml(
             "[[mask]]\nname = \"x\"\npattern = 'a*'\nmask_with = \"<X>\"\n",
             "m.toml",

@@ -148,7 +148,9 @@ pub enum SnapshotError {
     },
     #[error("{file}: not a valid template snapshot (corrupted or truncated?): {message}")]
     Corrupt { file: String, message: String },
-    #[error("{file}: snapshot format_version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "{file}: snapshot format_version {found} is not supported (this build reads version {supported})"
+    )]
     Version {
         file: String,
         found: u64,
@@ -457,9 +459,7 @@ impl Inner {
             for k in [key, WILD] {
                 for &c in self.variadic_buckets.get(&k).into_iter().flatten() {
                     let cl = &self.clusters[c as usize];
-                    let v = cl
-                        .variadic
-                        .expect("variadic bucket holds variadic clusters");
+                    let v = cl.variadic.expect("variadic bucket holds variadic clusters");
                     let tail = cl.tokens.len() - v - 1;
                     if n < v + tail {
                         continue;
@@ -518,12 +518,7 @@ impl Inner {
     }
 
     /// Best same-length cluster for the line, with its score.
-    fn best_same_length(
-        &self,
-        line: &[u32],
-        texts: &[&str],
-        similarity: f64,
-    ) -> Option<(u32, Score)> {
+    fn best_same_length(&self, line: &[u32], texts: &[&str], similarity: f64) -> Option<(u32, Score)> {
         let n = line.len();
         let key = self.key(line[0], texts[0]);
         let mut best: Option<(u32, Score)> = None;
@@ -558,9 +553,7 @@ impl Inner {
         for k in [key, WILD] {
             for &c in self.variadic_buckets.get(&k).into_iter().flatten() {
                 let cl = &self.clusters[c as usize];
-                let v = cl
-                    .variadic
-                    .expect("variadic bucket holds variadic clusters");
+                let v = cl.variadic.expect("variadic bucket holds variadic clusters");
                 let tail = cl.tokens.len() - v - 1;
                 if line.len() < v + tail {
                     continue;
@@ -827,12 +820,7 @@ impl Inner {
     /// template `tpl` of another length with the tokens between a common
     /// prefix and suffix as one variadic variable; returns the prefix and
     /// suffix lengths.
-    fn variadic_alignment(
-        &self,
-        tpl: &[u32],
-        line: &[u32],
-        config: &MinerConfig,
-    ) -> Option<(usize, usize)> {
+    fn variadic_alignment(&self, tpl: &[u32], line: &[u32], config: &MinerConfig) -> Option<(usize, usize)> {
         let n = line.len();
         if tpl.len() == n || tpl.len().abs_diff(n) > config.variadic_max_span {
             return None;
@@ -930,10 +918,7 @@ impl Inner {
                 .flat_map(|(_, list)| list.iter().copied())
                 .collect()
         } else {
-            self.buckets
-                .get(&(n as u32, key))
-                .cloned()
-                .unwrap_or_default()
+            self.buckets.get(&(n as u32, key)).cloned().unwrap_or_default()
         };
         let subsumed: Vec<u32> = same_len
             .into_iter()
@@ -965,10 +950,7 @@ impl Inner {
             }
         }
         // One variadic gap per template: absorb the best-aligned one.
-        let Some(&(o, p, s)) = victims
-            .iter()
-            .max_by_key(|v| (v.1 + v.2, std::cmp::Reverse(v.0)))
-        else {
+        let Some(&(o, p, s)) = victims.iter().max_by_key(|v| (v.1 + v.2, std::cmp::Reverse(v.0))) else {
             return;
         };
         let other = self.clusters[o as usize].tokens.clone();
@@ -1021,9 +1003,8 @@ fn is_word(tok: &str) -> bool {
     !b.is_empty()
         && b[0].is_ascii_alphabetic()
         && b[b.len() - 1].is_ascii_alphabetic()
-        && b.iter().all(|c| {
-            c.is_ascii_alphabetic() || *c == b'-' || *c == b'\'' || (upper_snake && *c == b'_')
-        })
+        && b.iter()
+            .all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'\'' || (upper_snake && *c == b'_'))
 }
 
 /// `key=value`, `key:value` or `key......value` (a dot leader), both parts
@@ -1067,9 +1048,7 @@ fn collapse_repeats(v: &mut Vec<&str>) {
         for r in 0..v.len() {
             v[w] = v[r];
             w += 1;
-            if w >= 2 * p
-                && v[w - p..w] == v[w - 2 * p..w - p]
-                && v[w - p..w].iter().any(|t| t.contains('<'))
+            if w >= 2 * p && v[w - p..w] == v[w - 2 * p..w - p] && v[w - p..w].iter().any(|t| t.contains('<'))
             {
                 w -= p;
             }
@@ -1278,10 +1257,7 @@ impl Miner {
     /// has since merged into another, the id of the one it merged into.
     pub fn resolve(&self, id: u64) -> Option<u64> {
         let inner = self.read();
-        inner
-            .by_id
-            .get(&id)
-            .map(|&ix| inner.clusters[ix as usize].id)
+        inner.by_id.get(&id).map(|&ix| inner.clusters[ix as usize].id)
     }
 
     /// True when no line has been added.
@@ -1382,8 +1358,7 @@ impl Miner {
         };
         // Check the version before the shape, so a future format gets the
         // right message rather than "unknown field".
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
         let version = value
             .get("format_version")
             .ok_or_else(|| corrupt("missing `format_version`".into()))?
@@ -1618,10 +1593,7 @@ mod tests {
         assert_eq!(&*b.template, "acquire lock tag=<*> for uid <NUM>");
         let c = m.add("acquire lock tag=\"View Lock\" for uid 7");
         assert_eq!(&*c.template, "acquire lock <*> for uid <NUM>");
-        assert_eq!(
-            (a.template_id, a.template_id),
-            (b.template_id, c.template_id)
-        );
+        assert_eq!((a.template_id, a.template_id), (b.template_id, c.template_id));
         let p = m
             .parameters(a.template_id, "acquire lock tag=\"View Lock\" for uid 7")
             .unwrap();
@@ -1737,10 +1709,7 @@ mod tests {
         assert!(next.is_new);
         assert!(m.templates().iter().all(|t| t.id < next.template_id));
         assert_eq!(r.add("a b 3").template_id, m.add("a b 3").template_id);
-        assert_eq!(
-            r.add("VM Paused").template_id,
-            m.add("VM Paused").template_id
-        );
+        assert_eq!(r.add("VM Paused").template_id, m.add("VM Paused").template_id);
         assert_eq!(
             r.add("user tag=\"c d\" logged in").template_id,
             m.add("user tag=\"c d\" logged in").template_id
@@ -1772,35 +1741,25 @@ mod tests {
             good.replace("\"format_version\": 1", "\"format_version\": 99"),
         )
         .unwrap();
-        let err = Miner::load(&path, Masker::builtin())
-            .unwrap_err()
-            .to_string();
+        let err = Miner::load(&path, Masker::builtin()).unwrap_err().to_string();
         assert!(
-            err.contains("snap.json")
-                && err.contains("format_version 99")
-                && err.contains("version 1"),
+            err.contains("snap.json") && err.contains("format_version 99") && err.contains("version 1"),
             "{err}"
         );
 
         std::fs::write(&path, &good[..good.len() / 2]).unwrap();
-        let err = Miner::load(&path, Masker::builtin())
-            .unwrap_err()
-            .to_string();
+        let err = Miner::load(&path, Masker::builtin()).unwrap_err().to_string();
         assert!(
             err.contains("snap.json") && err.contains("corrupted or truncated"),
             "{err}"
         );
 
         std::fs::write(&path, "{\"templates\": []}").unwrap();
-        let err = Miner::load(&path, Masker::builtin())
-            .unwrap_err()
-            .to_string();
+        let err = Miner::load(&path, Masker::builtin()).unwrap_err().to_string();
         assert!(err.contains("missing `format_version`"), "{err}");
 
         std::fs::write(&path, good.replace("\"next_id\": 2", "\"next_id\": 1")).unwrap();
-        let err = Miner::load(&path, Masker::builtin())
-            .unwrap_err()
-            .to_string();
+        let err = Miner::load(&path, Masker::builtin()).unwrap_err().to_string();
         assert!(err.contains("not below next_id"), "{err}");
 
         let err = Miner::load(&dir.path().join("missing.json"), Masker::builtin())

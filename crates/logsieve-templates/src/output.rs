@@ -98,10 +98,7 @@ pub fn templates_table(templates: &[TemplateInfo]) -> String {
         .max()
         .unwrap_or(5)
         .max(5);
-    let mut out = format!(
-        "{:>idw$}  {:>cw$}  {:>6}  template\n",
-        "id", "count", "share"
-    );
+    let mut out = format!("{:>idw$}  {:>cw$}  {:>6}  template\n", "id", "count", "share");
     for t in &sorted {
         let share = 100.0 * t.count as f64 / total.max(1) as f64;
         out.push_str(&format!(
@@ -152,8 +149,7 @@ mod tests {
             "{table}"
         );
         assert!(lines[2].ends_with("disk full"), "{table}");
-        let json: serde_json::Value =
-            serde_json::from_str(&templates_json(&miner.templates())).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&templates_json(&miner.templates())).unwrap();
         assert_eq!(json[0]["count"], 3);
         assert_eq!(json[1]["template"], "disk full");
     }

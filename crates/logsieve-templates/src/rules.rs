@@ -155,11 +155,7 @@ pub fn mine_rules(rows: &[(&str, &str, &str)], opts: &MineOptions) -> Vec<MinedR
             sources,
         });
     }
-    rules.sort_by(|a, b| {
-        b.support
-            .cmp(&a.support)
-            .then_with(|| a.pattern.cmp(&b.pattern))
-    });
+    rules.sort_by(|a, b| b.support.cmp(&a.support).then_with(|| a.pattern.cmp(&b.pattern)));
     for (i, r) in rules.iter_mut().enumerate() {
         r.id = format!("{}-{:04}", opts.id_prefix, i + 1);
     }
@@ -367,11 +363,7 @@ mod tests {
                 "System Notification",
             ),
             ("ModernCRM", "Disk usage at 91% on node-3", "Resource Usage"),
-            (
-                "ModernCRM",
-                "Disk usage at 95% on node-12",
-                "Resource Usage",
-            ),
+            ("ModernCRM", "Disk usage at 95% on node-12", "Resource Usage"),
             ("ModernCRM", "Disk usage at 97% on node-4", "Critical Error"),
             ("ModernCRM", "Disk usage at 99% on node-9", "Critical Error"),
         ]
@@ -400,14 +392,9 @@ mod tests {
             "{patterns:#?}"
         );
         assert!(patterns.iter().any(|p| p.1 == "Security Alert" && p.2 == 3));
-        assert!(patterns
-            .iter()
-            .any(|p| p.1 == "System Notification" && p.2 == 3));
+        assert!(patterns.iter().any(|p| p.1 == "System Notification" && p.2 == 3));
         // Disk usage lines carry two labels: no rule.
-        assert!(
-            rules.iter().all(|r| !r.pattern.contains("Disk")),
-            "{patterns:#?}"
-        );
+        assert!(rules.iter().all(|r| !r.pattern.contains("Disk")), "{patterns:#?}");
         assert_eq!(rules[0].id, "mined-0001");
     }
 
@@ -429,8 +416,7 @@ mod tests {
         let rules = mine_rules(&data, &opts());
         let text = rules_to_toml(&rules);
         assert!(text.contains("# support 3"), "{text}");
-        let compiled =
-            logsieve_rules::Rules::from_toml(&text, "mined.toml").expect("valid rules TOML");
+        let compiled = logsieve_rules::Rules::from_toml(&text, "mined.toml").expect("valid rules TOML");
         assert_eq!(compiled.len(), rules.len());
         for (source, message, label) in &data {
             match compiled.classify(source, message) {

@@ -38,11 +38,8 @@ fn loghub_grouping_accuracy_does_not_regress() {
     let dir = dir.join("loghub-2k");
     let mut failures = Vec::new();
     for (system, floor) in FLOORS {
-        let path = dir
-            .join(system)
-            .join(format!("{system}_2k.log_structured.csv"));
-        let mut rd =
-            csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let path = dir.join(system).join(format!("{system}_2k.log_structured.csv"));
+        let mut rd = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let headers = rd.headers().unwrap().clone();
         let col = |n: &str| headers.iter().position(|h| h == n).unwrap();
         let (c, e) = (col("Content"), col("EventId"));
@@ -68,8 +65,7 @@ fn loghub_grouping_accuracy_does_not_regress() {
 fn rules_mined_from_the_synthetic_set_round_trip() {
     let Some(dir) = datasets() else { return };
     let path = dir.join("synthetic_logs.csv");
-    let mut rd =
-        csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut rd = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let records: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
     let rows: Vec<(&str, &str, &str)> = records.iter().map(|r| (&r[1], &r[2], &r[3])).collect();
     let rules = mine_rules(&rows, &MineOptions::default());
@@ -86,9 +82,7 @@ fn rules_mined_from_the_synthetic_set_round_trip() {
     for r in &rules {
         let re = regex::Regex::new(&r.pattern).unwrap();
         assert!(
-            rows.iter()
-                .filter(|x| x.2 == r.label)
-                .any(|x| re.is_match(x.1)),
+            rows.iter().filter(|x| x.2 == r.label).any(|x| re.is_match(x.1)),
             "{} matches none of its lines",
             r.id
         );

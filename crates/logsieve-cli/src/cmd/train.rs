@@ -36,6 +36,10 @@ pub struct Args {
     /// After the held-out report, refit on every row (the held-out part included).
     #[arg(long)]
     pub refit_all: bool,
+    /// What the encoder sees: `masked` (variables replaced by typed
+    /// placeholders, the text the template cache keys on) or `raw`.
+    #[arg(long, default_value = "masked", value_parser = ["masked", "raw"])]
+    pub input: String,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +63,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         },
         refit_all: a.refit_all,
         threshold: cfg.threshold.unwrap_or(0.5),
+        masked_input: a.input == "masked",
     };
     let t0 = Instant::now();
     let name = a
