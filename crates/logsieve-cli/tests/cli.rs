@@ -428,3 +428,85 @@ fn model_info_reports_the_cache() {
     assert_eq!(v["model_id"], "sentence-transformers/all-MiniLM-L6-v2");
     assert!(Path::new(v["cache_dir"].as_str().unwrap()).is_absolute());
 }
+
+#[test]
+fn templates_per_line_keeps_order_and_groups_repeats() {
+    let input = b"Connection from 10.0.0.1 closed\nVM Started\nConnection from 10.0.0.2 closed\nVM Paused\n";
+    let out = run(&["templates", "--per-line"], input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["line"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(lines[0]["template_id"], lines[2]["template_id"]);
+    assert_eq!(lines[2]["template"], "Connection from <IP> closed");
+    assert_eq!(lines[2]["parameters"], serde_json::json!(["10.0.0.2"]));
+    assert_ne!(
+        lines[1]["template_id"], lines[3]["template_id"],
+        "VM Started and VM Paused stay apart"
+    );
+}
+
+#[test]
+fn templates_table_counts_and_snapshot_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("miner.json");
+    let out = run(
+        &["templates", "--json", "--snapshot", snap.to_str().unwrap()],
+        b"job 1 done\njob 2 done\njob 3 done\ndisk full\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &list.as_array().unwrap()[0];
+    assert_eq!(first["template"], "job <NUM> done");
+    assert_eq!(first["count"], 3);
+    // Restoring the snapshot continues counting on the same templates.
+    let out = run(
+        &["templates", "--json", "--restore", snap.to_str().unwrap()],
+        b"job 4 done\n",
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap()[0]["count"], 4);
+    // A damaged snapshot is a clear error naming the file.
+    std::fs::write(&snap, "{\"format_version\": 99}").unwrap();
+    let out = run(&["templates", "--restore", snap.to_str().unwrap()], b"x\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("miner.json"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn mined_rules_load_and_are_precise_on_held_out_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("mined.toml");
+    let data = repo().join("data/synthetic_logs.csv");
+    let out = bin()
+        .args([
+            "mine-rules",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            rules.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("precision 1.0000"), "{report}");
+    let toml = std::fs::read_to_string(&rules).unwrap();
+    assert!(toml.contains("# support "), "support in comments");
+    // The mined file is usable as the rules stage.
+    let out = run(
+        &["--rules", rules.to_str().unwrap(), "classify"],
+        b"source,log_message\nA,Backup completed successfully.\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(",rule,"), "{}", text(&out.stdout));
+}

@@ -104,6 +104,13 @@ struct Group {
     text: String,
     rows: Vec<usize>,
     to_llm: bool,
+    /// What the model said, for rows it was unsure of.
+    model_note: String,
+}
+
+/// The model fell below its threshold: the row is the LLM's to decide.
+fn is_model_unsure(d: &Decision) -> bool {
+    d.method == Method::None && d.detail.starts_with(MODEL_UNSURE)
 }
 
 fn cache_key(source: &str, masked: &str) -> String {
@@ -279,13 +286,18 @@ impl Pipeline {
                 } else {
                     let masked = self.masker.mask(item.message);
                     let key = cache_key(item.source, &masked);
-                    if let Some(d) = cache.as_mut().and_then(|c| c.get(&key)) {
+                    let cached = cache.as_mut().and_then(|c| c.get(&key)).cloned();
+                    if cached.is_some() {
                         self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(d) = cached.as_ref().filter(|d| !is_model_unsure(d)) {
                         Some(d.clone().with_note("template cache hit"))
                     } else {
-                        if cache.is_some() {
+                        if cache.is_some() && cached.is_none() {
                             self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
                         }
+                        // A key the model was unsure of goes straight to the LLM.
+                        let unsure = cached.map(|d| d.detail);
                         let g = *group_of.entry(key).or_insert_with_key(|key| {
                             let text = if self.input_masked {
                                 masked.into_owned()
@@ -296,7 +308,8 @@ impl Pipeline {
                                 key: key.clone(),
                                 text,
                                 rows: Vec::new(),
-                                to_llm: route == Route::Llm,
+                                to_llm: route == Route::Llm || unsure.is_some(),
+                                model_note: unsure.unwrap_or_default(),
                             });
                             groups.len() - 1
                         });
@@ -309,16 +322,22 @@ impl Pipeline {
         }
         // The model stage, once per group.
         let for_model: Vec<usize> = (0..groups.len()).filter(|&g| !groups[g].to_llm).collect();
-        let mut llm_groups: Vec<(usize, String)> = (0..groups.len())
-            .filter(|&g| groups[g].to_llm)
-            .map(|g| (g, String::new()))
+        let mut llm_groups: Vec<(usize, String)> = groups
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, g)| g.to_llm)
+            .map(|(i, g)| (i, std::mem::take(&mut g.model_note)))
             .collect();
         if !for_model.is_empty() {
             let texts: Vec<&str> = for_model.iter().map(|&g| groups[g].text.as_str()).collect();
             let decisions = self.model_stage(&texts);
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             for (g, d) in for_model.into_iter().zip(decisions) {
-                if d.method == Method::None && d.detail.starts_with(MODEL_UNSURE) {
+                if is_model_unsure(&d) {
+                    // Remembered, so the next row with this key skips the encoder.
+                    if let Some(c) = cache.as_mut() {
+                        c.put(groups[g].key.clone(), d.clone());
+                    }
                     llm_groups.push((g, d.detail));
                     continue;
                 }

@@ -3,7 +3,9 @@
 mod bench;
 mod classify;
 mod eval;
+mod mine_rules;
 mod model;
+mod templates;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +36,10 @@ pub enum Command {
     Model(model::Command),
     /// Measure the stages' speed and memory.
     Bench(bench::Args),
+    /// Mine log templates from an input and print them with counts (or one JSON object per line).
+    Templates(templates::Args),
+    /// Turn templates whose lines all carry one label into regex rules.
+    MineRules(mine_rules::Args),
 }
 
 /// Run a subcommand; the exit code on success.
@@ -44,5 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Eval(a) => eval::run(&cli.config, a),
         Command::Model(c) => model::run(&cli.config, c),
         Command::Bench(a) => bench::run(&cli.config, a),
+        Command::Templates(a) => templates::run(&cli.config, a),
+        Command::MineRules(a) => mine_rules::run(&cli.config, a),
     }
 }

@@ -1,0 +1,102 @@
+//! `logsieve templates`: the shape of a log file — mined templates with
+//! counts (table or JSON), or `--per-line` one JSON object per input line,
+//! in input order, with `template_id`, `template` and its parameters.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use logsieve_pipeline::io::{self, Format};
+use logsieve_templates::{templates_json, templates_table, LineAnnotator, Masker, Miner, MinerConfig};
+
+use crate::common::{open_input, ConfigArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Input: plain text (one message per line, as loghub's `Content`), or
+    /// CSV / JSON lines (the `log_message` field). `-` or nothing: stdin.
+    pub input: Option<PathBuf>,
+    /// Input format: text, csv or jsonl. Default: from the file name (.csv,
+    /// .jsonl), else text.
+    #[arg(long)]
+    pub format: Option<Format>,
+    /// One JSON object per input line instead of the template list.
+    #[arg(long)]
+    pub per_line: bool,
+    /// The template list as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the miner's state here when done (JSON, versioned).
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// Start from a saved snapshot.
+    #[arg(long)]
+    pub restore: Option<PathBuf>,
+    /// Output file; default stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
+    let config = cfg.load()?;
+    let masker = match &config.templates.masking {
+        Some(p) => Masker::from_path(p)?,
+        None => Masker::builtin(),
+    };
+    let miner = match &a.restore {
+        Some(p) => Miner::load(p, masker)?,
+        None => Miner::new(MinerConfig::default(), masker),
+    };
+    let (input, _, name) = open_input(a.input.as_ref())?;
+    let shown = name.clone().unwrap_or_else(|| "<stdin>".into());
+    let format = a.format.unwrap_or(
+        match name.as_deref().and_then(|n| n.rsplit_once('.')).map(|x| x.1) {
+            Some("csv") => Format::Csv,
+            Some("jsonl" | "ndjson") => Format::Jsonl,
+            _ => Format::Text,
+        },
+    );
+    let mut reader =
+        io::reader(input, format, Some(String::new())).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    let out: Box<dyn Write> = match &a.output {
+        Some(p) => {
+            Box::new(std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = BufWriter::new(out);
+    let mut annotator = LineAnnotator::new(&miner);
+    let t0 = Instant::now();
+    let mut lines = 0u64;
+    while let Some(row) = reader.next_row() {
+        let row = row.map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+        lines += 1;
+        if a.per_line {
+            let mut rec = serde_json::to_value(annotator.annotate(&row.message))?;
+            rec["line"] = serde_json::json!(row.line);
+            writeln!(out, "{rec}")?;
+        } else {
+            miner.add(&row.message);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if !a.per_line {
+        let t = miner.templates();
+        if a.json {
+            writeln!(out, "{}", templates_json(&t))?;
+        } else {
+            write!(out, "{}", templates_table(&t))?;
+        }
+    }
+    out.flush()?;
+    if let Some(p) = &a.snapshot {
+        miner.save(p)?;
+    }
+    eprintln!(
+        "{lines} lines, {} templates, {:.0} lines/s",
+        miner.templates().len(),
+        lines as f64 / secs.max(1e-9)
+    );
+    Ok(0)
+}
