@@ -22,6 +22,10 @@ pub struct RunSummary {
 pub enum RunError {
     #[error("writing output: {0}")]
     Write(#[from] std::io::Error),
+    /// The classify function given to [`classify_stream_with`] gave up
+    /// (e.g. the server is shutting down).
+    #[error("classifying: {0}")]
+    Classify(String),
 }
 
 /// The prefix of `s` of at most `max` bytes, on a character boundary.
@@ -43,10 +47,26 @@ pub fn classify_stream(
     pipeline: &Pipeline,
     reader: &mut dyn RowReader,
     writer: &mut dyn RowWriter,
-    mut on_chunk: impl FnMut(&RunSummary),
+    on_chunk: impl FnMut(&RunSummary),
 ) -> Result<RunSummary, RunError> {
-    let chunk_rows = pipeline.config().input.chunk_rows.max(1);
-    let max_bytes = pipeline.config().input.max_message_bytes.max(1);
+    classify_stream_with(pipeline.config(), reader, writer, on_chunk, |items| {
+        Ok(pipeline.classify(items))
+    })
+}
+
+/// [`classify_stream`] with the classification done by `classify` (one
+/// decision per item, in order) instead of a `Pipeline` at hand: the server
+/// sends each chunk through its batching queue. `config` gives the chunk
+/// size and message limit.
+pub fn classify_stream_with(
+    config: &crate::Config,
+    reader: &mut dyn RowReader,
+    writer: &mut dyn RowWriter,
+    mut on_chunk: impl FnMut(&RunSummary),
+    mut classify: impl FnMut(&[Item]) -> Result<Vec<Decision>, String>,
+) -> Result<RunSummary, RunError> {
+    let chunk_rows = config.input.chunk_rows.max(1);
+    let max_bytes = config.input.max_message_bytes.max(1);
     let mut summary = RunSummary::default();
     let mut chunk: Vec<InputRow> = Vec::with_capacity(chunk_rows);
     let mut fatal: Option<InputError> = None;
@@ -86,7 +106,9 @@ pub fn classify_stream(
                 message: clip(&chunk[i].message, max_bytes),
             })
             .collect();
-        let mut decided = pipeline.classify(&items).into_iter();
+        let decided = classify(&items).map_err(RunError::Classify)?;
+        assert_eq!(decided.len(), items.len(), "one decision per item");
+        let mut decided = decided.into_iter();
         for (i, row) in chunk.iter().enumerate() {
             let d = if row.unreadable {
                 Decision::none("")
