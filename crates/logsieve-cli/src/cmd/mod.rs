@@ -4,6 +4,7 @@ mod bench;
 mod classify;
 mod eval;
 mod model;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ pub enum Command {
     Model(model::Command),
     /// Measure the stages' speed and memory.
     Bench(bench::Args),
+    /// Serve the cascade over HTTP (see crates/logsieve-server/README.md).
+    Serve(serve::Args),
 }
 
 /// Run a subcommand; the exit code on success.
@@ -44,5 +47,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Eval(a) => eval::run(&cli.config, a),
         Command::Model(c) => model::run(&cli.config, c),
         Command::Bench(a) => bench::run(&cli.config, a),
+        Command::Serve(a) => serve::run(&cli.config, a),
     }
 }
