@@ -11,6 +11,7 @@
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use logsieve_pipeline::{Decision, Item, Pipeline, ServerConfig};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -26,6 +27,8 @@ pub enum BatchError {
     Overloaded,
     #[error("the classifier threads have stopped")]
     Closed,
+    #[error("no result in time")]
+    Timeout,
 }
 
 struct Job {
@@ -77,14 +80,22 @@ impl Batcher {
     }
 
     /// Queue `rows`, waiting for room (back-pressure for an upload already
-    /// streaming), and wait for the answer. Call from a blocking thread only.
-    pub fn submit_blocking(&self, rows: Vec<Row>) -> Result<Vec<Decision>, BatchError> {
-        let permit = tokio::runtime::Handle::current()
-            .block_on(self.permits.clone().acquire_owned())
-            .map_err(|_| BatchError::Closed)?;
-        self.send(rows, permit)?
-            .blocking_recv()
-            .map_err(|_| BatchError::Closed)
+    /// streaming), and wait for the answer; `Timeout` after `timeout`.
+    /// Call from a blocking thread only.
+    pub fn submit_blocking(&self, rows: Vec<Row>, timeout: Duration) -> Result<Vec<Decision>, BatchError> {
+        tokio::runtime::Handle::current().block_on(async {
+            tokio::time::timeout(timeout, async {
+                let permit = self
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| BatchError::Closed)?;
+                self.send(rows, permit)?.await.map_err(|_| BatchError::Closed)
+            })
+            .await
+            .map_err(|_| BatchError::Timeout)?
+        })
     }
 
     fn send(

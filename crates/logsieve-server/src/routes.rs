@@ -154,6 +154,7 @@ pub async fn classify_rows(st: &AppState, rows: Vec<Row>) -> Result<Vec<Decision
     let rx = st.batcher.try_submit(rows).map_err(|e| match e {
         BatchError::Overloaded => AppError::Overloaded,
         BatchError::Closed => AppError::Internal("classifier threads stopped".into()),
+        BatchError::Timeout => AppError::Timeout(st.config.request_timeout_ms),
     })?;
     match tokio::time::timeout(st.request_timeout(), rx).await {
         Err(_) => Err(AppError::Timeout(st.config.request_timeout_ms)),

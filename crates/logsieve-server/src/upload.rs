@@ -8,10 +8,12 @@
 //! channel that is the response body. A slow client therefore slows the
 //! upload down instead of filling memory.
 //!
-//! Errors found before the first rows are answered (no `log_message`
+//! Errors found before the first chunk is admitted (no `log_message`
 //! column, queue full, too large) get their status and the JSON error
-//! shape; after the response has started, a fatal error aborts the body so
-//! the client sees an incomplete transfer rather than a silent truncation.
+//! shape. Once admitted the response starts; each chunk then has the
+//! request timeout to come back, and a fatal error (timeout, the body
+//! passing the size limit, an unterminated quote) aborts the body so the
+//! client sees an incomplete transfer rather than a silent truncation.
 
 use std::io::{self, BufReader, Write};
 use std::pin::Pin;
@@ -244,10 +246,11 @@ fn answer(ready: &mut Ready, r: Result<(), AppError>) -> bool {
     }
 }
 
-fn batch_error(e: BatchError) -> AppError {
+fn batch_error(e: BatchError, st: &AppState) -> AppError {
     match e {
         BatchError::Overloaded => AppError::Overloaded,
         BatchError::Closed => AppError::Internal("classifier threads stopped".into()),
+        BatchError::Timeout => AppError::Timeout(st.config.request_timeout_ms),
     }
 }
 
@@ -294,6 +297,7 @@ fn run_upload(
         _ => Box::new(JsonlWriter::new(sink)),
     };
     let mut first = true;
+    let timeout = st.request_timeout();
     let result = classify_stream_with(
         st.pipeline.config(),
         reader.as_mut(),
@@ -304,24 +308,30 @@ fn run_upload(
                 .iter()
                 .map(|i| (i.source.to_string(), i.message.to_string()))
                 .collect();
-            if !first {
-                // The response has started: wait for room rather than fail.
-                return st.batcher.submit_blocking(rows).map_err(|e| e.to_string());
-            }
-            first = false;
-            // Admission for the first chunk: a full queue is 429 before any output.
-            let rx = match st.batcher.try_submit(rows) {
-                Ok(rx) => rx,
-                Err(e) => {
-                    answer(&mut ready, Err(batch_error(e)));
-                    return Err(e.to_string());
+            if first {
+                first = false;
+                // Admission for the first chunk: a full queue is 429 before
+                // any output; once admitted, the response starts.
+                let rx = match st.batcher.try_submit(rows) {
+                    Ok(rx) => rx,
+                    Err(e) => {
+                        answer(&mut ready, Err(batch_error(e, st)));
+                        return Err(e.to_string());
+                    }
+                };
+                if !answer(&mut ready, Ok(())) {
+                    return Err("the client went away".into());
                 }
-            };
-            let decided = rx.blocking_recv().map_err(|_| BatchError::Closed.to_string())?;
-            if !answer(&mut ready, Ok(())) {
-                return Err("the client went away".into());
+                let waited = tokio::runtime::Handle::current().block_on(tokio::time::timeout(timeout, rx));
+                return match waited {
+                    Err(_) => Err(BatchError::Timeout.to_string()),
+                    Ok(r) => r.map_err(|_| BatchError::Closed.to_string()),
+                };
             }
-            Ok(decided)
+            // Later chunks wait for room (back-pressure) rather than fail.
+            st.batcher
+                .submit_blocking(rows, timeout)
+                .map_err(|e| e.to_string())
         },
     );
     match result {
