@@ -298,8 +298,13 @@ fn run_upload(
     };
     let mut first = true;
     let timeout = st.request_timeout();
+    // Chunks no larger than a batch: each comes back well within the
+    // timeout, and single requests queued meanwhile wait for one batch, not
+    // for a 2048-row chunk.
+    let mut config = st.pipeline.config().clone();
+    config.input.chunk_rows = config.input.chunk_rows.min(st.config.max_batch_rows.max(1));
     let result = classify_stream_with(
-        st.pipeline.config(),
+        &config,
         reader.as_mut(),
         writer.as_mut(),
         |_| {},
