@@ -13,5 +13,5 @@ pub mod run;
 pub mod train;
 
 pub use cascade::{Item, Pipeline, PipelineError, DEFAULT_CLASSIFIER_JSON};
-pub use config::{Config, Route};
+pub use config::{Config, Route, ServerConfig};
 pub use decision::{Decision, Method, UNCLASSIFIED};

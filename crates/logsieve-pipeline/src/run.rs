@@ -22,6 +22,10 @@ pub struct RunSummary {
 pub enum RunError {
     #[error("writing output: {0}")]
     Write(#[from] std::io::Error),
+    /// The classify function given to [`classify_stream_with`] gave up
+    /// (e.g. the server's queue timed out); rows before it were written.
+    #[error("classifying: {0}")]
+    Classify(String),
 }
 
 /// The prefix of `s` of at most `max` bytes, on a character boundary.
@@ -153,12 +157,25 @@ fn write_chunk(
         Some(h) => h.join().unwrap_or_default(),
         None => Vec::new(),
     };
-    let mut decided = pipeline.complete(f.partial, outcomes).into_iter();
-    for row in &f.chunk {
+    let decided = pipeline.complete(f.partial, outcomes);
+    write_rows(&f.chunk, decided, writer, summary)
+}
+
+/// Write a chunk's rows with their decisions (one per readable row, in order).
+fn write_rows(
+    chunk: &[InputRow],
+    decided: Vec<Decision>,
+    writer: &mut dyn RowWriter,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    let mut decided = decided.into_iter();
+    for row in chunk {
         let d = if row.unreadable {
             Decision::none("")
         } else {
-            decided.next().expect("one decision per readable row")
+            decided
+                .next()
+                .unwrap_or_else(|| Decision::none("internal error: no decision for this row"))
         };
         let d = finish_decision(row, d);
         summary.rows += 1;
@@ -172,4 +189,45 @@ fn write_chunk(
         writer.write(row, &d)?;
     }
     Ok(())
+}
+
+/// [`classify_stream`] with the classification done by `classify` (one
+/// decision per item, in order) instead of a `Pipeline` at hand: the server
+/// sends each chunk through its batching queue. `config` gives the chunk
+/// size and message limit. Chunks go one at a time.
+pub fn classify_stream_with(
+    config: &crate::Config,
+    reader: &mut dyn RowReader,
+    writer: &mut dyn RowWriter,
+    mut on_chunk: impl FnMut(&RunSummary),
+    mut classify: impl FnMut(&[Item]) -> Result<Vec<Decision>, String>,
+) -> Result<RunSummary, RunError> {
+    let chunk_rows = config.input.chunk_rows.max(1);
+    let max_bytes = config.input.max_message_bytes.max(1);
+    let mut summary = RunSummary::default();
+    let mut fatal: Option<InputError> = None;
+    loop {
+        let chunk = read_chunk(reader, chunk_rows, max_bytes, &mut fatal);
+        if chunk.is_empty() {
+            break;
+        }
+        let items: Vec<Item> = chunk
+            .iter()
+            .filter(|r| !r.unreadable)
+            .map(|r| Item {
+                source: &r.source,
+                message: clip(&r.message, max_bytes),
+            })
+            .collect();
+        let decided = classify(&items).map_err(RunError::Classify)?;
+        assert_eq!(decided.len(), items.len(), "one decision per item");
+        write_rows(&chunk, decided, writer, &mut summary)?;
+        on_chunk(&summary);
+        if fatal.is_some() {
+            break;
+        }
+    }
+    writer.finish()?;
+    summary.fatal = fatal.map(|e| e.to_string());
+    Ok(summary)
 }

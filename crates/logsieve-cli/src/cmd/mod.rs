@@ -5,6 +5,7 @@ mod classify;
 mod eval;
 mod mine_rules;
 mod model;
+mod serve;
 mod templates;
 mod train;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Templates(templates::Args),
     /// Turn templates whose lines all carry one label into regex rules.
     MineRules(mine_rules::Args),
+    /// Serve the cascade over HTTP (see crates/logsieve-server/README.md).
+    Serve(serve::Args),
 }
 
 /// Run a subcommand; the exit code on success.
@@ -52,5 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(a) => bench::run(&cli.config, a),
         Command::Templates(a) => templates::run(&cli.config, a),
         Command::MineRules(a) => mine_rules::run(&cli.config, a),
+        Command::Serve(a) => serve::run(&cli.config, a),
     }
 }

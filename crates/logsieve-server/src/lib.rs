@@ -1,0 +1,218 @@
+//! logsieve's HTTP service: the router, the shared state and the process
+//! around them (binding, signals, graceful shutdown).
+//!
+//! Layers, as in TEI: HTTP handlers (`routes`, `upload`) → the batching
+//! queue (`batcher`, classifier threads) → `logsieve_pipeline::Pipeline`.
+//! No classification runs on an async worker.
+
+mod auth;
+pub mod batcher;
+mod docs;
+pub mod error;
+pub mod metrics;
+mod routes;
+mod upload;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method};
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use logsieve_pipeline::{Pipeline, ServerConfig};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use batcher::Batcher;
+pub use error::AppError;
+pub use logsieve_pipeline::ServerConfig as Config;
+
+/// Everything a handler needs; one `Arc<AppState>` is shared by all.
+pub struct AppState {
+    /// The cascade. Handlers read its settings and counters; only the
+    /// batcher's threads call `classify` on it.
+    pub pipeline: Arc<Pipeline>,
+    /// The bounded queue in front of the classifier threads.
+    pub batcher: Batcher,
+    /// Limits, timeouts, CORS (the `[server]` table plus overrides).
+    pub config: ServerConfig,
+    /// SHA-256 of the bearer token when auth is on; the token itself is not kept.
+    pub token_digest: Option<[u8; 32]>,
+    /// Prometheus registry and the server's own series.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Set once the encoder has loaded (`Ok`) or failed to (`Err`, the reason).
+    pub encoder: Arc<OnceLock<Result<(), String>>>,
+}
+
+impl AppState {
+    /// Start the classifier threads and load the encoder in the background
+    /// (`/ready` turns 200 when it is loaded). `token`: the bearer token
+    /// requests must carry, if any.
+    pub fn new(pipeline: Arc<Pipeline>, config: ServerConfig, token: Option<&str>) -> Arc<Self> {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let batcher = Batcher::start(pipeline.clone(), &config, metrics.clone());
+        let encoder = Arc::new(OnceLock::new());
+        {
+            let (pipeline, encoder) = (pipeline.clone(), encoder.clone());
+            std::thread::Builder::new()
+                .name("logsieve-encoder-load".into())
+                .spawn(move || {
+                    let r = pipeline.embedder().map(|_| ());
+                    match &r {
+                        Ok(()) => tracing::info!("encoder loaded"),
+                        Err(e) => tracing::error!(error = %e, "encoder failed to load; model-stage rows come out `none`"),
+                    }
+                    let _ = encoder.set(r);
+                })
+                .expect("spawn the encoder loader");
+        }
+        Arc::new(Self {
+            pipeline,
+            batcher,
+            config,
+            token_digest: token.filter(|t| !t.is_empty()).map(auth::digest),
+            metrics,
+            encoder,
+        })
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms.max(1))
+    }
+}
+
+/// The router: every endpoint, its limits and middleware.
+pub fn app(state: Arc<AppState>) -> Router {
+    let public = Router::new()
+        .route("/", get(routes::health))
+        .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
+        .route("/openapi.json", get(docs::openapi))
+        .route("/docs", get(docs::swagger))
+        .route("/docs/", get(docs::swagger))
+        .route("/redoc", get(docs::redoc))
+        .route("/docs/assets/{file}", get(docs::asset));
+    let protected = Router::new()
+        .route("/classify", post(upload::classify_upload))
+        .route("/classify/", post(upload::classify_upload))
+        .route("/classify-single", post(routes::classify_single))
+        .route("/classify-single/", post(routes::classify_single))
+        .route("/v1/classify", post(routes::classify_batch))
+        .route("/v1/logs", post(upload::ingest_logs))
+        .route("/metrics", get(routes::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let mut router = public
+        .merge(protected)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        // JSON bodies; uploads read the body as a stream and count it themselves.
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track));
+    if let Some(cors) = cors_layer(&state.config.cors_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| match HeaderValue::from_str(o) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                tracing::warn!(origin = %o, "ignoring an invalid CORS origin");
+                None
+            }
+        }))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                axum::http::header::CONTENT_TYPE,
+                axum::http::header::AUTHORIZATION,
+            ]),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Bind `config.host:config.port` and serve until SIGTERM or ctrl-c, then
+/// finish the requests in flight. Builds its own tokio runtime.
+pub fn run(pipeline: Pipeline, config: ServerConfig, token: Option<String>) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("logsieve-http")
+        .build()?;
+    rt.block_on(async move {
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local = listener.local_addr()?;
+        let state = AppState::new(Arc::new(pipeline), config, token.as_deref());
+        eprintln!(
+            "logsieve: listening on http://{local} (docs at http://{local}/docs; auth {})",
+            if state.token_digest.is_some() { "on" } else { "off" }
+        );
+        serve(listener, state, shutdown_signal()).await?;
+        eprintln!("logsieve: stopped");
+        Ok(())
+    })
+}
+
+/// Serve on `listener` until `shutdown` resolves; in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,203 @@
+//! The small endpoints: health, readiness, metrics, and the JSON ones
+//! (`/classify-single`, `/v1/classify`), which go through the batcher with
+//! admission (429) and a per-request timeout (504).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use logsieve_pipeline::run::clip;
+use logsieve_pipeline::Decision;
+use serde::{Deserialize, Serialize};
+
+use crate::batcher::{BatchError, Row};
+use crate::{AppError, AppState};
+
+/// `GET /`, `GET /health`: alive, and which stages are on.
+pub async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let model = match st.encoder.get() {
+        None => "loading".to_string(),
+        Some(Ok(())) => "loaded".to_string(),
+        Some(Err(_)) => "failed".to_string(),
+    };
+    Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "stages": {
+            "rules": st.pipeline.rules().specs().len(),
+            "model_loaded": matches!(st.encoder.get(), Some(Ok(()))),
+            "model": model,
+            "llm": st.pipeline.llm().status(),
+        },
+        "queue": { "in_flight": st.batcher.in_flight(), "capacity": st.batcher.capacity() },
+    }))
+}
+
+/// `GET /ready`: 200 once the encoder is loaded, 503 before (or if it failed).
+pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    match st.encoder.get() {
+        Some(Ok(())) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Some(Err(e)) => AppError::NotReady(format!("encoder failed to load: {e}")).into_response(),
+        None => AppError::NotReady("encoder loading".into()).into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        st.metrics.render(&st),
+    )
+        .into_response()
+}
+
+pub async fn not_found(uri: Uri) -> AppError {
+    AppError::NotFound(uri.path().to_string())
+}
+
+pub async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// One row in, as the reference server takes it.
+/// Other fields (timestamps, hosts) are ignored.
+#[derive(Debug, Deserialize)]
+pub struct LogIn {
+    pub source: String,
+    pub log_message: String,
+}
+
+/// One decision out.
+#[derive(Debug, Serialize)]
+pub struct DecisionOut {
+    pub target_label: String,
+    pub method: &'static str,
+    /// Rounded to 4 decimals, as in CSV output.
+    pub confidence: f64,
+    pub detail: String,
+}
+
+impl From<Decision> for DecisionOut {
+    fn from(d: Decision) -> Self {
+        Self {
+            target_label: d.target_label,
+            method: d.method.as_str(),
+            confidence: (d.confidence as f64 * 10000.0).round() / 10000.0,
+            detail: d.detail,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BatchIn {
+    pub logs: Vec<LogIn>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchOut {
+    pub results: Vec<DecisionOut>,
+}
+
+/// A JSON body: checks the content type (415), the size (413, via the
+/// body limit) and the syntax and fields (422 with line and column).
+fn json_body<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, AppError> {
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if !(mime == "application/json" || mime.ends_with("+json")) {
+        return Err(AppError::UnsupportedMediaType {
+            got: if ct.is_empty() { "(none)".into() } else { ct.into() },
+            expected: "application/json",
+        });
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge {
+                limit: st.config.max_body_bytes as u64,
+            }
+        } else {
+            AppError::BadRequest(format!("cannot read the body: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| AppError::json(&e))
+}
+
+/// Send rows through the queue and wait for them, within the request timeout.
+pub async fn classify_rows(st: &AppState, rows: Vec<Row>) -> Result<Vec<Decision>, AppError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // As for uploads: only the first max_message_bytes of a message are classified.
+    let max = st.pipeline.config().input.max_message_bytes.max(1);
+    let rows = rows
+        .into_iter()
+        .map(|(s, m)| {
+            let m = if m.len() > max {
+                clip(&m, max).to_string()
+            } else {
+                m
+            };
+            (s, m)
+        })
+        .collect();
+    let rx = st.batcher.try_submit(rows).map_err(|e| match e {
+        BatchError::Overloaded => AppError::Overloaded,
+        BatchError::Closed => AppError::Internal("classifier threads stopped".into()),
+        BatchError::Timeout => AppError::Timeout(st.config.request_timeout_ms),
+    })?;
+    match tokio::time::timeout(st.request_timeout(), rx).await {
+        Err(_) => Err(AppError::Timeout(st.config.request_timeout_ms)),
+        Ok(Err(_)) => Err(AppError::Internal("the classifier dropped the request".into())),
+        Ok(Ok(d)) => Ok(d),
+    }
+}
+
+/// `POST /classify-single`: `{"source","log_message"}` → one decision.
+pub async fn classify_single(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DecisionOut>, AppError> {
+    let one: LogIn = json_body(&st, &headers, body)?;
+    let mut d = classify_rows(&st, vec![(one.source, one.log_message)]).await?;
+    let d = d
+        .pop()
+        .ok_or_else(|| AppError::Internal("no decision for the row".into()))?;
+    Ok(Json(d.into()))
+}
+
+/// `POST /v1/classify`: `{"logs":[…]}` → `{"results":[…]}`, in order.
+pub async fn classify_batch(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BatchOut>, AppError> {
+    let batch: BatchIn = json_body(&st, &headers, body)?;
+    let n = batch.logs.len();
+    let rows = batch
+        .logs
+        .into_iter()
+        .map(|l| (l.source, l.log_message))
+        .collect();
+    let decided = classify_rows(&st, rows).await?;
+    if decided.len() != n {
+        return Err(AppError::Internal(format!(
+            "{} decisions for {n} rows",
+            decided.len()
+        )));
+    }
+    Ok(Json(BatchOut {
+        results: decided.into_iter().map(DecisionOut::from).collect(),
+    }))
+}
