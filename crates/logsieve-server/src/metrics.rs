@@ -141,6 +141,18 @@ impl Metrics {
             "Tokens those texts had.",
             g(&ps.encoded_tokens),
         );
+        put(
+            "logsieve_template_cache_hits_total",
+            "counter",
+            "Rows decided from the template cache (source + masked text).",
+            g(&ps.cache_hits),
+        );
+        put(
+            "logsieve_template_cache_misses_total",
+            "counter",
+            "Rows whose template-cache key was not cached.",
+            g(&ps.cache_misses),
+        );
         let llm = st.pipeline.llm().stats();
         put(
             "logsieve_llm_requests_total",
