@@ -44,6 +44,9 @@ pub struct Args {
     /// Messages for the batch-1 latency measurement.
     #[arg(long, default_value_t = 200)]
     pub latency_samples: usize,
+    /// Encoder engines to time (default: every engine in the build).
+    #[arg(long, value_delimiter = ',')]
+    pub engines: Vec<String>,
     /// A Python with sentence-transformers, timed on the same messages.
     #[arg(long, env = "LOGSIEVE_ST_PYTHON")]
     pub st_python: Option<PathBuf>,
@@ -144,19 +147,30 @@ fn bench_embed(
     if a.limit > 0 {
         texts.truncate(a.limit);
     }
-    let engines = Engine::all();
-    let default = Engine::default();
+    let engines: Vec<Engine> = Engine::all()
+        .iter()
+        .copied()
+        .filter(|e| a.engines.is_empty() || a.engines.iter().any(|n| n == e.name()))
+        .collect();
+    if engines.is_empty() {
+        anyhow::bail!(
+            "--engines {:?}: this build has {}",
+            a.engines,
+            Engine::all().iter().map(|e| e.name()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let default = engines[0];
     println!(
-        "encoder: engines in this build: {} (default {})",
+        "encoder: engines: {} (build default {})",
         engines.iter().map(|e| e.name()).collect::<Vec<_>>().join(", "),
-        default.name()
+        Engine::default().name()
     );
 
     // Memory first, one engine at a time, the default first so the process
     // peak still reflects it alone: RSS after loading, after a 64-sentence batch.
     let mut memory = serde_json::Map::new();
     let mut counts = Vec::new();
-    for &engine in engines {
+    for &engine in &engines {
         let before = rss_bytes().unwrap_or(0);
         let t0 = Instant::now();
         let m = MiniLm::load_default_with(dir, config.batch_options(), engine)?;
@@ -281,7 +295,7 @@ fn bench_embed(
         .collect();
     let mut latency = serde_json::Map::new();
     if !typical.is_empty() {
-        for &engine in engines {
+        for &engine in &engines {
             let m = MiniLm::load_default_with(dir, config.batch_options(), engine)?;
             m.embed(&typical[..1])?; // warm-up
             let mut lat: Vec<f64> = Vec::with_capacity(typical.len());

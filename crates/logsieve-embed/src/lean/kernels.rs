@@ -8,9 +8,19 @@ use gemm::Parallelism;
 /// sums and maxima are kept in this many independent accumulators.
 const LANES: usize = 16;
 
-/// `dst[m×n] += a[m×k] · b[k×n]`, all row-major and contiguous.
-/// `dst` usually holds a bias (and residual) already, so the add is fused.
-pub fn matmul_acc(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, threads: usize) {
+/// `dst[m×n] (+)= a[m×k] · b[k×n]`, all row-major and contiguous; with
+/// `accumulate`, onto what `dst` holds (a bias, a residual), else over it.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+    threads: usize,
+) {
     assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul shapes");
     if m == 0 || n == 0 {
         return;
@@ -31,7 +41,7 @@ pub fn matmul_acc(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: 
             dst.as_mut_ptr(),
             1,
             n as isize,
-            true,
+            accumulate,
             a.as_ptr(),
             1,
             k as isize,
@@ -196,6 +206,7 @@ pub fn bias_gelu(x: &mut [f32], bias: &[f32]) {
 }
 
 /// `x = gelu(x)` with the exact erf.
+#[cfg(test)]
 pub fn gelu(x: &mut [f32]) {
     for v in x.iter_mut() {
         let y = *v;
@@ -376,9 +387,13 @@ mod tests {
             let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
             let b: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed)).collect();
             let mut dst = vec![1.0f32; m * n];
-            matmul_acc(&mut dst, &a, &b, m, k, n, 2);
+            matmul(&mut dst, &a, &b, m, k, n, true, 2);
             for (g, w) in dst.iter().zip(naive(&a, &b, m, k, n)) {
                 assert!((g - (w + 1.0)).abs() < 1e-4);
+            }
+            matmul(&mut dst, &a, &b, m, k, n, false, 1);
+            for (g, w) in dst.iter().zip(naive(&a, &b, m, k, n)) {
+                assert!((g - w).abs() < 1e-4);
             }
         }
     }

@@ -83,8 +83,6 @@ struct Workspace {
     ctx_heads: Vec<f32>,
     /// Attention context, [tokens × hidden].
     ctx: Vec<f32>,
-    /// [tokens × intermediate].
-    inter: Vec<f32>,
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -96,6 +94,16 @@ fn grow(v: &mut Vec<f32>, n: usize) {
 thread_local! {
     /// Attention scores of one (sequence, head), per worker thread.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The feed-forward activations of one row tile, per worker thread.
+    static FFN: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rows per tile for the dense layers: enough tiles to keep every thread
+/// busy, few enough rows that a tile's activations stay in cache.
+fn tile_rows(tokens: usize, threads: usize) -> usize {
+    const MAX_TILE: usize = 128;
+    let tiles = threads.max(tokens.div_ceil(MAX_TILE)).max(1);
+    tokens.div_ceil(tiles).max(1)
 }
 
 pub struct LeanModel {
@@ -388,12 +396,11 @@ impl LeanModel {
         grow(&mut ws.qkv, t * 3 * h);
         grow(&mut ws.ctx_heads, t * h);
         grow(&mut ws.ctx, t * h);
-        grow(&mut ws.inter, t * inter);
         let x = &mut ws.x[..t * h];
         let qkv = &mut ws.qkv[..t * 3 * h];
         let ctx_heads = &mut ws.ctx_heads[..t * h];
         let ctx = &mut ws.ctx[..t * h];
-        let hid = &mut ws.inter[..t * inter];
+        let tile = tile_rows(t, threads);
 
         // Embeddings: word + (position + type 0), then LayerNorm.
         let ids: Vec<(u32, usize)> = rows
@@ -409,11 +416,14 @@ impl LeanModel {
             kernels::layer_norm(row, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
         });
 
-        let block = 16;
         for l in &self.layers {
-            // Q, K, V in one product, bias fused.
-            kernels::fill_rows(qkv, &l.qkv_bias);
-            kernels::matmul_acc(qkv, x, &l.qkv, t, h, 3 * h, threads);
+            // Q, K, V in one product per row tile, bias fused.
+            let x_ro: &[f32] = x;
+            qkv.par_chunks_mut(tile * 3 * h).enumerate().for_each(|(i, out)| {
+                let m = out.len() / (3 * h);
+                kernels::fill_rows(out, &l.qkv_bias);
+                kernels::matmul(out, &x_ro[i * tile * h..][..m * h], &l.qkv, m, h, 3 * h, true, 1);
+            });
 
             // Attention per (head, sequence) over the real length only; each
             // task owns one contiguous block of the head-major context.
@@ -432,9 +442,9 @@ impl LeanModel {
             });
             // Back to [tokens × hidden].
             let ctx_heads_ro: &[f32] = ctx_heads;
-            ctx.par_chunks_mut(h * block).enumerate().for_each(|(bi, rows_out)| {
+            ctx.par_chunks_mut(h * tile).enumerate().for_each(|(bi, rows_out)| {
                 for (r, row) in rows_out.chunks_exact_mut(h).enumerate() {
-                    let tok = bi * block + r;
+                    let tok = bi * tile + r;
                     for head in 0..heads {
                         let src = &ctx_heads_ro[head * t * hd + tok * hd..][..hd];
                         row[head * hd..][..hd].copy_from_slice(src);
@@ -442,24 +452,27 @@ impl LeanModel {
                 }
             });
 
-            // Output projection onto the residual, then LayerNorm.
-            kernels::add_rows(x, &l.attn_out_bias);
-            kernels::matmul_acc(x, ctx, &l.attn_out, t, h, h, threads);
-            x.par_chunks_mut(h * block).for_each(|rows| {
-                for row in rows.chunks_exact_mut(h) {
+            // The rest of the layer is row-wise: per tile, output projection
+            // onto the residual, LayerNorm, feed-forward (bias + GELU fused),
+            // residual, LayerNorm, with the tile's activations kept hot.
+            let ctx_ro: &[f32] = ctx;
+            x.par_chunks_mut(tile * h).enumerate().for_each(|(i, xt)| {
+                let m = xt.len() / h;
+                kernels::add_rows(xt, &l.attn_out_bias);
+                kernels::matmul(xt, &ctx_ro[i * tile * h..][..m * h], &l.attn_out, m, h, h, true, 1);
+                for row in xt.chunks_exact_mut(h) {
                     kernels::layer_norm(row, &l.attn_norm.gamma, &l.attn_norm.beta, self.eps);
                 }
-            });
-
-            // Feed-forward: bias + GELU fused after the product.
-            hid.fill(0.0);
-            kernels::matmul_acc(hid, x, &l.inter, t, h, inter, threads);
-            hid.par_chunks_mut(inter * block)
-                .for_each(|rows| kernels::bias_gelu(rows, &l.inter_bias));
-            kernels::add_rows(x, &l.out_bias);
-            kernels::matmul_acc(x, hid, &l.out, t, inter, h, threads);
-            x.par_chunks_mut(h * block).for_each(|rows| {
-                for row in rows.chunks_exact_mut(h) {
+                FFN.with(|cell| {
+                    let mut buf = cell.borrow_mut();
+                    grow(&mut buf, m * inter);
+                    let hid = &mut buf[..m * inter];
+                    kernels::matmul(hid, xt, &l.inter, m, h, inter, false, 1);
+                    kernels::bias_gelu(hid, &l.inter_bias);
+                    kernels::add_rows(xt, &l.out_bias);
+                    kernels::matmul(xt, hid, &l.out, m, inter, h, true, 1);
+                });
+                for row in xt.chunks_exact_mut(h) {
                     kernels::layer_norm(row, &l.out_norm.gamma, &l.out_norm.beta, self.eps);
                 }
             });
