@@ -161,9 +161,14 @@ fn bench_embed(
     }
     let default = engines[0];
     println!(
-        "encoder: engines: {} (build default {})",
+        "encoder: engines: {} (build default {}); lean matrix products on {} (LOGSIEVE_LEAN_GEMM)",
         engines.iter().map(|e| e.name()).collect::<Vec<_>>().join(", "),
-        Engine::default().name()
+        Engine::default().name(),
+        logsieve_embed::lean::kernels::Backend::from_env().name()
+    );
+    result.insert(
+        "lean_gemm".into(),
+        json!(logsieve_embed::lean::kernels::Backend::from_env().name()),
     );
 
     // Memory first, one engine at a time, the default first so the process

@@ -1,8 +1,36 @@
-//! The lean encoder's kernels on plain f32 slices: matrix products on `gemm`,
-//! and the fused element-wise steps around them (bias + exact-erf GELU,
-//! softmax, residual + LayerNorm), written branch-free so they vectorise.
+//! The lean encoder's kernels on plain f32 slices: matrix products on
+//! `matrixmultiply` (AVX-512 kernels) or `gemm`, and the fused element-wise
+//! steps around them (bias + exact-erf GELU, softmax, residual + LayerNorm),
+//! written branch-free so they vectorise.
 
 use gemm::Parallelism;
+
+/// Which crate runs the matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `matrixmultiply::sgemm`, single-threaded (we split rows ourselves);
+    /// picks AVX-512 kernels at run time where the CPU has them.
+    MatrixMultiply,
+    /// `gemm::gemm` (what candle uses); AVX2/FMA kernels on stable Rust.
+    Gemm,
+}
+
+impl Backend {
+    /// `LOGSIEVE_LEAN_GEMM=gemm|matrixmultiply`, else the default.
+    pub fn from_env() -> Self {
+        match std::env::var("LOGSIEVE_LEAN_GEMM").as_deref() {
+            Ok("gemm") => Backend::Gemm,
+            _ => Backend::MatrixMultiply,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::MatrixMultiply => "matrixmultiply",
+            Backend::Gemm => "gemm",
+        }
+    }
+}
 
 /// Lanes for hand-split reductions: floats don't reassociate on their own, so
 /// sums and maxima are kept in this many independent accumulators.
@@ -12,6 +40,7 @@ const LANES: usize = 16;
 /// `accumulate`, onto what `dst` holds (a bias, a residual), else over it.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
+    backend: Backend,
     dst: &mut [f32],
     a: &[f32],
     b: &[f32],
@@ -24,6 +53,30 @@ pub fn matmul(
     assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul shapes");
     if m == 0 || n == 0 {
         return;
+    }
+    if backend == Backend::MatrixMultiply {
+        let d = View {
+            offset: 0,
+            rows: m,
+            cols: n,
+            rs: n,
+            cs: 1,
+        };
+        let av = View {
+            offset: 0,
+            rows: m,
+            cols: k,
+            rs: k,
+            cs: 1,
+        };
+        let bv = View {
+            offset: 0,
+            rows: k,
+            cols: n,
+            rs: n,
+            cs: 1,
+        };
+        return matmul_strided(backend, dst, d, a, av, b, bv, accumulate);
     }
     let par = if threads > 1 && m * n * k >= 1 << 18 {
         Parallelism::Rayon(threads)
@@ -75,13 +128,26 @@ impl View {
     }
 }
 
-/// `dst = a · b` on strided views (single-threaded; for attention blocks).
-pub fn matmul_strided(dst: &mut [f32], d: View, a: &[f32], av: View, b: &[f32], bv: View) {
+/// `dst (+)= a · b` on strided views, single-threaded.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_strided(
+    backend: Backend,
+    dst: &mut [f32],
+    d: View,
+    a: &[f32],
+    av: View,
+    b: &[f32],
+    bv: View,
+    accumulate: bool,
+) {
     assert!(av.cols == bv.rows && d.rows == av.rows && d.cols == bv.cols, "matmul shapes");
     if d.rows == 0 || d.cols == 0 {
         return;
     }
     if av.cols == 0 {
+        if accumulate {
+            return;
+        }
         for r in 0..d.rows {
             for c in 0..d.cols {
                 dst[d.offset + r * d.rs + c * d.cs] = 0.0;
@@ -90,6 +156,29 @@ pub fn matmul_strided(dst: &mut [f32], d: View, a: &[f32], av: View, b: &[f32], 
         return;
     }
     assert!(d.last() < dst.len() && av.last() < a.len() && bv.last() < b.len(), "view out of bounds");
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    if backend == Backend::MatrixMultiply {
+        // Safety: as below; sgemm reads `dst` only when beta is non-zero.
+        unsafe {
+            matrixmultiply::sgemm(
+                d.rows,
+                av.cols,
+                d.cols,
+                1.0,
+                a.as_ptr().add(av.offset),
+                av.rs as isize,
+                av.cs as isize,
+                b.as_ptr().add(bv.offset),
+                bv.rs as isize,
+                bv.cs as isize,
+                beta,
+                dst.as_mut_ptr().add(d.offset),
+                d.rs as isize,
+                d.cs as isize,
+            )
+        }
+        return;
+    }
     // Safety: the assertion bounds the last element of every view, and all
     // strides are non-negative, so every access lies inside its slice; `dst`
     // is a `&mut` borrow distinct from `a` and `b`.
@@ -101,14 +190,14 @@ pub fn matmul_strided(dst: &mut [f32], d: View, a: &[f32], av: View, b: &[f32], 
             dst.as_mut_ptr().add(d.offset),
             d.cs as isize,
             d.rs as isize,
-            false,
+            accumulate,
             a.as_ptr().add(av.offset),
             av.cs as isize,
             av.rs as isize,
             b.as_ptr().add(bv.offset),
             bv.cs as isize,
             bv.rs as isize,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
@@ -386,14 +475,16 @@ mod tests {
         for (m, k, n) in [(1, 5, 7), (33, 64, 96), (130, 70, 40)] {
             let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
             let b: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed)).collect();
-            let mut dst = vec![1.0f32; m * n];
-            matmul(&mut dst, &a, &b, m, k, n, true, 2);
-            for (g, w) in dst.iter().zip(naive(&a, &b, m, k, n)) {
-                assert!((g - (w + 1.0)).abs() < 1e-4);
-            }
-            matmul(&mut dst, &a, &b, m, k, n, false, 1);
-            for (g, w) in dst.iter().zip(naive(&a, &b, m, k, n)) {
-                assert!((g - w).abs() < 1e-4);
+            for backend in [Backend::MatrixMultiply, Backend::Gemm] {
+                let mut dst = vec![1.0f32; m * n];
+                matmul(backend, &mut dst, &a, &b, m, k, n, true, 2);
+                for (g, w) in dst.iter().zip(naive(&a, &b, m, k, n)) {
+                    assert!((g - (w + 1.0)).abs() < 1e-4);
+                }
+                matmul(backend, &mut dst, &a, &b, m, k, n, false, 1);
+                for (g, w) in dst.iter().zip(naive(&a, &b, m, k, n)) {
+                    assert!((g - w).abs() < 1e-4);
+                }
             }
         }
     }
@@ -425,12 +516,14 @@ mod tests {
             rs: 5,
             cs: 1,
         };
-        let mut dst = vec![9f32; 15];
-        matmul_strided(&mut dst, d, &abuf, a, &bbuf, bt);
-        for i in 0..3 {
-            for j in 0..5 {
-                let w: f32 = (0..4).map(|p| abuf[1 + i * 6 + p] * bbuf[j * 4 + p]).sum();
-                assert!((dst[i * 5 + j] - w).abs() < 1e-5);
+        for backend in [Backend::MatrixMultiply, Backend::Gemm] {
+            let mut dst = vec![9f32; 15];
+            matmul_strided(backend, &mut dst, d, &abuf, a, &bbuf, bt, false);
+            for i in 0..3 {
+                for j in 0..5 {
+                    let w: f32 = (0..4).map(|p| abuf[1 + i * 6 + p] * bbuf[j * 4 + p]).sum();
+                    assert!((dst[i * 5 + j] - w).abs() < 1e-5);
+                }
             }
         }
     }

@@ -20,7 +20,7 @@ use safetensors::tensor::TensorInfo;
 use safetensors::Dtype;
 
 use crate::config::BertConfig;
-use kernels::View;
+use kernels::{Backend, View};
 
 /// Why the lean encoder could not load or run.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +115,7 @@ pub struct LeanModel {
     position: Vec<f32>,
     emb_norm: Norm,
     layers: Vec<Layer>,
+    backend: Backend,
     pool: Mutex<Vec<Workspace>>,
 }
 
@@ -343,12 +344,18 @@ impl LeanModel {
             position,
             emb_norm,
             layers,
+            backend: Backend::from_env(),
             pool: Mutex::new(Vec::new()),
         })
     }
 
     pub fn hidden_size(&self) -> usize {
         self.cfg.hidden_size
+    }
+
+    /// The matrix-product backend (`LOGSIEVE_LEAN_GEMM` at load).
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Embed token-id rows (already truncated, specials included): one
@@ -422,7 +429,7 @@ impl LeanModel {
             qkv.par_chunks_mut(tile * 3 * h).enumerate().for_each(|(i, out)| {
                 let m = out.len() / (3 * h);
                 kernels::fill_rows(out, &l.qkv_bias);
-                kernels::matmul(out, &x_ro[i * tile * h..][..m * h], &l.qkv, m, h, 3 * h, true, 1);
+                kernels::matmul(self.backend, out, &x_ro[i * tile * h..][..m * h], &l.qkv, m, h, 3 * h, true, 1);
             });
 
             // Attention per (head, sequence) over the real length only; each
@@ -438,7 +445,7 @@ impl LeanModel {
             }
             let qkv_ro: &[f32] = qkv;
             tasks.into_par_iter().for_each(|(head, start, len, out)| {
-                attend(qkv_ro, h, hd, head, start, len, out);
+                attend(self.backend, qkv_ro, h, hd, head, start, len, out);
             });
             // Back to [tokens × hidden].
             let ctx_heads_ro: &[f32] = ctx_heads;
@@ -459,7 +466,7 @@ impl LeanModel {
             x.par_chunks_mut(tile * h).enumerate().for_each(|(i, xt)| {
                 let m = xt.len() / h;
                 kernels::add_rows(xt, &l.attn_out_bias);
-                kernels::matmul(xt, &ctx_ro[i * tile * h..][..m * h], &l.attn_out, m, h, h, true, 1);
+                kernels::matmul(self.backend, xt, &ctx_ro[i * tile * h..][..m * h], &l.attn_out, m, h, h, true, 1);
                 for row in xt.chunks_exact_mut(h) {
                     kernels::layer_norm(row, &l.attn_norm.gamma, &l.attn_norm.beta, self.eps);
                 }
@@ -467,10 +474,10 @@ impl LeanModel {
                     let mut buf = cell.borrow_mut();
                     grow(&mut buf, m * inter);
                     let hid = &mut buf[..m * inter];
-                    kernels::matmul(hid, xt, &l.inter, m, h, inter, false, 1);
+                    kernels::matmul(self.backend, hid, xt, &l.inter, m, h, inter, false, 1);
                     kernels::bias_gelu(hid, &l.inter_bias);
                     kernels::add_rows(xt, &l.out_bias);
-                    kernels::matmul(xt, hid, &l.out, m, inter, h, true, 1);
+                    kernels::matmul(self.backend, xt, hid, &l.out, m, inter, h, true, 1);
                 });
                 for row in xt.chunks_exact_mut(h) {
                     kernels::layer_norm(row, &l.out_norm.gamma, &l.out_norm.beta, self.eps);
@@ -502,7 +509,10 @@ impl LeanModel {
 
 /// One head of one sequence: `out[len × hd] = softmax(Q Kᵀ) V`, with Q
 /// already scaled. `qkv` is [tokens × 3·hidden].
-fn attend(qkv: &[f32], h: usize, hd: usize, head: usize, start: usize, len: usize, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    backend: Backend,
+    qkv: &[f32], h: usize, hd: usize, head: usize, start: usize, len: usize, out: &mut [f32]) {
     if len == 0 {
         return;
     }
@@ -533,7 +543,7 @@ fn attend(qkv: &[f32], h: usize, hd: usize, head: usize, start: usize, len: usiz
             rs: len,
             cs: 1,
         };
-        kernels::matmul_strided(scores, s, qkv, q, qkv, kt);
+        kernels::matmul_strided(backend, scores, s, qkv, q, qkv, kt, false);
         for row in scores.chunks_exact_mut(len) {
             kernels::softmax(row);
         }
@@ -551,6 +561,6 @@ fn attend(qkv: &[f32], h: usize, hd: usize, head: usize, start: usize, len: usiz
             rs: hd,
             cs: 1,
         };
-        kernels::matmul_strided(out, o, scores, s, qkv, v);
+        kernels::matmul_strided(backend, out, o, scores, s, qkv, v, false);
     });
 }
