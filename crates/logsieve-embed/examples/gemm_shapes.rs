@@ -41,6 +41,9 @@ fn main() {
             .zip(&best[si])
             .map(|(b, g)| format!("{} {g:6.1}", b.name()))
             .collect();
-        println!("M={m:4} K={k:5} N={n:5}: {} GFLOP/s (best of {rounds})", cells.join("  "));
+        println!(
+            "M={m:4} K={k:5} N={n:5}: {} GFLOP/s (best of {rounds})",
+            cells.join("  ")
+        );
     }
 }

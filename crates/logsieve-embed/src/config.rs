@@ -42,7 +42,10 @@ impl BertConfig {
             .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
             .map_err(err)?;
         if cfg.hidden_act != "gelu" {
-            return Err(err(format!("unsupported hidden_act `{}` (only gelu)", cfg.hidden_act)));
+            return Err(err(format!(
+                "unsupported hidden_act `{}` (only gelu)",
+                cfg.hidden_act
+            )));
         }
         if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
             return Err(err(format!(

@@ -87,7 +87,11 @@ fn engines_agree_row_by_row() {
         .collect();
     for other in &vectors[1..] {
         for (a, b) in vectors[0].iter().zip(other) {
-            assert!(cosine(a, b) >= 0.99999, "engines disagree: cosine {}", cosine(a, b));
+            assert!(
+                cosine(a, b) >= 0.99999,
+                "engines disagree: cosine {}",
+                cosine(a, b)
+            );
         }
     }
 }

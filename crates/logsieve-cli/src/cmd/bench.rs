@@ -156,7 +156,11 @@ fn bench_embed(
         anyhow::bail!(
             "--engines {:?}: this build has {}",
             a.engines,
-            Engine::all().iter().map(|e| e.name()).collect::<Vec<_>>().join(", ")
+            Engine::all()
+                .iter()
+                .map(|e| e.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let default = engines[0];
@@ -205,8 +209,14 @@ fn bench_embed(
         );
         if engine == default {
             result.insert("model_load_s".into(), json!(load_s));
-            result.insert("peak_rss_model_loaded_mib".into(), json!(mib(peak_loaded).round()));
-            result.insert("peak_rss_after_batch64_mib".into(), json!(mib(peak_after).round()));
+            result.insert(
+                "peak_rss_model_loaded_mib".into(),
+                json!(mib(peak_loaded).round()),
+            );
+            result.insert(
+                "peak_rss_after_batch64_mib".into(),
+                json!(mib(peak_after).round()),
+            );
         }
     }
     result.insert("engine_memory".into(), Value::Object(memory));
@@ -227,7 +237,11 @@ fn bench_embed(
         json!(total_tokens as f64 / texts.len().max(1) as f64),
     );
 
-    let st = a.st_python.as_ref().map(|py| StRunner::new(py, dir, &sorted)).transpose()?;
+    let st = a
+        .st_python
+        .as_ref()
+        .map(|py| StRunner::new(py, dir, &sorted))
+        .transpose()?;
     if st.is_none() {
         println!("encoder: sentence-transformers skipped (set LOGSIEVE_ST_PYTHON to a Python that has it)");
     }
@@ -282,7 +296,9 @@ fn bench_embed(
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    let o = per_engine[i + 1][&key]["sentences_per_s"].as_f64().unwrap_or(f64::NAN);
+                    let o = per_engine[i + 1][&key]["sentences_per_s"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN);
                     format!("{:.2}x {}", d / o, e.name())
                 })
                 .collect();
@@ -414,6 +430,8 @@ impl StRunner {
         let text = String::from_utf8_lossy(&out.stdout);
         let v: Value = serde_json::from_str(text.lines().last().unwrap_or(""))
             .with_context(|| format!("sentence-transformers printed {text:?}"))?;
-        v["sentences_per_s"].as_f64().context("no sentences_per_s from sentence-transformers")
+        v["sentences_per_s"]
+            .as_f64()
+            .context("no sentences_per_s from sentence-transformers")
     }
 }

@@ -50,7 +50,10 @@ pub fn matmul(
     accumulate: bool,
     threads: usize,
 ) {
-    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul shapes");
+    assert!(
+        dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+        "matmul shapes"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -140,7 +143,10 @@ pub fn matmul_strided(
     bv: View,
     accumulate: bool,
 ) {
-    assert!(av.cols == bv.rows && d.rows == av.rows && d.cols == bv.cols, "matmul shapes");
+    assert!(
+        av.cols == bv.rows && d.rows == av.rows && d.cols == bv.cols,
+        "matmul shapes"
+    );
     if d.rows == 0 || d.cols == 0 {
         return;
     }
@@ -155,7 +161,10 @@ pub fn matmul_strided(
         }
         return;
     }
-    assert!(d.last() < dst.len() && av.last() < a.len() && bv.last() < b.len(), "view out of bounds");
+    assert!(
+        d.last() < dst.len() && av.last() < a.len() && bv.last() < b.len(),
+        "view out of bounds"
+    );
     let beta = if accumulate { 1.0 } else { 0.0 };
     if backend == Backend::MatrixMultiply {
         // Safety: as below; sgemm reads `dst` only when beta is non-zero.
@@ -229,10 +238,10 @@ fn max(x: &[f32]) -> f32 {
     let rest = chunks.remainder();
     for c in chunks {
         for i in 0..LANES {
-            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+            acc[i] = acc[i].max(c[i]);
         }
     }
-    acc.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+    acc.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// e^x for f32, branch-free (Cephes' polynomial after reduction by ln 2);
@@ -246,7 +255,12 @@ pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let under = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // t = ROUND + n exactly (one ulp of ROUND is 1), so n is also the
+    // difference of the bit patterns: an integer op that vectorises, where
+    // `as i32` (saturating) would not.
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_2e-3;
@@ -255,7 +269,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
     if under {
         0.0
     } else {
@@ -285,7 +299,8 @@ pub fn erf(x: f32) -> f32 {
 }
 
 /// `x = gelu(x + bias)` row by row, GELU with the exact erf as BERT uses it.
-pub fn bias_gelu(x: &mut [f32], bias: &[f32]) {
+#[inline(always)]
+fn bias_gelu_impl(x: &mut [f32], bias: &[f32]) {
     for row in x.chunks_exact_mut(bias.len()) {
         for (v, &b) in row.iter_mut().zip(bias) {
             let y = *v + b;
@@ -303,9 +318,17 @@ pub fn gelu(x: &mut [f32]) {
     }
 }
 
+/// Softmax in place over each row of `len`.
+#[inline(always)]
+fn softmax_rows_impl(x: &mut [f32], len: usize) {
+    for row in x.chunks_exact_mut(len) {
+        softmax(row);
+    }
+}
+
 /// Softmax in place over one row.
-#[inline]
-pub fn softmax(row: &mut [f32]) {
+#[inline(always)]
+fn softmax(row: &mut [f32]) {
     let m = max(row);
     for v in row.iter_mut() {
         *v = exp(*v - m);
@@ -316,9 +339,17 @@ pub fn softmax(row: &mut [f32]) {
     }
 }
 
+/// LayerNorm in place over each row (row length `gamma.len()`).
+#[inline(always)]
+fn layer_norm_rows_impl(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(gamma.len()) {
+        layer_norm(row, gamma, beta, eps);
+    }
+}
+
 /// LayerNorm in place over one row.
-#[inline]
-pub fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+#[inline(always)]
+fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;
     let mean = sum(row) / n;
     let mut acc = [0f32; LANES];
@@ -336,6 +367,49 @@ pub fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         *v = (*v - mean) * inv * g + b;
     }
 }
+
+/// Whether the wider (AVX2) copies of the element-wise kernels can run here.
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// A public kernel that runs the AVX2 build of `$imp` where the CPU has it
+/// (the default target is SSE2, 4 lanes) and the portable one elsewhere.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $name:ident, $avx:ident, $imp:ident, ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn $avx($($arg: $ty),*) {
+            $imp($($arg),*)
+        }
+
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // Safety: the CPU has AVX2 and FMA, checked at run time.
+                return unsafe { $avx($($arg),*) };
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+
+dispatch!(
+    /// `x = gelu(x + bias)` row by row (row length `bias.len()`), exact-erf GELU.
+    bias_gelu, bias_gelu_avx2, bias_gelu_impl, (x: &mut [f32], bias: &[f32])
+);
+dispatch!(
+    /// Softmax in place over each row of `len` values.
+    softmax_rows, softmax_rows_avx2, softmax_rows_impl, (x: &mut [f32], len: usize)
+);
+dispatch!(
+    /// LayerNorm in place over each row (row length `gamma.len()`).
+    layer_norm_rows, layer_norm_rows_avx2, layer_norm_rows_impl,
+    (x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32)
+);
 
 /// Fill each row of `dst` (row length `bias.len()`) with `bias`.
 pub fn fill_rows(dst: &mut [f32], bias: &[f32]) {
@@ -398,6 +472,9 @@ mod tests {
         }
         let mut y = vec![0.5f32, -1.0, 2.0, 0.0];
         bias_gelu(&mut y, &[0.5, 1.0]);
+        let mut y2 = vec![0.5f32, -1.0, 2.0, 0.0];
+        bias_gelu_impl(&mut y2, &[0.5, 1.0]);
+        assert_eq!(y, y2);
         let mut z = vec![1.0f32, 0.0, 2.5, 1.0];
         gelu(&mut z);
         assert_eq!(y, z);
@@ -417,7 +494,9 @@ mod tests {
     }
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
@@ -426,10 +505,13 @@ mod tests {
         let mut seed = 7;
         for len in [1usize, 2, 15, 16, 17, 80, 257] {
             let mut row: Vec<f32> = (0..len).map(|_| lcg(&mut seed) * 20.0).collect();
-            let m = row.iter().cloned().fold(f64::NEG_INFINITY, |a, b| a.max(b as f64));
+            let m = row
+                .iter()
+                .cloned()
+                .fold(f64::NEG_INFINITY, |a, b| a.max(b as f64));
             let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
             let s: f64 = e.iter().sum();
-            softmax(&mut row);
+            softmax_rows(&mut row, len);
             for (g, w) in row.iter().zip(&e) {
                 assert!((*g as f64 - w / s).abs() < 1e-6, "softmax {g} vs {}", w / s);
             }
@@ -452,7 +534,12 @@ mod tests {
                 .map(|((&v, &g), &b)| (v as f64 - mean) / (var + 1e-12).sqrt() * g as f64 + b as f64)
                 .collect();
             let mut got = row.clone();
-            layer_norm(&mut got, &gamma, &beta, 1e-12);
+            layer_norm_rows(&mut got, &gamma, &beta, 1e-12);
+            let mut portable = row.clone();
+            layer_norm(&mut portable, &gamma, &beta, 1e-12);
+            for (g, p) in got.iter().zip(&portable) {
+                assert!((g - p).abs() < 1e-5);
+            }
             for (g, w) in got.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-5, "layer_norm {g} vs {w}");
             }

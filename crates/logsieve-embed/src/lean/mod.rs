@@ -43,7 +43,11 @@ pub enum LeanError {
         want: Vec<usize>,
     },
     #[error("{path}: tensor `{name}` has dtype {dtype:?} (f32, f16 and bf16 are supported)")]
-    Dtype { path: PathBuf, name: String, dtype: Dtype },
+    Dtype {
+        path: PathBuf,
+        name: String,
+        dtype: Dtype,
+    },
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     TokenId { id: u32, vocab: usize },
     #[error("a sequence of {len} tokens exceeds the {max} positions of the model")]
@@ -101,7 +105,7 @@ thread_local! {
 /// Rows per tile for the dense layers: enough tiles to keep every thread
 /// busy, few enough rows that a tile's activations stay in cache.
 fn tile_rows(tokens: usize, threads: usize) -> usize {
-    const MAX_TILE: usize = 128;
+    const MAX_TILE: usize = 512;
     let tiles = threads.max(tokens.div_ceil(MAX_TILE)).max(1);
     tokens.div_ceil(tiles).max(1)
 }
@@ -282,7 +286,10 @@ impl LeanModel {
             "embeddings.position_embeddings.weight",
             &[cfg.max_position_embeddings, h],
         )?;
-        let types = f.read("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?;
+        let types = f.read(
+            "embeddings.token_type_embeddings.weight",
+            &[cfg.type_vocab_size, h],
+        )?;
         for row in position.chunks_exact_mut(h) {
             for (p, t) in row.iter_mut().zip(&types[..h]) {
                 *p += t;
@@ -378,7 +385,12 @@ impl LeanModel {
                 });
             }
         }
-        let mut ws = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None).unwrap_or_default();
+        let mut ws = self
+            .pool
+            .lock()
+            .map(|mut p| p.pop())
+            .unwrap_or(None)
+            .unwrap_or_default();
         let out = self.forward(&mut ws, rows);
         if let Ok(mut p) = self.pool.lock() {
             p.push(ws);
@@ -414,14 +426,16 @@ impl LeanModel {
             .iter()
             .flat_map(|r| r.iter().enumerate().map(|(p, &id)| (id, p)))
             .collect();
-        x.par_chunks_mut(h).zip(ids.par_iter()).for_each(|(row, &(id, p))| {
-            let w = &self.word[id as usize * h..][..h];
-            let pe = &self.position[p * h..][..h];
-            for ((v, a), b) in row.iter_mut().zip(w).zip(pe) {
-                *v = a + b;
-            }
-            kernels::layer_norm(row, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
-        });
+        x.par_chunks_mut(h)
+            .zip(ids.par_iter())
+            .for_each(|(row, &(id, p))| {
+                let w = &self.word[id as usize * h..][..h];
+                let pe = &self.position[p * h..][..h];
+                for ((v, a), b) in row.iter_mut().zip(w).zip(pe) {
+                    *v = a + b;
+                }
+                kernels::layer_norm_rows(row, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
+            });
 
         for l in &self.layers {
             // Q, K, V in one product per row tile, bias fused.
@@ -429,7 +443,17 @@ impl LeanModel {
             qkv.par_chunks_mut(tile * 3 * h).enumerate().for_each(|(i, out)| {
                 let m = out.len() / (3 * h);
                 kernels::fill_rows(out, &l.qkv_bias);
-                kernels::matmul(self.backend, out, &x_ro[i * tile * h..][..m * h], &l.qkv, m, h, 3 * h, true, 1);
+                kernels::matmul(
+                    self.backend,
+                    out,
+                    &x_ro[i * tile * h..][..m * h],
+                    &l.qkv,
+                    m,
+                    h,
+                    3 * h,
+                    true,
+                    1,
+                );
             });
 
             // Attention per (head, sequence) over the real length only; each
@@ -449,15 +473,17 @@ impl LeanModel {
             });
             // Back to [tokens × hidden].
             let ctx_heads_ro: &[f32] = ctx_heads;
-            ctx.par_chunks_mut(h * tile).enumerate().for_each(|(bi, rows_out)| {
-                for (r, row) in rows_out.chunks_exact_mut(h).enumerate() {
-                    let tok = bi * tile + r;
-                    for head in 0..heads {
-                        let src = &ctx_heads_ro[head * t * hd + tok * hd..][..hd];
-                        row[head * hd..][..hd].copy_from_slice(src);
+            ctx.par_chunks_mut(h * tile)
+                .enumerate()
+                .for_each(|(bi, rows_out)| {
+                    for (r, row) in rows_out.chunks_exact_mut(h).enumerate() {
+                        let tok = bi * tile + r;
+                        for head in 0..heads {
+                            let src = &ctx_heads_ro[head * t * hd + tok * hd..][..hd];
+                            row[head * hd..][..hd].copy_from_slice(src);
+                        }
                     }
-                }
-            });
+                });
 
             // The rest of the layer is row-wise: per tile, output projection
             // onto the residual, LayerNorm, feed-forward (bias + GELU fused),
@@ -466,10 +492,18 @@ impl LeanModel {
             x.par_chunks_mut(tile * h).enumerate().for_each(|(i, xt)| {
                 let m = xt.len() / h;
                 kernels::add_rows(xt, &l.attn_out_bias);
-                kernels::matmul(self.backend, xt, &ctx_ro[i * tile * h..][..m * h], &l.attn_out, m, h, h, true, 1);
-                for row in xt.chunks_exact_mut(h) {
-                    kernels::layer_norm(row, &l.attn_norm.gamma, &l.attn_norm.beta, self.eps);
-                }
+                kernels::matmul(
+                    self.backend,
+                    xt,
+                    &ctx_ro[i * tile * h..][..m * h],
+                    &l.attn_out,
+                    m,
+                    h,
+                    h,
+                    true,
+                    1,
+                );
+                kernels::layer_norm_rows(xt, &l.attn_norm.gamma, &l.attn_norm.beta, self.eps);
                 FFN.with(|cell| {
                     let mut buf = cell.borrow_mut();
                     grow(&mut buf, m * inter);
@@ -479,9 +513,7 @@ impl LeanModel {
                     kernels::add_rows(xt, &l.out_bias);
                     kernels::matmul(self.backend, xt, hid, &l.out, m, inter, h, true, 1);
                 });
-                for row in xt.chunks_exact_mut(h) {
-                    kernels::layer_norm(row, &l.out_norm.gamma, &l.out_norm.beta, self.eps);
-                }
+                kernels::layer_norm_rows(xt, &l.out_norm.gamma, &l.out_norm.beta, self.eps);
             });
         }
 
@@ -512,7 +544,14 @@ impl LeanModel {
 #[allow(clippy::too_many_arguments)]
 fn attend(
     backend: Backend,
-    qkv: &[f32], h: usize, hd: usize, head: usize, start: usize, len: usize, out: &mut [f32]) {
+    qkv: &[f32],
+    h: usize,
+    hd: usize,
+    head: usize,
+    start: usize,
+    len: usize,
+    out: &mut [f32],
+) {
     if len == 0 {
         return;
     }
@@ -544,9 +583,7 @@ fn attend(
             cs: 1,
         };
         kernels::matmul_strided(backend, scores, s, qkv, q, qkv, kt, false);
-        for row in scores.chunks_exact_mut(len) {
-            kernels::softmax(row);
-        }
+        kernels::softmax_rows(scores, len);
         let v = View {
             offset: row0 + 2 * h + head * hd,
             rows: len,
