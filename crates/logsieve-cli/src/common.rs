@@ -86,12 +86,21 @@ pub fn open_input(path: Option<&PathBuf>) -> Result<(Box<dyn BufRead>, Option<u6
 
 /// Peak resident memory of this process in bytes (Linux), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// Resident set size now (Linux only).
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+fn proc_status_bytes(key: &str) -> Option<u64> {
     let mut s = String::new();
     File::open("/proc/self/status")
         .ok()?
         .read_to_string(&mut s)
         .ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -2,37 +2,16 @@
 //!
 //! Written against candle-core/candle-nn directly (not candle-transformers'
 //! BertModel) so the forward pass is ours to shape: one padded batch in,
-//! mean-pooled, L2-normalised sentence vectors out.
+//! mean-pooled, L2-normalised sentence vectors out. Built with the `candle`
+//! feature, as a second engine to check and time the lean one against.
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
-use serde::Deserialize;
 
+use crate::config::BertConfig;
 use crate::EmbedError;
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct BertConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    pub max_position_embeddings: usize,
-    pub type_vocab_size: usize,
-    #[serde(default = "default_eps")]
-    pub layer_norm_eps: f64,
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
-}
-
-fn default_eps() -> f64 {
-    1e-12
-}
-fn default_act() -> String {
-    "gelu".into()
-}
 
 struct Layer {
     query: Linear,
@@ -65,25 +44,12 @@ fn norm(vb: VarBuilder, n: usize, eps: f64) -> candle_core::Result<LayerNorm> {
 
 impl BertModel {
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        let cfg_path = dir.join("config.json");
         let weights = dir.join("model.safetensors");
         let werr = |message: String| EmbedError::Weights {
             path: weights.display().to_string(),
             message,
         };
-        let cfg: BertConfig = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| e.to_string())
-            .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
-            .map_err(|m| EmbedError::Weights {
-                path: cfg_path.display().to_string(),
-                message: m,
-            })?;
-        if cfg.hidden_act != "gelu" {
-            return Err(werr(format!(
-                "unsupported hidden_act `{}` (only gelu)",
-                cfg.hidden_act
-            )));
-        }
+        let cfg = BertConfig::load(dir)?;
         let device = Device::Cpu;
         // Safety: the file is memory-mapped read-only and not modified while mapped.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }

@@ -5,10 +5,15 @@
 //! sentence-transformers does (WordPiece, truncation at 256 tokens, BERT,
 //! mean pooling over the attention mask, L2 normalisation), batching by a
 //! token budget over length-sorted inputs so little compute goes to padding.
+//! The forward pass runs on an [`Engine`]: [`lean`] (our own, the default) or,
+//! with the `candle` feature, [`bert`] on candle.
 //! [`fetch`] puts the model files in a local cache and verifies them.
 
+#[cfg(feature = "candle")]
 pub mod bert;
+pub mod config;
 pub mod fetch;
+pub mod lean;
 
 use std::path::Path;
 
@@ -27,8 +32,47 @@ pub enum EmbedError {
     Tokenize(String),
     #[error("{path}: cannot load model weights: {message}")]
     Weights { path: String, message: String },
+    #[cfg(feature = "candle")]
     #[error("encoder failed: {0}")]
     Forward(#[from] candle_core::Error),
+    #[error("encoder: {0}")]
+    Lean(#[from] lean::LeanError),
+}
+
+/// Which implementation runs the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// [`lean::LeanModel`]: unpadded batches on `gemm` and fused kernels.
+    #[default]
+    Lean,
+    /// [`bert::BertModel`] on candle (padded batches).
+    #[cfg(feature = "candle")]
+    Candle,
+}
+
+impl Engine {
+    /// Every engine in this build, the default first.
+    pub fn all() -> &'static [Engine] {
+        &[
+            Engine::Lean,
+            #[cfg(feature = "candle")]
+            Engine::Candle,
+        ]
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Lean => "lean",
+            #[cfg(feature = "candle")]
+            Engine::Candle => "candle",
+        }
+    }
+}
+
+enum Model {
+    Lean(lean::LeanModel),
+    #[cfg(feature = "candle")]
+    Candle(bert::BertModel),
 }
 
 /// Texts in, unit-length sentence vectors out. Implementations must be safe
@@ -67,18 +111,25 @@ impl Default for BatchOptions {
     }
 }
 
-/// all-MiniLM-L6-v2 on the candle BERT encoder.
+/// all-MiniLM-L6-v2 (or a BERT-family encoder of the same layout).
 pub struct MiniLm {
     tokenizer: Tokenizer,
-    model: bert::BertModel,
+    model: Model,
+    engine: Engine,
     options: BatchOptions,
     sha256: String,
 }
 
 impl MiniLm {
     /// Load from a directory holding `config.json`, `tokenizer.json` and
-    /// `model.safetensors` (as [`fetch::ensure_model`] leaves it).
+    /// `model.safetensors` (as [`fetch::ensure_model`] leaves it), on the
+    /// default engine.
     pub fn load(dir: &Path, options: BatchOptions) -> Result<Self, EmbedError> {
+        Self::load_with(dir, options, Engine::default())
+    }
+
+    /// As [`MiniLm::load`], on the given engine.
+    pub fn load_with(dir: &Path, options: BatchOptions, engine: Engine) -> Result<Self, EmbedError> {
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| EmbedError::Tokenizer {
             path: tok_path.display().to_string(),
@@ -98,11 +149,16 @@ impl MiniLm {
                 message: e.to_string(),
             })?;
         tokenizer.with_padding(None);
-        let model = bert::BertModel::load(dir)?;
+        let model = match engine {
+            Engine::Lean => Model::Lean(lean::LeanModel::load(dir, config::BertConfig::load(dir)?)?),
+            #[cfg(feature = "candle")]
+            Engine::Candle => Model::Candle(bert::BertModel::load(dir)?),
+        };
         let sha256 = fetch::read_sha256_marker(dir).unwrap_or_else(|| MODEL_SHA256.to_string());
         Ok(Self {
             tokenizer,
             model,
+            engine,
             options,
             sha256,
         })
@@ -110,15 +166,36 @@ impl MiniLm {
 
     /// Fetch (if needed) and load the default model.
     pub fn load_default(model_dir: Option<&Path>, options: BatchOptions) -> Result<Self, EmbedError> {
+        Self::load_default_with(model_dir, options, Engine::default())
+    }
+
+    /// As [`MiniLm::load_default`], on the given engine.
+    pub fn load_default_with(
+        model_dir: Option<&Path>,
+        options: BatchOptions,
+        engine: Engine,
+    ) -> Result<Self, EmbedError> {
         let files = match model_dir {
             Some(dir) => ModelFiles::local(dir)?,
             None => fetch::ensure_model(&fetch::FetchOptions::default())?,
         };
-        Self::load(&files.dir, options)
+        Self::load_with(&files.dir, options, engine)
     }
 
     pub fn options(&self) -> BatchOptions {
         self.options
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    fn forward(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match &self.model {
+            Model::Lean(m) => Ok(m.embed(rows)?),
+            #[cfg(feature = "candle")]
+            Model::Candle(m) => m.embed(rows),
+        }
     }
 
     fn encode_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EmbedError> {
@@ -161,7 +238,11 @@ impl Embedder for MiniLm {
     }
 
     fn dim(&self) -> usize {
-        self.model.hidden_size()
+        match &self.model {
+            Model::Lean(m) => m.hidden_size(),
+            #[cfg(feature = "candle")]
+            Model::Candle(m) => m.hidden_size(),
+        }
     }
 
     fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
@@ -176,7 +257,7 @@ impl Embedder for MiniLm {
         let mut out = vec![Vec::new(); ids.len()];
         for range in plan_batches(&lengths, &order, &self.options) {
             let rows: Vec<&[u32]> = order[range.clone()].iter().map(|&i| ids[i].as_slice()).collect();
-            let vectors = self.model.embed(&rows)?;
+            let vectors = self.forward(&rows)?;
             for (&i, v) in order[range].iter().zip(vectors) {
                 out[i] = v;
             }

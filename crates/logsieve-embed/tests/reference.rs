@@ -4,10 +4,11 @@
 //! unicode and over-long lines among them) with the embedding and token count
 //! sentence-transformers produced. Ours must agree: cosine ≥ 0.9999 and the
 //! same token counts. Uses the real weights (fetched once into the cache).
+//! Every engine in the build is checked.
 
 use std::path::PathBuf;
 
-use logsieve_embed::{BatchOptions, Embedder, MiniLm};
+use logsieve_embed::{BatchOptions, Embedder, Engine, MiniLm};
 
 #[derive(serde::Deserialize)]
 struct Case {
@@ -47,7 +48,12 @@ fn check(model: &MiniLm, cases: &[Case]) {
         }
         assert!(c >= 0.9999, "cosine {c} for {:?}", truncate(&case.text));
     }
-    eprintln!("worst cosine {:.6} for {:?}", worst.0, worst.1);
+    eprintln!(
+        "{}: worst cosine {:.7} for {:?}",
+        model.engine().name(),
+        worst.0,
+        worst.1
+    );
 }
 
 fn truncate(s: &str) -> String {
@@ -56,14 +62,38 @@ fn truncate(s: &str) -> String {
 
 #[test]
 fn matches_sentence_transformers_in_one_call() {
-    let model = MiniLm::load_default(None, BatchOptions::default()).expect("model loads");
     let cases = fixture();
     assert!(cases.len() >= 60);
     assert!(
         cases.iter().any(|c| c.text.is_empty()),
         "fixture includes the empty string"
     );
-    check(&model, &cases);
+    for &engine in Engine::all() {
+        let model = MiniLm::load_default_with(None, BatchOptions::default(), engine).expect("model loads");
+        check(&model, &cases);
+    }
+}
+
+#[test]
+fn engines_agree_row_by_row() {
+    let cases = fixture();
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let vectors: Vec<Vec<Vec<f32>>> = Engine::all()
+        .iter()
+        .map(|&e| {
+            let m = MiniLm::load_default_with(None, BatchOptions::default(), e).expect("model loads");
+            m.embed(&texts).unwrap()
+        })
+        .collect();
+    for other in &vectors[1..] {
+        for (a, b) in vectors[0].iter().zip(other) {
+            assert!(
+                cosine(a, b) >= 0.99999,
+                "engines disagree: cosine {}",
+                cosine(a, b)
+            );
+        }
+    }
 }
 
 #[test]
@@ -73,7 +103,9 @@ fn batching_does_not_change_vectors() {
         max_batch: 1,
         ..BatchOptions::default()
     };
-    let model = MiniLm::load_default(None, opts).expect("model loads");
     let cases = fixture();
-    check(&model, &cases[..cases.len().min(20)]);
+    for &engine in Engine::all() {
+        let model = MiniLm::load_default_with(None, opts, engine).expect("model loads");
+        check(&model, &cases[..cases.len().min(20)]);
+    }
 }
