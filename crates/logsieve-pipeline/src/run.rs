@@ -64,14 +64,7 @@ pub fn classify_stream(
             let next = if chunk.is_empty() {
                 None
             } else {
-                let items: Vec<Item> = chunk
-                    .iter()
-                    .filter(|r| !r.unreadable)
-                    .map(|r| Item {
-                        source: &r.source,
-                        message: clip(&r.message, max_bytes),
-                    })
-                    .collect();
+                let items = readable_items(&chunk, max_bytes);
                 let (partial, requests) = pipeline.prepare(&items);
                 let llm = pipeline.llm();
                 let answers =
@@ -109,6 +102,18 @@ struct InFlight<'s> {
     chunk: Vec<InputRow>,
     partial: Partial,
     answers: Option<std::thread::ScopedJoinHandle<'s, Vec<logsieve_llm::LlmOutcome>>>,
+}
+
+/// The (source, message) pairs of a chunk's readable rows, messages clipped.
+fn readable_items(chunk: &[InputRow], max_bytes: usize) -> Vec<Item<'_>> {
+    chunk
+        .iter()
+        .filter(|r| !r.unreadable)
+        .map(|r| Item {
+            source: &r.source,
+            message: clip(&r.message, max_bytes),
+        })
+        .collect()
 }
 
 fn read_chunk(
@@ -211,14 +216,7 @@ pub fn classify_stream_with(
         if chunk.is_empty() {
             break;
         }
-        let items: Vec<Item> = chunk
-            .iter()
-            .filter(|r| !r.unreadable)
-            .map(|r| Item {
-                source: &r.source,
-                message: clip(&r.message, max_bytes),
-            })
-            .collect();
+        let items = readable_items(&chunk, max_bytes);
         let decided = classify(&items).map_err(RunError::Classify)?;
         assert_eq!(decided.len(), items.len(), "one decision per item");
         write_rows(&chunk, decided, writer, &mut summary)?;
