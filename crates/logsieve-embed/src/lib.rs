@@ -88,6 +88,11 @@ pub trait Embedder: Send + Sync {
     fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError>;
     /// One unit-length vector per text, in input order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// [`Embedder::embed`] and [`Embedder::token_counts`] together; engines
+    /// that tokenize once for both override it.
+    fn embed_counted(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>), EmbedError> {
+        Ok((self.embed(texts)?, self.token_counts(texts)?))
+    }
 }
 
 /// How the encoder groups texts into forward passes.
@@ -250,6 +255,10 @@ impl Embedder for MiniLm {
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(self.embed_counted(texts)?.0)
+    }
+
+    fn embed_counted(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>), EmbedError> {
         let ids = self.encode_ids(texts)?;
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -262,7 +271,7 @@ impl Embedder for MiniLm {
                 out[i] = v;
             }
         }
-        Ok(out)
+        Ok((out, lengths))
     }
 }
 

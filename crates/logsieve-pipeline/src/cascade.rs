@@ -429,7 +429,7 @@ impl Pipeline {
                     .collect()
             }
         };
-        let vectors = match embedder.embed(texts) {
+        let (vectors, counts) = match embedder.embed_counted(texts) {
             Ok(v) => v,
             Err(e) => {
                 return texts
@@ -441,11 +441,9 @@ impl Pipeline {
         self.stats
             .encoded
             .fetch_add(texts.len() as u64, Ordering::Relaxed);
-        if let Ok(counts) = embedder.token_counts(texts) {
-            self.stats
-                .encoded_tokens
-                .fetch_add(counts.iter().sum::<usize>() as u64, Ordering::Relaxed);
-        }
+        self.stats
+            .encoded_tokens
+            .fetch_add(counts.iter().sum::<usize>() as u64, Ordering::Relaxed);
         vectors.iter().map(|v| self.decide(v)).collect()
     }
 
