@@ -108,3 +108,29 @@ fn proc_status_bytes(key: &str) -> Option<u64> {
 pub fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
+
+/// Labelled data and the stratified split, as `train`, `eval` and
+/// `mine-rules` take them.
+#[derive(Debug, Args, Clone)]
+pub struct LabelledArgs {
+    /// Labelled CSV: source, log_message, target_label.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Share of rows held out by the stratified split.
+    #[arg(long, default_value_t = logsieve_linear::split::DEFAULT_TEST_FRACTION)]
+    pub test_fraction: f64,
+    /// Seed of the stratified split.
+    #[arg(long, default_value_t = logsieve_linear::split::DEFAULT_SEED)]
+    pub seed: u64,
+}
+
+impl LabelledArgs {
+    /// The file's bytes and its labelled rows; errors name the file.
+    pub fn read(&self) -> Result<(Vec<u8>, Vec<logsieve_pipeline::labelled::LabelledRow>)> {
+        let bytes =
+            std::fs::read(&self.data).with_context(|| format!("{}: cannot read", self.data.display()))?;
+        let rows = logsieve_pipeline::labelled::read_labelled(bytes.as_slice())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.data.display()))?;
+        Ok((bytes, rows))
+    }
+}

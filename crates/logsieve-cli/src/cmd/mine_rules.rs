@@ -6,17 +6,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use logsieve_linear::split::stratified_split;
-use logsieve_pipeline::labelled::read_labelled;
 use logsieve_rules::Rules;
 use logsieve_templates::{mine_rules, rules_to_toml, MineOptions};
 
-use crate::common::ConfigArgs;
+use crate::common::{ConfigArgs, LabelledArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Labelled CSV: source, log_message, target_label.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub labelled: LabelledArgs,
     /// Where to write the rules (logsieve rules TOML).
     #[arg(long)]
     pub out: PathBuf,
@@ -26,23 +24,18 @@ pub struct Args {
     /// Least share of a template's lines that carry its label.
     #[arg(long, default_value_t = 1.0)]
     pub min_purity: f64,
-    #[arg(long, default_value_t = logsieve_linear::split::DEFAULT_TEST_FRACTION)]
-    pub test_fraction: f64,
-    #[arg(long, default_value_t = logsieve_linear::split::DEFAULT_SEED)]
-    pub seed: u64,
     /// Mine on every row (no held-out report).
     #[arg(long)]
     pub all: bool,
 }
 
 pub fn run(_cfg: &ConfigArgs, a: Args) -> Result<i32> {
-    let bytes = std::fs::read(&a.data).with_context(|| format!("{}: cannot read", a.data.display()))?;
-    let rows = read_labelled(bytes.as_slice()).map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
+    let (_, rows) = a.labelled.read()?;
     let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
     let is_test = if a.all {
         vec![false; rows.len()]
     } else {
-        stratified_split(&labels, a.test_fraction, a.seed)
+        stratified_split(&labels, a.labelled.test_fraction, a.labelled.seed)
     };
     let train: Vec<(&str, &str, &str)> = rows
         .iter()
@@ -86,7 +79,7 @@ pub fn run(_cfg: &ConfigArgs, a: Args) -> Result<i32> {
         }
         println!(
             "held-out {:.0}% ({} rows): coverage {:.4} ({matched} rows), precision {:.4}",
-            a.test_fraction * 100.0,
+            a.labelled.test_fraction * 100.0,
             test.len(),
             matched as f64 / test.len().max(1) as f64,
             if matched == 0 {

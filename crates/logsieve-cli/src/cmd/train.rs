@@ -4,27 +4,19 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use logsieve_linear::{Balance, TrainOptions};
-use logsieve_pipeline::labelled::read_labelled;
 use logsieve_pipeline::train::{save, train, TrainSettings};
 
-use crate::common::ConfigArgs;
+use crate::common::{ConfigArgs, LabelledArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Labelled CSV: source, log_message, target_label.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub labelled: LabelledArgs,
     /// Directory to write classifier.json into.
     #[arg(long)]
     pub out: PathBuf,
-    /// Share of rows held out for the report.
-    #[arg(long, default_value_t = logsieve_linear::split::DEFAULT_TEST_FRACTION)]
-    pub test_fraction: f64,
-    /// Seed of the stratified split.
-    #[arg(long, default_value_t = logsieve_linear::split::DEFAULT_SEED)]
-    pub seed: u64,
     /// L2 penalty (sklearn's 1/C).
     #[arg(long, default_value_t = 1.0)]
     pub alpha: f64,
@@ -47,11 +39,10 @@ pub struct Args {
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let pipeline = cfg.pipeline()?;
-    let bytes = std::fs::read(&a.data).with_context(|| format!("{}: cannot read", a.data.display()))?;
-    let rows = read_labelled(bytes.as_slice()).map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
+    let (bytes, rows) = a.labelled.read()?;
     let settings = TrainSettings {
-        test_fraction: a.test_fraction,
-        seed: a.seed,
+        test_fraction: a.labelled.test_fraction,
+        seed: a.labelled.seed,
         options: TrainOptions {
             alpha: a.alpha,
             max_iterations: a.max_iterations,
@@ -67,6 +58,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     };
     let t0 = Instant::now();
     let name = a
+        .labelled
         .data
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -88,8 +80,8 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         if let Some(r) = &art.heldout {
             println!(
                 "\nmodel stage on the held-out {:.0}% (seed {}):\n{}",
-                a.test_fraction * 100.0,
-                a.seed,
+                a.labelled.test_fraction * 100.0,
+                a.labelled.seed,
                 r.to_text()
             );
         }
