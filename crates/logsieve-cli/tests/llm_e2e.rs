@@ -8,18 +8,26 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// Start the fake chat server; returns its base URL and a request counter.
-fn fake_llm() -> (String, Arc<AtomicUsize>) {
+/// What the fake server was asked: the line, and the labels of the prompt's
+/// examples (nearest first).
+type Asked = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
+/// Start the fake chat server; returns its base URL, a request counter and
+/// what each request asked.
+fn fake_llm() -> (String, Arc<AtomicUsize>, Asked) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
+    let asked: Asked = Arc::default();
     let c = count.clone();
+    let a = asked.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
             let c = c.clone();
+            let a = a.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream.try_clone().unwrap());
                 let mut len = 0usize;
@@ -46,6 +54,18 @@ fn fake_llm() -> (String, Arc<AtomicUsize>) {
                     .to_string();
                 let data = user.split("<log>\n").nth(1).unwrap().trim_end_matches("\n</log>");
                 let line: serde_json::Value = serde_json::from_str(data).unwrap();
+                let example_labels: Vec<String> = user
+                    .split("<examples>\n")
+                    .nth(1)
+                    .map(|e| {
+                        let e = e.split("\n</examples>").next().unwrap();
+                        let list: Vec<serde_json::Value> = serde_json::from_str(e).unwrap();
+                        list.iter().map(|x| x["label"].as_str().unwrap().to_string()).collect()
+                    })
+                    .unwrap_or_default();
+                a.lock()
+                    .unwrap()
+                    .push((line["message"].as_str().unwrap().to_string(), example_labels));
                 let msg = line["message"].as_str().unwrap().to_lowercase();
                 let label = if [
                     "deprecated",
@@ -78,7 +98,7 @@ fn fake_llm() -> (String, Arc<AtomicUsize>) {
             });
         }
     });
-    (url, count)
+    (url, count, asked)
 }
 
 fn logsieve() -> Command {
@@ -97,7 +117,7 @@ fn logsieve() -> Command {
 
 #[test]
 fn eval_with_an_llm_reports_all_nine_labels_and_its_share() {
-    let (url, count) = fake_llm();
+    let (url, count, _) = fake_llm();
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/synthetic_logs.csv");
     let out = logsieve()
         .env("LOGSIEVE_LLM_BASE_URL", &url)
@@ -142,7 +162,7 @@ fn eval_with_an_llm_reports_all_nine_labels_and_its_share() {
 
 #[test]
 fn classify_sends_legacy_rows_to_the_llm_and_explains() {
-    let (url, count) = fake_llm();
+    let (url, count, asked) = fake_llm();
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/seed_test.csv");
     let out = logsieve()
         .env("LOGSIEVE_LLM_BASE_URL", &url)
@@ -173,4 +193,13 @@ fn classify_sends_legacy_rows_to_the_llm_and_explains() {
         assert!(r["detail"].as_str().unwrap().contains("keyword match"), "{r}");
     }
     assert_eq!(count.load(Ordering::SeqCst), 4);
+    // Each prompt carried the 5 nearest training rows as examples (the
+    // default `max_examples`), the line's true label among them.
+    let asked = asked.lock().unwrap();
+    for (row, want) in rows[6..].iter().zip(labels) {
+        let msg = row["log_message"].as_str().unwrap();
+        let (_, examples) = asked.iter().find(|(m, _)| m == msg).unwrap();
+        assert_eq!(examples.len(), 5, "{msg}: {examples:?}");
+        assert!(examples.iter().any(|l| l == want), "{msg}: {examples:?}");
+    }
 }

@@ -12,7 +12,10 @@ use crate::report::Report;
 use crate::LinearModel;
 
 pub const FORMAT: &str = "logsieve-classifier";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this build writes. Version 1 (no `examples`) is still read.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest version this build reads.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 pub const FILE_NAME: &str = "classifier.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,15 @@ pub struct TrainingInfo {
     pub created_unix: u64,
 }
 
+/// A labelled training row kept for the LLM's prompt (few-shot examples).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Example {
+    pub source: String,
+    pub message: String,
+    pub label: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
@@ -73,6 +85,11 @@ pub struct Artifact {
     pub training: TrainingInfo,
     /// The model stage on the held-out split.
     pub heldout: Option<Report>,
+    /// Training rows the LLM stage shows as examples (the nearest ones by
+    /// embedding): a few distinct templates per label, LLM-only labels
+    /// included. Never held-out rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<Example>,
 }
 
 impl Artifact {
@@ -86,9 +103,9 @@ impl Artifact {
         if a.format != FORMAT {
             return Err(invalid(format!("format is `{}`, expected `{FORMAT}`", a.format)));
         }
-        if a.format_version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&a.format_version) {
             return Err(invalid(format!(
-                "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+                "format_version {} is not supported (this build reads {MIN_FORMAT_VERSION} to {FORMAT_VERSION})",
                 a.format_version
             )));
         }
@@ -189,6 +206,11 @@ mod tests {
                 created_unix: 0,
             },
             heldout: None,
+            examples: vec![Example {
+                source: "s".into(),
+                message: "m".into(),
+                label: "a".into(),
+            }],
         }
     }
 
@@ -199,6 +221,16 @@ mod tests {
         let back = Artifact::load(dir.path()).unwrap();
         assert_eq!(back.model.labels, vec!["a", "b"]);
         assert_eq!(back.model.weights[1], vec![0.0, 1.0]);
+        assert_eq!(back.examples, sample().examples);
+    }
+
+    #[test]
+    fn reads_version_1_files_without_examples() {
+        let mut v: serde_json::Value = serde_json::to_value(sample()).unwrap();
+        v["format_version"] = 1.into();
+        v.as_object_mut().unwrap().remove("examples");
+        let a = Artifact::from_json(&v.to_string(), "old.json").unwrap();
+        assert!(a.examples.is_empty());
     }
 
     #[test]

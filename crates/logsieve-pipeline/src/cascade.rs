@@ -22,6 +22,7 @@ use logsieve_rules::Rules;
 
 use crate::config::{Config, Route};
 use crate::decision::{Decision, Method, UNCLASSIFIED};
+use crate::examples::ExampleBank;
 
 /// The model trained from the seed dataset, built into the binary.
 pub const DEFAULT_CLASSIFIER_JSON: &str = include_str!("../../../models/default/classifier.json");
@@ -135,6 +136,8 @@ pub struct Pipeline {
     input_masked: bool,
     /// Template cache: (source, masked text) → the decision the model or LLM reached.
     cache: Mutex<Option<LruCache<String, Decision>>>,
+    /// Few-shot examples for the LLM's prompt (from the artifact).
+    examples: ExampleBank,
     pub stats: Stats,
 }
 
@@ -164,6 +167,7 @@ impl Pipeline {
         };
         let input_masked = artifact.embedding.input == "masked";
         let cache = Mutex::new(NonZeroUsize::new(config.templates.cache_capacity).map(LruCache::new));
+        let examples = ExampleBank::new(artifact.examples.clone());
         Ok(Self {
             config,
             rules,
@@ -174,6 +178,7 @@ impl Pipeline {
             masker,
             input_masked,
             cache,
+            examples,
             stats: Stats::default(),
         })
     }
@@ -328,15 +333,20 @@ impl Pipeline {
             .filter(|(_, g)| g.to_llm)
             .map(|(i, g)| (i, std::mem::take(&mut g.model_note)))
             .collect();
+        // Vectors of the groups bound for the LLM, for choosing its examples.
+        let mut llm_vectors: HashMap<usize, Vec<f32>> = HashMap::new();
         if !for_model.is_empty() {
             let texts: Vec<&str> = for_model.iter().map(|&g| groups[g].text.as_str()).collect();
-            let decisions = self.model_stage(&texts);
+            let (decisions, mut vectors) = self.model_stage(&texts);
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            for (g, d) in for_model.into_iter().zip(decisions) {
+            for (k, (g, d)) in for_model.into_iter().zip(decisions).enumerate() {
                 if is_model_unsure(&d) {
                     // Remembered, so the next row with this key skips the encoder.
                     if let Some(c) = cache.as_mut() {
                         c.put(groups[g].key.clone(), d.clone());
+                    }
+                    if let Some(v) = vectors.get_mut(k) {
+                        llm_vectors.insert(g, std::mem::take(v));
                     }
                     llm_groups.push((g, d.detail));
                     continue;
@@ -351,6 +361,7 @@ impl Pipeline {
                 }
             }
         }
+        let mut examples = self.examples_for(&groups, &llm_groups, llm_vectors);
         let requests = llm_groups
             .iter()
             .map(|&(g, _)| {
@@ -358,7 +369,7 @@ impl Pipeline {
                 LlmRequest {
                     source: first.source.to_string(),
                     message: first.message.to_string(),
-                    examples: Vec::new(),
+                    examples: examples.remove(&g).unwrap_or_default(),
                 }
             })
             .collect();
@@ -418,33 +429,72 @@ impl Pipeline {
         &self.masker
     }
 
-    /// Embed `texts` (already in the encoder's representation) and decide each.
-    fn model_stage(&self, texts: &[&str]) -> Vec<Decision> {
-        let embedder = match self.embedder() {
-            Ok(e) => e,
-            Err(e) => {
-                return texts
-                    .iter()
-                    .map(|_| Decision::none(format!("model stage unavailable: {e}")))
-                    .collect()
-            }
-        };
-        let (vectors, counts) = match embedder.embed_counted(texts) {
-            Ok(v) => v,
-            Err(e) => {
-                return texts
-                    .iter()
-                    .map(|_| Decision::none(format!("encoder failed: {e}")))
-                    .collect()
-            }
-        };
+    /// Embed `texts` (already in the encoder's representation), counting
+    /// them in the stats.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        let embedder = self.embedder().map_err(|e| format!("model stage unavailable: {e}"))?;
+        let (vectors, counts) = embedder
+            .embed_counted(texts)
+            .map_err(|e| format!("encoder failed: {e}"))?;
         self.stats
             .encoded
             .fetch_add(texts.len() as u64, Ordering::Relaxed);
         self.stats
             .encoded_tokens
             .fetch_add(counts.iter().sum::<usize>() as u64, Ordering::Relaxed);
-        vectors.iter().map(|v| self.decide(v)).collect()
+        Ok(vectors)
+    }
+
+    /// Embed `texts` and decide each; the vectors are returned too (empty
+    /// when the encoder failed, and every decision says why).
+    fn model_stage(&self, texts: &[&str]) -> (Vec<Decision>, Vec<Vec<f32>>) {
+        match self.embed(texts) {
+            Ok(vectors) => (vectors.iter().map(|v| self.decide(v)).collect(), vectors),
+            Err(e) => (texts.iter().map(|_| Decision::none(e.clone())).collect(), Vec::new()),
+        }
+    }
+
+    /// The few-shot examples for each group bound for the LLM: the bank
+    /// rows nearest the group's text. Groups the model did not embed (routed
+    /// straight to the LLM) are embedded here, in one batch. Without a bank,
+    /// an LLM, or an encoder, no examples (the prompt works without them).
+    fn examples_for(
+        &self,
+        groups: &[Group],
+        llm_groups: &[(usize, String)],
+        mut vectors: HashMap<usize, Vec<f32>>,
+    ) -> HashMap<usize, Vec<(String, String)>> {
+        let k = self.config.llm.max_examples;
+        if llm_groups.is_empty() || self.examples.is_empty() || k == 0 || !self.llm.is_enabled() {
+            return HashMap::new();
+        }
+        let bank = match self.examples.vectors(|ex| {
+            let texts: Vec<_> = ex.iter().map(|e| self.encoder_text(&e.message)).collect();
+            let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+            self.embed(&texts)
+        }) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("llm examples unavailable: {e}");
+                return HashMap::new();
+            }
+        };
+        let missing: Vec<usize> = llm_groups
+            .iter()
+            .map(|&(g, _)| g)
+            .filter(|g| vectors.get(g).is_none_or(|v| v.is_empty()))
+            .collect();
+        if !missing.is_empty() {
+            let texts: Vec<&str> = missing.iter().map(|&g| groups[g].text.as_str()).collect();
+            if let Ok(v) = self.embed(&texts) {
+                vectors.extend(missing.into_iter().zip(v));
+            }
+        }
+        vectors
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(g, v)| (g, self.examples.nearest(bank, &v, k)))
+            .collect()
     }
 
     /// The classifier's verdict on one vector.

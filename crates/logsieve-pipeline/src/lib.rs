@@ -7,6 +7,7 @@ pub mod cascade;
 pub mod config;
 pub mod decision;
 pub mod eval;
+pub mod examples;
 pub mod io;
 pub mod labelled;
 pub mod run;

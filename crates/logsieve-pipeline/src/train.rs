@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use logsieve_linear::artifact::{EmbeddingInfo, TrainingInfo, FORMAT, FORMAT_VERSION};
+use std::collections::HashMap;
+
+use logsieve_linear::artifact::{EmbeddingInfo, Example, TrainingInfo, FORMAT, FORMAT_VERSION};
 use logsieve_linear::report::Report;
 use logsieve_linear::split::stratified_split;
 use logsieve_linear::{Artifact, Classifier, LinearModel, TrainOptions};
@@ -28,6 +30,8 @@ pub struct TrainSettings {
     pub threshold: f32,
     /// Embed masked text (variables replaced by typed placeholders) instead of the raw message.
     pub masked_input: bool,
+    /// Distinct templates kept per label as the LLM's few-shot examples.
+    pub examples_per_label: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,51 @@ pub fn reaches_model(p: &Pipeline, source: &str, message: &str) -> bool {
     }
 }
 
+/// Whether the LLM stage would see this row (a route sends its source there).
+fn reaches_llm(p: &Pipeline, source: &str) -> bool {
+    p.config().route(source) == Route::Llm
+}
+
+/// The few-shot example bank: for each label, up to `per_label` rows with
+/// distinct masked text, most frequent templates first, from the rows the
+/// model or the LLM would see (`usable`).
+fn example_bank(p: &Pipeline, rows: &[LabelledRow], usable: &[usize], per_label: usize) -> Vec<Example> {
+    // (label, masked text) -> (first row, rows with it)
+    let mut templates: HashMap<(&str, String), (usize, usize)> = HashMap::new();
+    for &i in usable {
+        let key = (rows[i].label.as_str(), p.masker().mask(&rows[i].message).into_owned());
+        templates.entry(key).or_insert((i, 0)).1 += 1;
+    }
+    let mut ranked: Vec<(&str, usize, usize)> = templates
+        .into_iter()
+        .map(|((label, _), (first, n))| (label, first, n))
+        .collect();
+    ranked.sort_by(|a, b| a.0.cmp(b.0).then(b.2.cmp(&a.2)).then(a.1.cmp(&b.1)));
+    let mut out = Vec::new();
+    let mut taken: HashMap<&str, usize> = HashMap::new();
+    for (label, first, _) in ranked {
+        let n = taken.entry(label).or_default();
+        if *n < per_label {
+            *n += 1;
+            out.push(Example {
+                source: rows[first].source.clone(),
+                message: rows[first].message.clone(),
+                label: label.to_string(),
+            });
+        }
+    }
+    out
+}
+
+/// The text the encoder is trained on for a message.
+fn encoder_input<'a>(p: &Pipeline, message: &'a str, masked: bool) -> std::borrow::Cow<'a, str> {
+    if masked {
+        p.masker().mask(message)
+    } else {
+        std::borrow::Cow::Borrowed(message)
+    }
+}
+
 pub fn train(
     p: &Pipeline,
     rows: &[LabelledRow],
@@ -74,7 +123,12 @@ pub fn train(
         return Err(TrainFailure::NoModelRows);
     }
     let embedder = p.embedder().map_err(TrainFailure::Encoder)?;
-    let texts: Vec<&str> = model_rows.iter().map(|&i| rows[i].message.as_str()).collect();
+    // The encoder sees what the cascade will show it: masked or raw text.
+    let texts: Vec<std::borrow::Cow<'_, str>> = model_rows
+        .iter()
+        .map(|&i| encoder_input(p, &rows[i].message, s.masked_input))
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
     let vectors = embedder
         .embed(&texts)
         .map_err(|e| TrainFailure::Encoder(e.to_string()))?;
@@ -114,6 +168,11 @@ pub fn train(
             .count();
         per_label.push((l.clone(), n));
     }
+    let usable: Vec<usize> = (0..rows.len())
+        .filter(|&i| s.refit_all || !is_test[i])
+        .filter(|&i| reaches_llm(p, &rows[i].source) || reaches_model(p, &rows[i].source, &rows[i].message))
+        .collect();
+    let examples = example_bank(p, rows, &usable, s.examples_per_label);
     let artifact = Artifact {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -145,6 +204,7 @@ pub fn train(
                 .unwrap_or(0),
         },
         heldout,
+        examples,
     };
     Ok(Trained {
         artifact,
@@ -155,4 +215,113 @@ pub fn train(
 /// Write the artifact into `dir`.
 pub fn save(t: &Trained, dir: &Path) -> Result<(), logsieve_linear::ArtifactError> {
     t.artifact.save(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use logsieve_embed::{EmbedError, Embedder};
+
+    use super::*;
+    use crate::Config;
+
+    /// Records what it is asked to embed; the vector says whether the text
+    /// mentions a disk (so two labels are separable).
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Embedder for Recorder {
+        fn model_id(&self) -> &str {
+            "recorder"
+        }
+        fn weights_sha256(&self) -> &str {
+            "00"
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
+            Ok(texts.iter().map(|t| t.len()).collect())
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            self.0.lock().unwrap().extend(texts.iter().map(|t| t.to_string()));
+            Ok(texts
+                .iter()
+                .map(|t| if t.contains("disk") { vec![1.0, 0.0] } else { vec![0.0, 1.0] })
+                .collect())
+        }
+    }
+
+    fn rows() -> Vec<LabelledRow> {
+        let mut rows = Vec::new();
+        for i in 0..20 {
+            for (source, message, label) in [
+                ("Db", format!("disk {i} is 9{i}% full on 10.0.0.{i}"), "Resource Usage"),
+                ("Db", format!("replica {i} lagging behind primary by {i} seconds"), "Error"),
+                ("LegacyCRM", format!("Lead conversion failed for prospect ID 7{i}"), "Workflow Error"),
+            ] {
+                rows.push(LabelledRow {
+                    line: rows.len() as u64 + 2,
+                    source: source.into(),
+                    message,
+                    label: label.into(),
+                });
+            }
+        }
+        rows
+    }
+
+    fn settings(masked_input: bool) -> TrainSettings {
+        TrainSettings {
+            test_fraction: 0.25,
+            seed: 42,
+            options: TrainOptions::default(),
+            refit_all: false,
+            threshold: 0.5,
+            masked_input,
+            examples_per_label: 4,
+        }
+    }
+
+    #[test]
+    fn the_encoder_is_trained_on_the_text_the_cascade_will_show_it() {
+        for masked in [true, false] {
+            let rec = Arc::new(Recorder::default());
+            let p = Pipeline::new(Config::builtin()).unwrap().with_embedder(rec.clone());
+            let t = train(&p, &rows(), "d.csv", b"", &settings(masked)).unwrap();
+            assert_eq!(t.artifact.embedding.input, if masked { "masked" } else { "raw" });
+            let seen = rec.0.lock().unwrap();
+            // LegacyCRM is routed to the LLM: never embedded for training.
+            assert_eq!(seen.len(), 40);
+            let disk = seen.iter().find(|t| t.starts_with("disk")).unwrap();
+            if masked {
+                assert!(disk.contains("<IP>") && !disk.contains("10.0.0."), "{disk}");
+            } else {
+                assert!(disk.contains("10.0.0."), "{disk}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_bank_keeps_distinct_templates_per_label_from_training_rows_only() {
+        let p = Pipeline::new(Config::builtin())
+            .unwrap()
+            .with_embedder(Arc::new(Recorder::default()));
+        let t = train(&p, &rows(), "d.csv", b"", &settings(true)).unwrap();
+        let ex = &t.artifact.examples;
+        // One template per label here (the rows differ only in numbers),
+        // LLM-only labels from routed sources included.
+        let labels: Vec<&str> = ex.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, ["Error", "Resource Usage", "Workflow Error"]);
+        let is_test = stratified_split(
+            &rows().iter().map(|r| r.label.as_str()).collect::<Vec<_>>(),
+            0.25,
+            42,
+        );
+        for e in ex {
+            let i = rows().iter().position(|r| r.message == e.message).unwrap();
+            assert!(!is_test[i], "held-out row {} used as an example", e.message);
+        }
+    }
 }

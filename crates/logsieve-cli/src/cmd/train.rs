@@ -32,6 +32,10 @@ pub struct Args {
     /// placeholders, the text the template cache keys on) or `raw`.
     #[arg(long, default_value = "masked", value_parser = ["masked", "raw"])]
     pub input: String,
+    /// Training rows kept per label (distinct templates, most frequent first)
+    /// as the LLM stage's few-shot examples; 0 keeps none.
+    #[arg(long, default_value_t = 12)]
+    pub examples_per_label: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -55,6 +59,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         refit_all: a.refit_all,
         threshold: cfg.threshold.unwrap_or(0.5),
         masked_input: a.input == "masked",
+        examples_per_label: a.examples_per_label,
     };
     let t0 = Instant::now();
     let name = a

@@ -1,0 +1,113 @@
+//! Few-shot examples for the LLM stage: the training rows nearest a line.
+//!
+//! `logsieve train` keeps a few distinct templates per label in the
+//! artifact (LLM-only labels such as `Workflow Error` included). The bank is
+//! embedded once, on the first LLM request that needs it, in the same
+//! representation the encoder sees for the line (masked or raw); a line's
+//! examples are the bank rows with the highest cosine similarity.
+
+use std::sync::OnceLock;
+
+use logsieve_linear::artifact::Example;
+
+pub struct ExampleBank {
+    examples: Vec<Example>,
+    /// Unit vectors, one per example; `Err` when the encoder failed.
+    vectors: OnceLock<Result<Vec<Vec<f32>>, String>>,
+}
+
+impl ExampleBank {
+    pub fn new(examples: Vec<Example>) -> Self {
+        Self {
+            examples,
+            vectors: OnceLock::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.examples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.examples.is_empty()
+    }
+
+    pub fn examples(&self) -> &[Example] {
+        &self.examples
+    }
+
+    /// The bank's vectors, made by `embed` on first use.
+    pub fn vectors(
+        &self,
+        embed: impl FnOnce(&[Example]) -> Result<Vec<Vec<f32>>, String>,
+    ) -> Result<&[Vec<f32>], String> {
+        self.vectors
+            .get_or_init(|| embed(&self.examples))
+            .as_ref()
+            .map(|v| v.as_slice())
+            .map_err(Clone::clone)
+    }
+
+    /// Up to `k` examples nearest `query` as `(message, label)`, nearest
+    /// first. `vectors` are the bank's (unit length, as the encoder's).
+    pub fn nearest(&self, vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<(String, String)> {
+        let mut scored: Vec<(f32, usize)> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>(), i))
+            .collect();
+        let k = k.min(scored.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.truncate(k);
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored
+            .into_iter()
+            .map(|(_, i)| (self.examples[i].message.clone(), self.examples[i].label.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(message: &str, label: &str) -> Example {
+        Example {
+            source: "s".into(),
+            message: message.into(),
+            label: label.into(),
+        }
+    }
+
+    #[test]
+    fn nearest_examples_come_first_and_k_bounds_them() {
+        let bank = ExampleBank::new(vec![ex("a", "A"), ex("b", "B"), ex("c", "C")]);
+        let v = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![0.6, 0.8]];
+        let got = bank.nearest(&v, &[0.0, 1.0], 2);
+        assert_eq!(got, vec![("b".into(), "B".into()), ("c".into(), "C".into())]);
+        assert_eq!(bank.nearest(&v, &[1.0, 0.0], 9).len(), 3);
+        assert!(bank.nearest(&v, &[1.0, 0.0], 0).is_empty());
+    }
+
+    #[test]
+    fn the_bank_is_embedded_once_and_a_failure_is_reported() {
+        let bank = ExampleBank::new(vec![ex("a", "A")]);
+        let mut calls = 0;
+        bank.vectors(|e| {
+            calls += 1;
+            Ok(vec![vec![1.0]; e.len()])
+        })
+        .unwrap();
+        bank.vectors(|_| {
+            calls += 1;
+            Ok(vec![])
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
+        let failing = ExampleBank::new(vec![ex("a", "A")]);
+        assert_eq!(failing.vectors(|_| Err("no encoder".into())).unwrap_err(), "no encoder");
+    }
+}
