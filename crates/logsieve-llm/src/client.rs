@@ -47,7 +47,7 @@ pub enum LlmError {
     #[error("HTTP {status}{}: {body}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
     Status {
         status: u16,
-        /// `Retry-After` in its seconds form, when sent.
+        /// `Retry-After` (seconds or HTTP-date), when sent.
         retry_after: Option<Duration>,
         /// The start of the response body (the provider's error message).
         body: String,

@@ -5,15 +5,29 @@
 //! decisions are tested without sleeping.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 
-/// `Retry-After` in its delay-seconds form (`"120"`). The HTTP-date form is
-/// not understood; the caller falls back to its own backoff then.
+/// `Retry-After` as a wait: the delay-seconds form (`"120"`) or the
+/// HTTP-date form (`"Wed, 21 Oct 2015 07:28:00 GMT"`, a wait until then,
+/// zero if it has passed). Anything else, or more than a day, is ignored and
+/// the caller falls back to its own backoff.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+    parse_retry_after_at(value, SystemTime::now())
+}
+
+fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs.min(86_401.0)),
+        Ok(_) => return None,
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    (wait <= Duration::from_secs(86_400)).then_some(wait)
 }
 
 /// What to do after failed attempt number `retry` (0 for the first retry).
@@ -184,8 +198,21 @@ mod tests {
     fn retry_after_seconds_form() {
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("90000"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn retry_after_http_date_form() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let at = |v| parse_retry_after_at(v, now);
+        assert_eq!(at("Wed, 21 Oct 2015 07:28:30 GMT"), Some(Duration::from_secs(30)));
+        // A date already past means "now".
+        assert_eq!(at("Wed, 21 Oct 2015 07:27:00 GMT"), Some(Duration::ZERO));
+        // More than a day ahead is not believed.
+        assert_eq!(at("Fri, 23 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(at("Wed, 21 Oct 2015 25:00:00 GMT"), None);
     }
 
     #[test]
