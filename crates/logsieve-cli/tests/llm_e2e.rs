@@ -60,7 +60,9 @@ fn fake_llm() -> (String, Arc<AtomicUsize>, Asked) {
                     .map(|e| {
                         let e = e.split("\n</examples>").next().unwrap();
                         let list: Vec<serde_json::Value> = serde_json::from_str(e).unwrap();
-                        list.iter().map(|x| x["label"].as_str().unwrap().to_string()).collect()
+                        list.iter()
+                            .map(|x| x["label"].as_str().unwrap().to_string())
+                            .collect()
                     })
                     .unwrap_or_default();
                 a.lock()

@@ -114,12 +114,35 @@ fn is_model_unsure(d: &Decision) -> bool {
     d.method == Method::None && d.detail.starts_with(MODEL_UNSURE)
 }
 
-fn cache_key(source: &str, masked: &str) -> String {
-    let mut k = String::with_capacity(source.len() + masked.len() + 1);
-    k.push_str(source);
-    k.push('\u{1f}');
-    k.push_str(masked);
-    k
+/// The note a decision served from the template cache carries.
+const CACHE_HIT_NOTE: &str = "template cache hit";
+
+/// The template cache: (source, masked text) → decision. foldhash, because
+/// keys are whole log lines and SipHash costs about a nanosecond a byte.
+type TemplateCache = LruCache<String, Decision, foldhash::fast::RandomState>;
+
+/// What the template cache holds for a key.
+enum Cached {
+    /// A decision to reuse (already carrying the cache-hit note).
+    Decided(Decision),
+    /// The model was unsure of this key: its note, and on to the LLM.
+    Unsure(String),
+    Miss,
+    /// The cache is switched off.
+    Off,
+}
+
+/// Remember a decision for a key: model-unsure markers as they are, others
+/// with the note every later hit will carry.
+fn remember(cache: &mut Option<TemplateCache>, key: String, d: &Decision) {
+    if let Some(c) = cache.as_mut() {
+        let stored = if is_model_unsure(d) {
+            d.clone()
+        } else {
+            d.clone().with_note(CACHE_HIT_NOTE)
+        };
+        c.put(key, stored);
+    }
 }
 
 type EmbedderSlot = OnceLock<Result<Arc<dyn Embedder>, String>>;
@@ -135,7 +158,7 @@ pub struct Pipeline {
     /// The encoder sees masked text (the classifier was trained so).
     input_masked: bool,
     /// Template cache: (source, masked text) → the decision the model or LLM reached.
-    cache: Mutex<Option<LruCache<String, Decision>>>,
+    cache: Mutex<Option<TemplateCache>>,
     /// Few-shot examples for the LLM's prompt (from the artifact).
     examples: ExampleBank,
     pub stats: Stats,
@@ -166,7 +189,10 @@ impl Pipeline {
             None => Masker::builtin(),
         };
         let input_masked = artifact.embedding.input == "masked";
-        let cache = Mutex::new(NonZeroUsize::new(config.templates.cache_capacity).map(LruCache::new));
+        let cache = Mutex::new(
+            NonZeroUsize::new(config.templates.cache_capacity)
+                .map(|n| LruCache::with_hasher(n, foldhash::fast::RandomState::default())),
+        );
         let examples = ExampleBank::new(artifact.examples.clone());
         Ok(Self {
             config,
@@ -277,7 +303,9 @@ impl Pipeline {
     pub fn prepare(&self, items: &[Item<'_>]) -> (Partial, Vec<LlmRequest>) {
         let mut out: Vec<Option<Decision>> = Vec::with_capacity(items.len());
         let mut groups: Vec<Group> = Vec::new();
-        let mut group_of: HashMap<String, usize> = HashMap::new();
+        let mut group_of: HashMap<String, usize, foldhash::fast::RandomState> = HashMap::default();
+        // Reused for every row: a cache hit allocates nothing but its decision.
+        let (mut masked, mut key) = (String::new(), String::new());
         {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             for (i, item) in items.iter().enumerate() {
@@ -289,35 +317,59 @@ impl Pipeline {
                 } else if route == Route::Rules {
                     Some(Decision::none("no rule matched (source routed to rules only)"))
                 } else {
-                    let masked = self.masker.mask(item.message);
-                    let key = cache_key(item.source, &masked);
-                    let cached = cache.as_mut().and_then(|c| c.get(&key)).cloned();
-                    if cached.is_some() {
-                        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if let Some(d) = cached.as_ref().filter(|d| !is_model_unsure(d)) {
-                        Some(d.clone().with_note("template cache hit"))
+                    let masked_text = if self.masker.mask_into(item.message, &mut masked) {
+                        masked.as_str()
                     } else {
-                        if cache.is_some() && cached.is_none() {
+                        item.message
+                    };
+                    key.clear();
+                    key.push_str(item.source);
+                    key.push('\u{1f}');
+                    key.push_str(masked_text);
+                    let cached = match cache.as_mut() {
+                        None => Cached::Off,
+                        Some(c) => match c.get(key.as_str()) {
+                            None => Cached::Miss,
+                            Some(d) if is_model_unsure(d) => Cached::Unsure(d.detail.clone()),
+                            Some(d) => Cached::Decided(d.clone()),
+                        },
+                    };
+                    match &cached {
+                        Cached::Decided(_) | Cached::Unsure(_) => {
+                            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Cached::Miss => {
                             self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
                         }
+                        Cached::Off => {}
+                    }
+                    if let Cached::Decided(d) = cached {
+                        Some(d)
+                    } else {
                         // A key the model was unsure of goes straight to the LLM.
-                        let unsure = cached.map(|d| d.detail);
-                        let g = *group_of.entry(key).or_insert_with_key(|key| {
-                            let text = if self.input_masked {
-                                masked.into_owned()
-                            } else {
-                                item.message.to_string()
-                            };
-                            groups.push(Group {
-                                key: key.clone(),
-                                text,
-                                rows: Vec::new(),
-                                to_llm: route == Route::Llm || unsure.is_some(),
-                                model_note: unsure.unwrap_or_default(),
-                            });
-                            groups.len() - 1
-                        });
+                        let unsure = match cached {
+                            Cached::Unsure(note) => Some(note),
+                            _ => None,
+                        };
+                        let g = match group_of.get(key.as_str()) {
+                            Some(&g) => g,
+                            None => {
+                                let text = if self.input_masked {
+                                    masked_text
+                                } else {
+                                    item.message
+                                };
+                                groups.push(Group {
+                                    key: key.clone(),
+                                    text: text.to_string(),
+                                    rows: Vec::new(),
+                                    to_llm: route == Route::Llm || unsure.is_some(),
+                                    model_note: unsure.unwrap_or_default(),
+                                });
+                                group_of.insert(key.clone(), groups.len() - 1);
+                                groups.len() - 1
+                            }
+                        };
                         groups[g].rows.push(i);
                         None
                     }
@@ -342,9 +394,7 @@ impl Pipeline {
             for (k, (g, d)) in for_model.into_iter().zip(decisions).enumerate() {
                 if is_model_unsure(&d) {
                     // Remembered, so the next row with this key skips the encoder.
-                    if let Some(c) = cache.as_mut() {
-                        c.put(groups[g].key.clone(), d.clone());
-                    }
+                    remember(&mut cache, groups[g].key.clone(), &d);
                     if let Some(v) = vectors.get_mut(k) {
                         llm_vectors.insert(g, std::mem::take(v));
                     }
@@ -352,9 +402,7 @@ impl Pipeline {
                     continue;
                 }
                 if d.method == Method::Model {
-                    if let Some(c) = cache.as_mut() {
-                        c.put(groups[g].key.clone(), d.clone());
-                    }
+                    remember(&mut cache, groups[g].key.clone(), &d);
                 }
                 for &i in &groups[g].rows {
                     out[i] = Some(d.clone());
@@ -395,9 +443,7 @@ impl Pipeline {
             for ((rows, key, model_note), o) in to_llm.into_iter().zip(outcomes) {
                 let d = llm_decision(o, &model_note);
                 if d.method == Method::Llm {
-                    if let Some(c) = cache.as_mut() {
-                        c.put(key, d.clone());
-                    }
+                    remember(&mut cache, key, &d);
                 }
                 for i in rows {
                     out[i] = Some(d.clone());
@@ -432,7 +478,9 @@ impl Pipeline {
     /// Embed `texts` (already in the encoder's representation), counting
     /// them in the stats.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        let embedder = self.embedder().map_err(|e| format!("model stage unavailable: {e}"))?;
+        let embedder = self
+            .embedder()
+            .map_err(|e| format!("model stage unavailable: {e}"))?;
         let (vectors, counts) = embedder
             .embed_counted(texts)
             .map_err(|e| format!("encoder failed: {e}"))?;
@@ -450,7 +498,10 @@ impl Pipeline {
     fn model_stage(&self, texts: &[&str]) -> (Vec<Decision>, Vec<Vec<f32>>) {
         match self.embed(texts) {
             Ok(vectors) => (vectors.iter().map(|v| self.decide(v)).collect(), vectors),
-            Err(e) => (texts.iter().map(|_| Decision::none(e.clone())).collect(), Vec::new()),
+            Err(e) => (
+                texts.iter().map(|_| Decision::none(e.clone())).collect(),
+                Vec::new(),
+            ),
         }
     }
 

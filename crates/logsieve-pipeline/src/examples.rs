@@ -108,6 +108,9 @@ mod tests {
         .unwrap();
         assert_eq!(calls, 1);
         let failing = ExampleBank::new(vec![ex("a", "A")]);
-        assert_eq!(failing.vectors(|_| Err("no encoder".into())).unwrap_err(), "no encoder");
+        assert_eq!(
+            failing.vectors(|_| Err("no encoder".into())).unwrap_err(),
+            "no encoder"
+        );
     }
 }

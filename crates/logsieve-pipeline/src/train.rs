@@ -71,7 +71,10 @@ fn example_bank(p: &Pipeline, rows: &[LabelledRow], usable: &[usize], per_label:
     // (label, masked text) -> (first row, rows with it)
     let mut templates: HashMap<(&str, String), (usize, usize)> = HashMap::new();
     for &i in usable {
-        let key = (rows[i].label.as_str(), p.masker().mask(&rows[i].message).into_owned());
+        let key = (
+            rows[i].label.as_str(),
+            p.masker().mask(&rows[i].message).into_owned(),
+        );
         templates.entry(key).or_insert((i, 0)).1 += 1;
     }
     let mut ranked: Vec<(&str, usize, usize)> = templates
@@ -248,7 +251,13 @@ mod tests {
             self.0.lock().unwrap().extend(texts.iter().map(|t| t.to_string()));
             Ok(texts
                 .iter()
-                .map(|t| if t.contains("disk") { vec![1.0, 0.0] } else { vec![0.0, 1.0] })
+                .map(|t| {
+                    if t.contains("disk") {
+                        vec![1.0, 0.0]
+                    } else {
+                        vec![0.0, 1.0]
+                    }
+                })
                 .collect())
         }
     }
@@ -257,9 +266,21 @@ mod tests {
         let mut rows = Vec::new();
         for i in 0..20 {
             for (source, message, label) in [
-                ("Db", format!("disk {i} is 9{i}% full on 10.0.0.{i}"), "Resource Usage"),
-                ("Db", format!("replica {i} lagging behind primary by {i} seconds"), "Error"),
-                ("LegacyCRM", format!("Lead conversion failed for prospect ID 7{i}"), "Workflow Error"),
+                (
+                    "Db",
+                    format!("disk {i} is 9{i}% full on 10.0.0.{i}"),
+                    "Resource Usage",
+                ),
+                (
+                    "Db",
+                    format!("replica {i} lagging behind primary by {i} seconds"),
+                    "Error",
+                ),
+                (
+                    "LegacyCRM",
+                    format!("Lead conversion failed for prospect ID 7{i}"),
+                    "Workflow Error",
+                ),
             ] {
                 rows.push(LabelledRow {
                     line: rows.len() as u64 + 2,
@@ -288,7 +309,9 @@ mod tests {
     fn the_encoder_is_trained_on_the_text_the_cascade_will_show_it() {
         for masked in [true, false] {
             let rec = Arc::new(Recorder::default());
-            let p = Pipeline::new(Config::builtin()).unwrap().with_embedder(rec.clone());
+            let p = Pipeline::new(Config::builtin())
+                .unwrap()
+                .with_embedder(rec.clone());
             let t = train(&p, &rows(), "d.csv", b"", &settings(masked)).unwrap();
             assert_eq!(t.artifact.embedding.input, if masked { "masked" } else { "raw" });
             let seen = rec.0.lock().unwrap();

@@ -183,6 +183,47 @@ async fn health_ready_and_stages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_503_while_the_encoder_cannot_load_and_rules_still_answer() {
+    let empty = tempfile::tempdir().unwrap();
+    let mut cfg = Config::builtin();
+    cfg.model.embedding_dir = Some(empty.path().to_path_buf());
+    let app = app(state(
+        Arc::new(Pipeline::new(cfg).unwrap()),
+        ServerConfig::default(),
+        None,
+    ));
+    // Not ready while loading, and still not once the load has failed.
+    let r = send(app.clone(), get("/ready")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    for _ in 0..500 {
+        if send(app.clone(), get("/health")).await.json()["stages"]["model"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = send(app.clone(), get("/ready")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.error_code(), "not_ready");
+    // Liveness stays 200 and names the failure; rules still decide; a line
+    // for the model comes out `none` with the reason, never lost.
+    let h = send(app.clone(), get("/health")).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.json()["stages"]["model"], "failed");
+    let hit = send(app.clone(), single("ModernCRM", RULE_HIT)).await.json();
+    assert_eq!(hit["method"], "rule");
+    let novel = send(app.clone(), single("ModernCRM", NOVEL)).await.json();
+    assert_eq!(novel["method"], "none");
+    assert_eq!(novel["target_label"], "Unclassified");
+    assert!(
+        novel["detail"]
+            .as_str()
+            .unwrap()
+            .contains("model stage unavailable"),
+        "{novel}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_upload_of_the_seed_file_returns_it_classified() {
     let app = real_app();
     let (ct, body) = multipart("file", "seed_test.csv", SEED);

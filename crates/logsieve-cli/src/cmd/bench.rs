@@ -17,13 +17,17 @@ use logsieve_pipeline::run::classify_stream;
 use logsieve_pipeline::Pipeline;
 use serde_json::{json, Value};
 
-use crate::common::{mib, peak_rss_bytes, rss_bytes, ConfigArgs};
+use crate::common::{cpu_seconds, mib, peak_rss_bytes, rss_bytes, ConfigArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Stage {
     Rules,
     Embed,
     Classify,
+    /// `--data` (any input format) classified `--passes` times through one
+    /// pipeline: pass 1 fills the template cache, later passes show the
+    /// warm path. Not part of `all`.
+    Replay,
     All,
 }
 
@@ -50,6 +54,15 @@ pub struct Args {
     /// A Python with sentence-transformers, timed on the same messages.
     #[arg(long, env = "LOGSIEVE_ST_PYTHON")]
     pub st_python: Option<PathBuf>,
+    /// replay: input format (default: from the file name, else sniffed).
+    #[arg(long)]
+    pub format: Option<logsieve_pipeline::io::Format>,
+    /// replay: source for plain-text lines (and rows without one).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// replay: passes over the data.
+    #[arg(long, default_value_t = 2)]
+    pub passes: usize,
 }
 
 fn read_rows(path: &PathBuf) -> Result<Vec<(String, String)>> {
@@ -72,6 +85,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
+    if a.stage == Stage::Replay {
+        return replay(cfg, &a);
+    }
     let rows = read_rows(&a.data)?;
     let mut result = serde_json::Map::new();
     result.insert("data".into(), json!(a.data.display().to_string()));
@@ -129,6 +145,54 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     println!("peak RSS {:.0} MiB", mib(rss));
     result.insert("peak_rss_mib".into(), json!(mib(rss).round()));
     println!("{}", Value::Object(result));
+    Ok(0)
+}
+
+/// Classify the file `passes` times through one pipeline (so one template
+/// cache), into JSON lines thrown away; rows/s by wall clock and per CPU
+/// second for each pass.
+fn replay(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
+    let p = Pipeline::new(cfg.load()?)?;
+    let bytes = std::fs::read(&a.data).with_context(|| format!("{}: cannot read", a.data.display()))?;
+    let name = a.data.file_name().map(|n| n.to_string_lossy().into_owned());
+    let format = a.format.unwrap_or_else(|| {
+        logsieve_pipeline::io::sniff_format(name.as_deref(), &bytes[..bytes.len().min(4096)])
+    });
+    let mut passes = Vec::new();
+    for pass in 1..=a.passes.max(1) {
+        let before = p.stats.snapshot();
+        let (t0, c0) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
+        let mut reader = logsieve_pipeline::io::reader(bytes.as_slice(), format, a.source.clone())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
+        let mut writer = logsieve_pipeline::io::JsonlWriter::new(std::io::sink());
+        let s = classify_stream(&p, reader.as_mut(), &mut writer, |_| {})?;
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds().unwrap_or(0.0) - c0;
+        let after = p.stats.snapshot();
+        let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+        let hits = after["template_cache"]["hits"].as_u64().unwrap_or(0)
+            - before["template_cache"]["hits"].as_u64().unwrap_or(0);
+        let rps = s.rows as f64 / secs;
+        let per_cpu = s.rows as f64 / cpu.max(0.01);
+        println!(
+            "replay pass {pass}: {} rows in {secs:.2}s = {rps:.0} rows/s; {cpu:.2} CPU-s = {per_cpu:.0} rows per CPU-second; \
+             {} texts encoded; template cache hits {hits} ({:.1}% of rows)",
+            s.rows,
+            delta("encoded_texts"),
+            100.0 * hits as f64 / s.rows.max(1) as f64,
+        );
+        passes.push(json!({
+            "pass": pass, "rows": s.rows, "seconds": round1(secs * 10.0) / 10.0,
+            "rows_per_s": rps.round(), "cpu_seconds": cpu, "rows_per_cpu_s": per_cpu.round(),
+            "encoded_texts": delta("encoded_texts"), "cache_hits": hits,
+        }));
+    }
+    let rss = peak_rss_bytes().unwrap_or(0);
+    println!("peak RSS {:.0} MiB", mib(rss));
+    println!(
+        "{}",
+        json!({"data": a.data.display().to_string(), "passes": passes, "peak_rss_mib": mib(rss).round()})
+    );
     Ok(0)
 }
 

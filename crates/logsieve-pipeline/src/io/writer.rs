@@ -102,35 +102,128 @@ impl<W: Write> JsonlWriter<W> {
 
 impl<W: Write> RowWriter for JsonlWriter<W> {
     fn write(&mut self, row: &InputRow, d: &Decision) -> std::io::Result<()> {
-        use serde_json::Value;
-        let mut obj = match &row.payload {
-            Payload::Json(m) => m.clone(),
-            Payload::Raw(text) => {
-                let mut m = serde_json::Map::new();
-                m.insert("line".into(), Value::from(row.line));
-                m.insert("raw".into(), Value::from(text.clone()));
-                m
-            }
-            Payload::Csv(_) | Payload::Text => {
-                let mut m = serde_json::Map::new();
-                m.insert("line".into(), Value::from(row.line));
-                m.insert("source".into(), Value::from(row.source.clone()));
-                m.insert("log_message".into(), Value::from(row.message.clone()));
-                m
-            }
-        };
-        obj.insert("target_label".into(), Value::from(d.target_label.clone()));
-        obj.insert("method".into(), Value::from(d.method.as_str()));
-        obj.insert(
-            "confidence".into(),
-            Value::from((d.confidence as f64 * 10000.0).round() / 10000.0),
-        );
-        obj.insert("detail".into(), Value::from(d.detail.clone()));
-        serde_json::to_writer(&mut self.w, &Value::Object(obj))?;
+        serde_json::to_writer(&mut self.w, &JsonRow { row, d })?;
         self.w.write_all(b"\n")
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
         self.w.flush()
+    }
+}
+
+/// One output object, serialised straight from the row and the decision
+/// (nothing copied): a JSON input object keeps its fields in order, with the
+/// output columns replaced in place where it has them, else appended; other
+/// rows are `line`, `source`, `log_message` (or `line`, `raw`) then the
+/// output columns.
+struct JsonRow<'a> {
+    row: &'a InputRow,
+    d: &'a Decision,
+}
+
+impl JsonRow<'_> {
+    fn put<M: serde::ser::SerializeMap>(&self, m: &mut M, column: usize) -> Result<(), M::Error> {
+        let d = self.d;
+        let name = OUTPUT_COLUMNS[column];
+        match column {
+            0 => m.serialize_entry(name, &d.target_label),
+            1 => m.serialize_entry(name, d.method.as_str()),
+            2 => m.serialize_entry(name, &((d.confidence as f64 * 10000.0).round() / 10000.0)),
+            _ => m.serialize_entry(name, &d.detail),
+        }
+    }
+}
+
+impl serde::Serialize for JsonRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        let mut written = [false; 4];
+        match &self.row.payload {
+            Payload::Json(obj) => {
+                for (k, v) in obj {
+                    match OUTPUT_COLUMNS.iter().position(|c| c == k) {
+                        Some(i) => {
+                            written[i] = true;
+                            self.put(&mut m, i)?;
+                        }
+                        None => m.serialize_entry(k, v)?,
+                    }
+                }
+            }
+            Payload::Raw(text) => {
+                m.serialize_entry("line", &self.row.line)?;
+                m.serialize_entry("raw", text)?;
+            }
+            Payload::Csv(_) | Payload::Text => {
+                m.serialize_entry("line", &self.row.line)?;
+                m.serialize_entry("source", &self.row.source)?;
+                m.serialize_entry("log_message", &self.row.message)?;
+            }
+        }
+        for (i, done) in written.into_iter().enumerate() {
+            if !done {
+                self.put(&mut m, i)?;
+            }
+        }
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Method;
+
+    fn decision() -> Decision {
+        Decision {
+            target_label: "User Action".into(),
+            method: Method::Rule,
+            confidence: 1.0,
+            detail: "rule login".into(),
+        }
+    }
+
+    fn write_one(row: &InputRow) -> String {
+        let mut out = Vec::new();
+        JsonlWriter::new(&mut out).write(row, &decision()).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_json_row_keeps_its_field_order_and_output_columns_replace_in_place() {
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"ts":1,"target_label":"old","source":"A","log_message":"m \"q\""}"#)
+                .unwrap();
+        let row = InputRow {
+            line: 3,
+            source: "A".into(),
+            message: "m \"q\"".into(),
+            note: String::new(),
+            unreadable: false,
+            payload: Payload::Json(obj),
+        };
+        assert_eq!(
+            write_one(&row),
+            "{\"ts\":1,\"target_label\":\"User Action\",\"source\":\"A\",\"log_message\":\"m \\\"q\\\"\",\
+             \"method\":\"rule\",\"confidence\":1.0,\"detail\":\"rule login\"}\n"
+        );
+    }
+
+    #[test]
+    fn a_text_line_becomes_line_source_message_and_the_output_columns() {
+        let row = InputRow {
+            line: 7,
+            source: "web".into(),
+            message: "GET /x 200".into(),
+            note: String::new(),
+            unreadable: false,
+            payload: Payload::Text,
+        };
+        assert_eq!(
+            write_one(&row),
+            "{\"line\":7,\"source\":\"web\",\"log_message\":\"GET /x 200\",\"target_label\":\"User Action\",\
+             \"method\":\"rule\",\"confidence\":1.0,\"detail\":\"rule login\"}\n"
+        );
     }
 }
