@@ -181,6 +181,9 @@ impl Pipeline {
         let threshold = config.model.threshold.unwrap_or(artifact.model_threshold);
         let mut labels: Vec<String> = artifact.model.labels.clone();
         labels.extend(rules.specs().iter().map(|r| r.label.clone()));
+        // Labels the training data had only for LLM-routed sources (too rare
+        // to train on) are the LLM's to give.
+        labels.extend(artifact.examples.iter().map(|e| e.label.clone()));
         labels.sort();
         labels.dedup();
         let llm = LlmStage::new(config.llm.clone(), &labels, ApiKey::from_env().map(|(k, _)| k))?;

@@ -279,7 +279,7 @@ mod tests {
                 (
                     "LegacyCRM",
                     format!("Lead conversion failed for prospect ID 7{i}"),
-                    "Workflow Error",
+                    "Lead Failure",
                 ),
             ] {
                 rows.push(LabelledRow {
@@ -336,7 +336,7 @@ mod tests {
         // One template per label here (the rows differ only in numbers),
         // LLM-only labels from routed sources included.
         let labels: Vec<&str> = ex.iter().map(|e| e.label.as_str()).collect();
-        assert_eq!(labels, ["Error", "Resource Usage", "Workflow Error"]);
+        assert_eq!(labels, ["Error", "Lead Failure", "Resource Usage"]);
         let is_test = stratified_split(
             &rows().iter().map(|r| r.label.as_str()).collect::<Vec<_>>(),
             0.25,
@@ -346,5 +346,21 @@ mod tests {
             let i = rows().iter().position(|r| r.message == e.message).unwrap();
             assert!(!is_test[i], "held-out row {} used as an example", e.message);
         }
+    }
+
+    #[test]
+    fn labels_seen_only_on_llm_routed_sources_become_llm_labels() {
+        let p = Pipeline::new(Config::builtin())
+            .unwrap()
+            .with_embedder(Arc::new(Recorder::default()));
+        let t = train(&p, &rows(), "d.csv", b"", &settings(true)).unwrap();
+        assert!(!t.artifact.model.labels.contains(&"Lead Failure".to_string()));
+        let dir = tempfile::tempdir().unwrap();
+        save(&t, dir.path()).unwrap();
+        let mut cfg = Config::builtin();
+        cfg.model.classifier = Some(dir.path().to_path_buf());
+        let p = Pipeline::new(cfg).unwrap();
+        let llm_labels: Vec<&str> = p.llm().labels().iter().map(|l| l.name.as_str()).collect();
+        assert!(llm_labels.contains(&"Lead Failure"), "{llm_labels:?}");
     }
 }
