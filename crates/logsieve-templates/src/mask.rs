@@ -497,8 +497,88 @@ impl Default for Masker {
 mod tests {
     use super::*;
 
+    /// Masks with the built-in rules, checking that both engines agree.
     fn m(line: &str) -> String {
-        Masker::builtin().mask(line).into_owned()
+        same_on_both_paths(&Masker::builtin(), line)
+    }
+
+    fn same_on_both_paths(masker: &Masker, line: &str) -> String {
+        let (mut fast, mut reference) = (String::new(), String::new());
+        let a = masker.mask_into(line, &mut fast);
+        let b = masker.mask_into_reference(line, &mut reference);
+        assert_eq!((a, &fast), (b, &reference), "line: {line:?}");
+        masker.mask(line).into_owned()
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_regex_on_edge_cases() {
+        assert!(Masker::builtin().has_fast_path());
+        // At the very start and end of the line, glued on either side,
+        // rejected matches (too short, glued on the right) and what a
+        // shorter match then finds, multi-byte characters around matches.
+        for line in [
+            "",
+            "7",
+            "-7",
+            "42",
+            "x42",
+            "42x",
+            "a 42",
+            "0x",
+            "0x1f",
+            "0x1fg 12",
+            "abc123 de12f0 12ab",
+            "-",
+            "--5",
+            "5-",
+            "1.2.3.4",
+            "1.2.3.4:80x",
+            "1.2.3.4.5.6",
+            "2015-10-18 18:01:47,978",
+            "2015-10-18 18:01:47,978x",
+            "Dec 10 06:55:46",
+            "Sun Dec 04 04:47:44 2005",
+            "http://x",
+            "x@y.z",
+            "/a/b",
+            "/a/b/",
+            "é42é 42é é42 /é/b 1é",
+            "fe80::1",
+            "::",
+            "12 34\t56 , 78",
+            "blk_-42 x86_64 KB42 9.2 KB",
+        ] {
+            same_on_both_paths(&Masker::builtin(), line);
+        }
+        // A rule that is not isolated, and one mixing isolated and not.
+        let custom = Masker::from_toml(
+            "[[mask]]\nname = \"k\"\npattern = 'k[0-9]+'\nmask_with = \"<K>\"\nisolated = false\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert!(custom.has_fast_path());
+        for line in ["k1 ak2 a k3x 4k5", "k1", "xk12", "12 k3 4"] {
+            same_on_both_paths(&custom, line);
+        }
+        assert_eq!(custom.mask("ak2 k3 7"), "a<K> <NUM>");
+    }
+
+    #[test]
+    fn rules_with_look_around_agree_on_both_paths() {
+        // Look-around inside a rule is decided by the DFA within the line
+        // (and at its end); only the start state could depend on the text
+        // before the context byte, and the scanner checks that it does not.
+        let masker = Masker::from_toml(
+            "[[mask]]\nname = \"w\"\npattern = 'id\\b'\nmask_with = \"<ID>\"\n\
+             [[mask]]\nname = \"e\"\npattern = 'end$'\nmask_with = \"<END>\"\n",
+            "w.toml",
+        )
+        .unwrap();
+        assert!(masker.has_fast_path());
+        for line in ["an id 42 ids", "id_x id- end", "end end", "idid id"] {
+            same_on_both_paths(&masker, line);
+        }
+        assert_eq!(masker.mask("an id 42 ids end"), "an <ID> <NUM> ids <END>");
     }
 
     #[test]
