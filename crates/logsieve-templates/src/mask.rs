@@ -165,7 +165,11 @@ impl Scanner {
     /// the context byte) or a DFA larger than [`SCANNER_DFA_LIMIT`].
     fn build(patterns: &[String]) -> Option<Scanner> {
         let dfa = dense::Builder::new()
-            .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
+            .syntax(
+                regex_automata::util::syntax::Config::new()
+                    .unicode(false)
+                    .utf8(false),
+            )
             .configure(
                 dense::Config::new()
                     .start_kind(StartKind::Anchored)
@@ -231,7 +235,8 @@ impl Masker {
         static BUILTIN: OnceLock<Masker> = OnceLock::new();
         BUILTIN
             .get_or_init(|| {
-                Self::from_toml(BUILTIN_MASKING_TOML, BUILTIN_NAME).expect("the built-in masking rules are valid")
+                Self::from_toml(BUILTIN_MASKING_TOML, BUILTIN_NAME)
+                    .expect("the built-in masking rules are valid")
             })
             .clone()
     }

@@ -256,7 +256,9 @@ pub struct Scratch {
 /// would merely allocate.)
 fn recycle<'b>(mut v: Vec<&str>) -> Vec<&'b str> {
     v.clear();
-    v.into_iter().map(|_| -> &'b str { unreachable!("the vector is empty") }).collect()
+    v.into_iter()
+        .map(|_| -> &'b str { unreachable!("the vector is empty") })
+        .collect()
 }
 
 /// The online template miner. Share it with `Arc<Miner>`; every method

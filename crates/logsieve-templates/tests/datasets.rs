@@ -87,7 +87,10 @@ fn fast_masking_equals_the_regex_masking_on_loghub_lines() {
     };
     let mut lines = 0;
     for (system, _) in FLOORS {
-        let path = dir.join("loghub-2k").join(system).join(format!("{system}_2k.log"));
+        let path = dir
+            .join("loghub-2k")
+            .join(system)
+            .join(format!("{system}_2k.log"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for line in text.lines() {
             check(line);
