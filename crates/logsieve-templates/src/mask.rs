@@ -10,11 +10,11 @@
 //! `blk_<NUM>` while `x86_64` stays as it is.
 //!
 //! Two engines run the same combined pattern set and give the same matches:
-//! a fully compiled anchored DFA ([`Scanner`], the fast path: one table
+//! a fully compiled anchored DFA (`Scanner`, the fast path: one table
 //! lookup per byte, no reverse scan, no padded copy of the line), used
-//! whenever the rules compile to a small enough DFA without look-around,
-//! and the `regex-automata` meta regex otherwise (and as the reference the
-//! tests compare the fast path with).
+//! whenever the rules compile to a small enough DFA, and the
+//! `regex-automata` meta regex otherwise (and as the reference the tests
+//! compare the fast path with).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -160,9 +160,11 @@ struct Scanner {
 }
 
 impl Scanner {
-    /// Builds the scanner, or `None` when the rules do not allow it: a rule
-    /// with look-around (its start state would depend on the text before
-    /// the context byte) or a DFA larger than [`SCANNER_DFA_LIMIT`].
+    /// Builds the scanner, or `None` when the rules do not allow it: a DFA
+    /// larger than [`SCANNER_DFA_LIMIT`], or a start state that depends on
+    /// the text before the context byte (never with the context byte in
+    /// front of every rule; checked rather than assumed). Assertions inside
+    /// a rule (`\b`, `$`) are decided by the DFA on the line itself.
     fn build(patterns: &[String]) -> Option<Scanner> {
         let dfa = dense::Builder::new()
             .syntax(
