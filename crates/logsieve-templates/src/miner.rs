@@ -245,6 +245,20 @@ struct Inner {
 pub struct Scratch {
     buf: String,
     ids: Vec<u32>,
+    /// Always empty between calls: only its allocation is reused for the
+    /// tokens of the next line (see [`recycle`]).
+    texts: Vec<&'static str>,
+}
+
+/// An empty vector that keeps `v`'s allocation but borrows for another
+/// lifetime. (`collect` from a vector's own `into_iter` reuses its buffer
+/// when the element layout is the same, as here; were it not to, this
+/// would merely allocate.)
+fn recycle<'b>(mut v: Vec<&str>) -> Vec<&'b str> {
+    v.clear();
+    v.into_iter()
+        .map(|_| -> &'b str { unreachable!("the vector is empty") })
+        .collect()
 }
 
 /// The online template miner. Share it with `Arc<Miner>`; every method
@@ -1027,14 +1041,21 @@ fn split_key_value(tok: &str) -> Option<(&str, &str)> {
 /// (`blk_<NUM> blk_<NUM> blk_<NUM>`, a list of values) count once, so lists
 /// of any length give one template.
 fn tokens_of(line: &str) -> Vec<&str> {
-    let mut v: Vec<&str> = line.split_ascii_whitespace().collect();
+    let mut v = Vec::new();
+    tokens_into(line, &mut v);
+    v
+}
+
+/// [`tokens_of`] into a caller-owned vector (cleared first).
+fn tokens_into<'a>(line: &'a str, v: &mut Vec<&'a str>) {
+    v.clear();
+    v.extend(line.split_ascii_whitespace());
     if v.is_empty() {
         v.push("");
     }
     if line.contains('<') {
-        collapse_repeats(&mut v);
+        collapse_repeats(v);
     }
-    v
 }
 
 /// Collapses back-to-back repeats of a group of one to three tokens that
@@ -1097,20 +1118,35 @@ impl Miner {
 
     /// [`Miner::add`] reusing caller-owned buffers (for hot loops).
     pub fn add_with(&self, line: &str, scratch: &mut Scratch) -> Match {
-        let Scratch { buf, ids } = scratch;
-        let masked: &str = if self.masker.mask_into(line, buf) {
+        let mut texts = recycle(std::mem::take(&mut scratch.texts));
+        let m = self.add_masked(line, &mut scratch.buf, &mut scratch.ids, &mut texts);
+        scratch.texts = recycle(texts);
+        m
+    }
+
+    /// [`Miner::add_with`], with the scratch buffers taken apart so that
+    /// `texts` may borrow from `buf`.
+    fn add_masked<'a>(
+        &self,
+        line: &'a str,
+        buf: &'a mut String,
+        ids: &mut Vec<u32>,
+        texts: &mut Vec<&'a str>,
+    ) -> Match {
+        let masked: &'a str = if self.masker.mask_into(line, buf) {
             buf
         } else {
             line
         };
-        let texts = tokens_of(masked);
+        tokens_into(masked, texts);
+        let texts: &[&str] = texts;
         // Warm path: read lock, the line fits a template as it is.
         {
             let inner = self.read();
-            let hit = inner.exact_fit(&texts).or_else(|| {
+            let hit = inner.exact_fit(texts).or_else(|| {
                 ids.clear();
                 ids.extend(texts.iter().map(|t| inner.lookup(t)));
-                self.find(&inner, ids, &texts)
+                self.find(&inner, ids, texts)
             });
             if let Some((c, s)) = hit {
                 if s.diff == 0 {
@@ -1126,11 +1162,11 @@ impl Miner {
         }
         let mut inner = self.write();
         ids.clear();
-        for t in &texts {
+        for t in texts {
             let id = inner.intern(t);
             ids.push(id);
         }
-        let found = self.find(&inner, ids, &texts);
+        let found = self.find(&inner, ids, texts);
         let (c, is_new) = match found {
             Some((c, s)) if s.diff_words == 1 && inner.clusters[c as usize].variadic.is_none() => {
                 inner.add_sibling(c, ids, self.config.word_variable_after)

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use logsieve_templates::{grouping_accuracy, mine_rules, rules_to_toml, MineOptions, Miner};
+use logsieve_templates::{grouping_accuracy, mine_rules, rules_to_toml, Masker, MineOptions, Miner};
 
 fn datasets() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets");
@@ -59,6 +59,58 @@ fn loghub_grouping_accuracy_does_not_regress() {
         }
     }
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// The fast masking path (dense DFA) must give exactly the text of the
+/// meta regex path: on every raw loghub-2k line and on mutated copies of
+/// them (suffixes, and bytes swapped for ones that start or end rules).
+#[test]
+fn fast_masking_equals_the_regex_masking_on_loghub_lines() {
+    let Some(dir) = datasets() else { return };
+    let masker = Masker::builtin();
+    assert!(masker.has_fast_path());
+    let (mut fast, mut reference) = (String::new(), String::new());
+    let mut check = |line: &str| {
+        let a = masker.mask_into(line, &mut fast);
+        let b = masker.mask_into_reference(line, &mut reference);
+        assert_eq!((a, &fast), (b, &reference), "line: {line:?}");
+    };
+    const SWAPS: [&str; 16] = [
+        "0", "7", "a", "F", "x", ":", ".", "-", "/", "\\", "@", " ", "_", "é", "[", "Z",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut lines = 0;
+    for (system, _) in FLOORS {
+        let path = dir
+            .join("loghub-2k")
+            .join(system)
+            .join(format!("{system}_2k.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for line in text.lines() {
+            check(line);
+            for (i, _) in line.char_indices().step_by(11) {
+                check(&line[i..]);
+            }
+            for _ in 0..4 {
+                let bounds: Vec<usize> = line.char_indices().map(|(i, _)| i).collect();
+                if bounds.is_empty() {
+                    break;
+                }
+                let at = bounds[next(bounds.len())];
+                let len = line[at..].chars().next().map_or(0, char::len_utf8);
+                let mutated = format!("{}{}{}", &line[..at], SWAPS[next(SWAPS.len())], &line[at + len..]);
+                check(&mutated);
+            }
+            lines += 1;
+        }
+    }
+    assert!(lines >= 20_000, "only {lines} lines");
 }
 
 #[test]
