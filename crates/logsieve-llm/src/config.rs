@@ -79,6 +79,10 @@ pub struct LlmConfig {
     /// Confidence reported when the model's answer states none (or an
     /// unusable one). A stated confidence is clamped to 0..=1.
     pub confidence: f32,
+    /// The LLM's threshold: an answer whose confidence (stated, else
+    /// `confidence`) is below this comes out `Unclassified`, with the label
+    /// it had in `detail`. 0 accepts every answer in the label set.
+    pub min_confidence: f32,
     /// Most labelled examples put in one prompt; extra ones are dropped.
     pub max_examples: usize,
     /// Longest message (in characters) sent to the model; longer lines are
@@ -112,6 +116,7 @@ impl Default for LlmConfig {
             breaker_cooldown_secs: 30.0,
             cache_capacity: 10_000,
             confidence: 0.7,
+            min_confidence: 0.0,
             max_examples: 5,
             max_message_chars: 2_000,
             labels: default_labels(),
@@ -237,8 +242,13 @@ impl LlmConfig {
         if self.max_tokens == 0 {
             return Err(invalid("max_tokens", "must be at least 1"));
         }
-        if !(self.confidence.is_finite() && (0.0..=1.0).contains(&self.confidence)) {
-            return Err(invalid("confidence", "must be between 0 and 1"));
+        for (field, v) in [
+            ("confidence", self.confidence),
+            ("min_confidence", self.min_confidence),
+        ] {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                return Err(invalid(field, "must be between 0 and 1"));
+            }
         }
         if self.max_message_chars == 0 {
             return Err(invalid("max_message_chars", "must be at least 1"));

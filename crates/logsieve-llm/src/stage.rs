@@ -524,12 +524,23 @@ impl Inner {
                 label,
                 reason,
                 confidence,
-            } => LlmOutcome {
-                label,
-                method: Method::Llm,
-                confidence: confidence.unwrap_or(self.config.confidence),
-                detail: reason,
-            },
+            } => {
+                let confidence = confidence.unwrap_or(self.config.confidence);
+                if confidence < self.config.min_confidence {
+                    let mut outcome = LlmOutcome::unclassified_answer(format!(
+                        "llm said {label} with confidence {confidence:.2} < min_confidence {:.2}: {reason}",
+                        self.config.min_confidence
+                    ));
+                    outcome.confidence = confidence;
+                    return outcome;
+                }
+                LlmOutcome {
+                    label,
+                    method: Method::Llm,
+                    confidence,
+                    detail: reason,
+                }
+            }
             Answer::NoFit { reason } => LlmOutcome::unclassified_answer(if reason.is_empty() {
                 "llm: no label fits".to_string()
             } else {

@@ -146,6 +146,34 @@ fn missing_confidence_uses_the_configured_one() {
 }
 
 #[test]
+fn an_answer_below_min_confidence_comes_out_unclassified_with_what_it_said() {
+    let server = FakeServer::start(|_| {
+        content(r#"{"label": "Workflow Error", "reason": "maybe a failed step", "confidence": 0.3}"#)
+    });
+    let unsure = stage(LlmConfig {
+        min_confidence: 0.5,
+        ..config(&server)
+    });
+    let out = one(&unsure, "Lead conversion stalled for prospect ID 3");
+    assert_eq!((out.label.as_str(), out.method), ("Unclassified", Method::Llm));
+    assert_eq!(out.confidence, 0.3);
+    assert!(
+        out.detail.contains("Workflow Error") && out.detail.contains("0.30 < min_confidence 0.50"),
+        "{}",
+        out.detail
+    );
+    // At or above the threshold the label stands.
+    let server = FakeServer::start(|_| {
+        content(r#"{"label": "Workflow Error", "reason": "failed step", "confidence": 0.5}"#)
+    });
+    let sure = stage(LlmConfig {
+        min_confidence: 0.5,
+        ..config(&server)
+    });
+    assert_eq!(one(&sure, "Lead conversion failed").label, "Workflow Error");
+}
+
+#[test]
 fn slow_answer_times_out_and_is_retried_then_fails() {
     let server = FakeServer::start(|_| Reply::Slow(Duration::from_secs(5), r#"{"label":"Error"}"#.into()));
     let stage = stage(LlmConfig {
