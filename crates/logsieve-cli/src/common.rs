@@ -68,8 +68,11 @@ impl ConfigArgs {
     }
 }
 
+/// An opened input: the reader, its size when known, its file name when it has one.
+pub type OpenedInput = (Box<dyn BufRead>, Option<u64>, Option<String>);
+
 /// Open a file, or stdin for `-`/nothing.
-pub fn open_input(path: Option<&PathBuf>) -> Result<(Box<dyn BufRead>, Option<u64>, Option<String>)> {
+pub fn open_input(path: Option<&PathBuf>) -> Result<OpenedInput> {
     match path {
         Some(p) if p.as_os_str() != "-" => {
             let f = File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;

@@ -208,7 +208,7 @@ fn unterminated_quote_writes_earlier_rows_then_fails_naming_the_place() {
 #[test]
 fn a_one_megabyte_line_is_classified_and_written_whole() {
     let mut input = b"source,log_message\nA,User User9 logged in. ".to_vec();
-    input.extend(std::iter::repeat(b'x').take(1 << 20));
+    input.extend(std::iter::repeat_n(b'x', 1 << 20));
     input.extend(b"\nB,Disk cleanup completed successfully.\n");
     let out = run(&["classify"], &input);
     assert!(out.status.success(), "{}", text(&out.stderr));

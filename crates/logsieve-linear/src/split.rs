@@ -49,9 +49,8 @@ mod tests {
 
     #[test]
     fn each_label_is_split_in_proportion() {
-        let labels: Vec<&str> = std::iter::repeat("a")
-            .take(100)
-            .chain(std::iter::repeat("b").take(10))
+        let labels: Vec<&str> = std::iter::repeat_n("a", 100)
+            .chain(std::iter::repeat_n("b", 10))
             .collect();
         let t = stratified_split(&labels, 0.2, 42);
         assert_eq!(t[..100].iter().filter(|&&x| x).count(), 20);
