@@ -223,9 +223,28 @@ fn value_pattern(values: &[String]) -> String {
     format!(
         "{}{}{}",
         regex::escape(prefix),
-        class_for(&cores),
+        multi_token_class(&cores).unwrap_or_else(|| class_for(&cores)),
         regex::escape(suffix)
     )
+}
+
+/// For values that all span the same number (2 or more) of
+/// whitespace-separated tokens, such as two hex ids that masking collapsed
+/// into one variable: one class per token position, joined by `\s+`.
+/// Precise where `.+?` would not be, and cheaper for a `RegexSet` to run.
+fn multi_token_class(values: &[&str]) -> Option<String> {
+    let split: Vec<Vec<&str>> = values.iter().map(|v| v.split_whitespace().collect()).collect();
+    let n = split.first()?.len();
+    if n < 2
+        || split.iter().any(|t| t.len() != n)
+        || values.iter().any(|v| v.trim() != *v)
+    {
+        return None;
+    }
+    let classes: Vec<String> = (0..n)
+        .map(|k| class_for(&split.iter().map(|t| t[k]).collect::<Vec<_>>()))
+        .collect();
+    Some(classes.join(r"\s+"))
 }
 
 fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
@@ -462,5 +481,7 @@ mod tests {
         assert_eq!(v(&["12ms", "7ms"]), r"\d+ms");
         assert_eq!(v(&["10.0.0.1:80", "::1"]), r"[0-9a-fA-F.:]+");
         assert_eq!(v(&["a b", "c"]), r".+?");
+        assert_eq!(v(&["1f2e 33", "ab 7"]), r"[0-9a-f]+\s+\d+");
+        assert_eq!(v(&["a b", "c d e"]), r".+?");
     }
 }
