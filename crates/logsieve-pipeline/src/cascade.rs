@@ -97,6 +97,14 @@ pub struct Partial {
     to_llm: Vec<(Vec<usize>, String, String)>,
 }
 
+impl Partial {
+    /// The decisions of `rows` (indices into the prepared batch) when every
+    /// one of them is already decided, i.e. none waits for the LLM.
+    pub fn decided(&self, rows: std::ops::Range<usize>) -> Option<Vec<Decision>> {
+        self.decided.get(rows)?.iter().cloned().collect()
+    }
+}
+
 /// Rows of a batch that share a cache key.
 #[derive(Debug, Default)]
 struct Group {

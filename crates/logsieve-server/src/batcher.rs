@@ -5,9 +5,12 @@
 //! sent, so a full queue answers 429 at once instead of growing. Classifier
 //! threads (plain OS threads, never async workers) take the oldest job,
 //! merge whatever else is waiting up to `max_batch_rows` rows and
-//! `max_batch_bytes` message bytes, call `Pipeline::classify` once, and
-//! answer each job through its own one-shot channel. Jobs whose caller has
-//! gone away (timed out, disconnected) are skipped before the forward pass.
+//! `max_batch_bytes` message bytes, run the rules and the model on them once
+//! (`Pipeline::prepare`), and answer each job through its own one-shot
+//! channel. Rows that need the LLM are finished on a thread of their own, so
+//! a slow LLM holds up only the requests that wait for it, never the queue.
+//! Jobs whose caller has gone away (timed out, disconnected) are skipped
+//! before the forward pass.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -132,7 +135,7 @@ struct Limits {
     bytes: usize,
 }
 
-fn worker(rx: &Mutex<mpsc::Receiver<Job>>, pipeline: &Pipeline, limits: Limits, metrics: &Metrics) {
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, pipeline: &Arc<Pipeline>, limits: Limits, metrics: &Arc<Metrics>) {
     // A job taken off the queue that did not fit the previous batch.
     let mut carry: Option<Job> = None;
     loop {
@@ -183,29 +186,70 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, pipeline: &Pipeline, limits: Limits, 
             .collect();
         metrics.batch_rows.observe(items.len() as f64);
         metrics.batch_requests.observe(batch.len() as f64);
-        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.classify(&items)));
-        let decided = match decided {
-            Ok(d) if d.len() == items.len() => d,
-            _ => {
-                // Dropping the jobs answers their callers with an error (500).
-                tracing::error!(
-                    rows = items.len(),
-                    "the classifier panicked or lost rows; failing the batch"
-                );
-                continue;
-            }
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.prepare(&items)));
+        let Ok((partial, requests)) = prepared else {
+            // Dropping the jobs answers their callers with an error (500).
+            tracing::error!(rows = items.len(), "the classifier panicked; failing the batch");
+            continue;
         };
-        for d in &decided {
-            metrics.count_row(d);
+        drop(items);
+        if requests.is_empty() {
+            let decided = pipeline.complete(partial, Vec::new());
+            answer(batch, decided, metrics);
+            continue;
         }
-        let mut decided = decided.into_iter();
+        // Rows wait for the LLM. Jobs with none of them are answered now;
+        // the rest are finished on a thread of their own, so a slow LLM never
+        // holds up the next batch (waiting jobs keep their queue permits,
+        // which bounds these threads by `queue_capacity`).
+        let mut waiting: Vec<(std::ops::Range<usize>, Job)> = Vec::new();
+        let mut offset = 0;
         for job in batch {
-            let mine: Vec<Decision> = decided.by_ref().take(job.rows.len()).collect();
-            // Room in the queue before the answer, so a caller that has its
-            // answer can always be admitted again.
-            drop(job.permit);
-            // The caller may have gone meanwhile; nothing to do then.
-            let _ = job.reply.send(mine);
+            let rows = offset..offset + job.rows.len();
+            offset = rows.end;
+            match partial.decided(rows.clone()) {
+                Some(decided) => answer(vec![job], decided, metrics),
+                None => waiting.push((rows, job)),
+            }
         }
+        let spawned = std::thread::Builder::new()
+            .name("logsieve-llm-wait".into())
+            .spawn({
+                let (pipeline, metrics) = (pipeline.clone(), metrics.clone());
+                move || {
+                    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let outcomes = pipeline.llm().classify_many(requests);
+                        pipeline.complete(partial, outcomes)
+                    }));
+                    match done {
+                        Ok(all) => {
+                            for (rows, job) in waiting {
+                                answer(vec![job], all[rows].to_vec(), &metrics);
+                            }
+                        }
+                        // Dropping the jobs answers their callers with an error (500).
+                        Err(_) => tracing::error!("the LLM stage panicked; failing its rows"),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a thread for the LLM stage; failing its rows");
+        }
+    }
+}
+
+/// Answer each job with its share of `decided` (in job order).
+fn answer(batch: Vec<Job>, decided: Vec<Decision>, metrics: &Metrics) {
+    for d in &decided {
+        metrics.count_row(d);
+    }
+    let mut decided = decided.into_iter();
+    for job in batch {
+        let mine: Vec<Decision> = decided.by_ref().take(job.rows.len()).collect();
+        // Room in the queue before the answer, so a caller that has its
+        // answer can always be admitted again.
+        drop(job.permit);
+        // The caller may have gone meanwhile; nothing to do then.
+        let _ = job.reply.send(mine);
     }
 }

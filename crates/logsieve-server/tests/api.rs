@@ -10,6 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use logsieve_embed::{EmbedError, Embedder};
+use logsieve_llm::{ChatRequest, CompletionFuture, LlmClient, LlmStage};
 use logsieve_pipeline::{Config, Pipeline, ServerConfig};
 use logsieve_server::{app, AppState};
 use serde_json::{json, Value};
@@ -220,6 +221,66 @@ async fn ready_is_503_while_the_encoder_cannot_load_and_rules_still_answer() {
             .unwrap()
             .contains("model stage unavailable"),
         "{novel}"
+    );
+}
+
+/// An LLM client that reports each call and answers only when released.
+struct GateLlm {
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl LlmClient for GateLlm {
+    fn complete<'a>(&'a self, _request: &'a ChatRequest) -> CompletionFuture<'a> {
+        Box::pin(async move {
+            let _ = self.entered.send(());
+            self.release.acquire().await.expect("gate open").forget();
+            Ok(r#"{"label": "Workflow Error", "reason": "a lead conversion step failed"}"#.to_string())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_llm_holds_up_only_the_requests_that_wait_for_it() {
+    let (entered, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let cfg = Config::builtin();
+    let gate = GateLlm {
+        entered,
+        release: release.clone(),
+    };
+    let llm = LlmStage::with_client(cfg.llm.clone(), &["Workflow Error"], Arc::new(gate)).unwrap();
+    let pipeline = Pipeline::new(cfg).unwrap().with_llm(llm);
+    // One classifier thread (the default), so a blocked thread would block all.
+    let app = app(state(Arc::new(pipeline), ServerConfig::default(), None));
+    let legacy = tokio::spawn(send(
+        app.clone(),
+        single(
+            "LegacyCRM",
+            "Lead conversion failed for prospect ID 7842 due to missing contact information.",
+        ),
+    ));
+    asked.recv().await.expect("the LLM was asked");
+    // The LLM holds that request; a rule-decided one is answered meanwhile.
+    // (The timeout only turns a hang into a failure.)
+    let quick = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        send(app.clone(), single("ModernCRM", RULE_HIT)),
+    )
+    .await
+    .expect("a rule-decided request waited for the LLM");
+    assert_eq!(quick.json()["method"], "rule");
+    assert!(!legacy.is_finished());
+    release.add_permits(1);
+    let r = legacy.await.unwrap().json();
+    assert_eq!(r["method"], "llm", "{r}");
+    assert_eq!(r["target_label"], "Workflow Error");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lead conversion step failed"),
+        "{r}"
     );
 }
 
