@@ -21,6 +21,8 @@ pub enum AppError {
     PayloadTooLarge { limit: u64 },
     #[error("unsupported content type `{got}`; expected {expected}")]
     UnsupportedMediaType { got: String, expected: &'static str },
+    #[error("unsupported content encoding `{0}`; expected gzip or identity")]
+    UnsupportedEncoding(String),
     /// Bad input: unparsable JSON, missing fields or columns.
     #[error("{}{message}", location(*line, column.as_deref()))]
     Validation {
@@ -58,6 +60,7 @@ impl AppError {
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
             Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
             Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),

@@ -22,7 +22,9 @@ use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use logsieve_pipeline::{Pipeline, ServerConfig};
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::decompression::RequestDecompressionLayer;
 
 pub use batcher::Batcher;
 pub use error::AppError;
@@ -107,12 +109,37 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // JSON bodies; uploads read the body as a stream and count it themselves.
+        // Both limits apply to the decompressed bytes.
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // `Content-Encoding: gzip` bodies (log shippers compress), and gzip
+        // answers for clients that send `Accept-Encoding: gzip`.
+        .layer(RequestDecompressionLayer::new())
+        .layer(middleware::from_fn(only_gzip_bodies))
+        .layer(CompressionLayer::new())
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track));
     if let Some(cors) = cors_layer(&state.config.cors_origins) {
         router = router.layer(cors);
     }
     router.with_state(state)
+}
+
+/// A body in an encoding other than gzip is refused in the one error shape
+/// (before the decompression layer would answer 415 with no body).
+async fn only_gzip_bodies(
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Result<axum::response::Response, AppError> {
+    if let Some(v) = req.headers().get(axum::http::header::CONTENT_ENCODING) {
+        let v = v.to_str().unwrap_or("?").to_string();
+        let ok = v
+            .split(',')
+            .map(|c| c.trim().to_ascii_lowercase())
+            .all(|c| matches!(c.as_str(), "gzip" | "x-gzip" | "identity" | ""));
+        if !ok {
+            return Err(AppError::UnsupportedEncoding(v));
+        }
+    }
+    Ok(next.run(req).await)
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -54,18 +54,6 @@ fn jsonl_mime(mime: &str) -> bool {
         mime,
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines"
     )
-}
-
-/// Compressed bodies are not decoded: say so instead of reading garbage.
-fn check_encoding(headers: &HeaderMap) -> Result<(), AppError> {
-    match headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
-        None => Ok(()),
-        Some(e) if e.eq_ignore_ascii_case("identity") => Ok(()),
-        Some(e) => Err(AppError::UnsupportedMediaType {
-            got: format!("content-encoding {e}"),
-            expected: "an uncompressed body",
-        }),
-    }
 }
 
 /// A declared length over the limit is refused before reading anything.
@@ -108,7 +96,6 @@ pub async fn classify_upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    check_encoding(&headers)?;
     check_length(&st, &headers)?;
     let (ct, mime) = content_type(&headers);
     let (input, format, name): (ByteStream, Format, Option<String>) = if mime == "multipart/form-data" {
@@ -174,7 +161,6 @@ pub async fn ingest_logs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    check_encoding(&headers)?;
     check_length(&st, &headers)?;
     let (ct, mime) = content_type(&headers);
     if !(jsonl_mime(&mime) || mime == "application/json") {

@@ -357,6 +357,103 @@ async fn raw_csv_and_ndjson_bodies_work_too() {
     }
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn gunzip(data: &[u8]) -> String {
+    use std::io::Read;
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_in_and_gzip_answers_out_for_log_shippers() {
+    let app = real_app();
+    let ndjson = format!(
+        "{}\n{}\n",
+        json!({"source": "ModernCRM", "log_message": RULE_HIT}),
+        json!({"source": "ModernCRM", "log_message": "User User7 logged out."}),
+    );
+    let mut req = post("/v1/logs", "application/x-ndjson", gzip(ndjson.as_bytes()));
+    req.headers_mut()
+        .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+    req.headers_mut()
+        .insert(header::ACCEPT_ENCODING, "gzip".parse().unwrap());
+    let r = send(app.clone(), req).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_ENCODING], "gzip");
+    let rows: Vec<Value> = gunzip(&r.body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["target_label"] == "User Action"));
+
+    let mut req = single("ModernCRM", RULE_HIT);
+    let body = json!({"source": "ModernCRM", "log_message": RULE_HIT}).to_string();
+    *req.body_mut() = Body::from(gzip(body.as_bytes()));
+    req.headers_mut()
+        .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+    let r = send(app.clone(), req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["method"], "rule");
+
+    // Another encoding: refused in the one error shape.
+    let mut req = single("ModernCRM", RULE_HIT);
+    req.headers_mut()
+        .insert(header::CONTENT_ENCODING, "br".parse().unwrap());
+    let r = send(app.clone(), req).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.error_code(), "unsupported_encoding");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_count_decompressed_bytes_so_a_gzip_bomb_is_413() {
+    let cfg = ServerConfig {
+        max_body_bytes: 1024,
+        max_upload_bytes: 1024,
+        ..Default::default()
+    };
+    let app = app(state(real_pipeline(), cfg, None));
+    // 256 KiB of CSV that compresses to well under 1 KiB.
+    let csv = format!(
+        "source,log_message\n{}",
+        "ModernCRM,User User1 logged in.\n".repeat(8 * 1024)
+    );
+    let packed = gzip(csv.as_bytes());
+    assert!(packed.len() < 1024, "{}", packed.len());
+    let mut req = post("/classify", "text/csv", packed);
+    req.headers_mut()
+        .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+    let r = send(app.clone(), req).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert_eq!(r.error_code(), "payload_too_large");
+
+    let big = json!({"source": "ModernCRM", "log_message": "x".repeat(100_000)}).to_string();
+    let mut req = single("ModernCRM", RULE_HIT);
+    *req.body_mut() = Body::from(gzip(big.as_bytes()));
+    req.headers_mut()
+        .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+    let r = send(app.clone(), req).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert_eq!(r.error_code(), "payload_too_large");
+
+    // A body that is not gzip at all: a client error in the one shape.
+    let mut req = single("ModernCRM", RULE_HIT);
+    req.headers_mut()
+        .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+    let r = send(app, req).await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    assert!(!r.error_code().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classify_single_and_batch_answer_in_order() {
     let app = real_app();
@@ -540,9 +637,17 @@ async fn wrong_content_types_are_415() {
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let mut req = post("/classify", "text/csv", SEED);
     req.headers_mut()
+        .insert(header::CONTENT_ENCODING, "deflate".parse().unwrap());
+    let r = send(app.clone(), req).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.error_code(), "unsupported_encoding");
+    // Said to be gzip, but not: a client error that says so.
+    let mut req = post("/classify", "text/csv", SEED);
+    req.headers_mut()
         .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
     let r = send(app, req).await;
-    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("Invalid gzip header"), "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
