@@ -235,10 +235,7 @@ fn value_pattern(values: &[String]) -> String {
 fn multi_token_class(values: &[&str]) -> Option<String> {
     let split: Vec<Vec<&str>> = values.iter().map(|v| v.split_whitespace().collect()).collect();
     let n = split.first()?.len();
-    if n < 2
-        || split.iter().any(|t| t.len() != n)
-        || values.iter().any(|v| v.trim() != *v)
-    {
+    if n < 2 || split.iter().any(|t| t.len() != n) || values.iter().any(|v| v.trim() != *v) {
         return None;
     }
     let classes: Vec<String> = (0..n)
