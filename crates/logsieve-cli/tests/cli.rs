@@ -510,3 +510,60 @@ fn mined_rules_load_and_are_precise_on_held_out_rows() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(",rule,"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn templates_max_templates_caps_the_miner_and_reports_evictions() {
+    let input: String = (0..50)
+        .map(|i| {
+            format!(
+                "w{}x starts w{}y now\n",
+                "abcdefghij"
+                    .chars()
+                    .nth(i % 10)
+                    .unwrap()
+                    .to_string()
+                    .repeat(i / 10 + 1),
+                i
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("miner.json");
+    let out = run(
+        &[
+            "templates",
+            "--json",
+            "--max-templates",
+            "7",
+            "--snapshot",
+            snap.to_str().unwrap(),
+        ],
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 7);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("50 lines, 7 templates, 43 evicted (max_templates 7)"),
+        "{err}"
+    );
+    // The snapshot keeps the cap: restored, it goes on evicting.
+    let out = run(
+        &["templates", "--json", "--restore", snap.to_str().unwrap()],
+        b"brand new line here\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("7 templates, 44 evicted"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without the flag nothing is evicted, and the summary says nothing of it.
+    let out = run(&["templates", "--json"], input.as_bytes());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("50 lines, 50 templates, ") && !err.contains("evicted"),
+        "{err}"
+    );
+}

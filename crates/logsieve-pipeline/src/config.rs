@@ -92,6 +92,10 @@ pub struct TemplatesConfig {
     /// Decisions kept in the template cache (LRU, keyed by source and masked
     /// text); 0 turns the cache off.
     pub cache_capacity: usize,
+    /// `logsieve templates`: most templates the miner keeps; past it the
+    /// least recently matched one is evicted (bounded memory on endless
+    /// streams). 0: unlimited. `--max-templates` overrides it.
+    pub max_templates: usize,
 }
 
 impl Default for TemplatesConfig {
@@ -99,6 +103,7 @@ impl Default for TemplatesConfig {
         Self {
             masking: None,
             cache_capacity: 100_000,
+            max_templates: 0,
         }
     }
 }
@@ -259,6 +264,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2") && e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn templates_max_templates_defaults_to_unlimited() {
+        assert_eq!(Config::builtin().templates.max_templates, 0);
+        let c = Config::from_toml("[templates]\nmax_templates = 5000\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c.templates.max_templates, 5000);
+        assert_eq!(c.templates.cache_capacity, 100_000);
     }
 
     #[test]

@@ -32,9 +32,23 @@
 //! Reads (the warm path: a line fitting a known template as it stands) take
 //! the read lock and compare integers only; a line that creates or widens a
 //! template takes the write lock.
+//!
+//! **Bounded memory**: with `max_templates` set, a line that would make one
+//! template too many evicts the least recently matched template (Drain3's
+//! `max_clusters`). Each template carries the tick of its last match (one
+//! relaxed atomic store on the warm path, so matching stays a read); a
+//! min-heap of `(tick, id)` entries finds the victim, and an entry whose
+//! template was matched since it was pushed is pushed again with its new
+//! tick (lazy update), so eviction costs O(log n) amortised and nothing is
+//! scanned per line. The evicted template leaves every index (buckets, ids,
+//! merged ids, sibling groups), its slot is reused, and token texts no
+//! template uses any more are dropped when the token table has doubled;
+//! ids are never reused, so a line of an evicted template later gets a new
+//! template with a new id.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -45,8 +59,11 @@ use crate::mask::Masker;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// The snapshot format this version writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// The snapshot format this version writes; it also reads version 1
+/// (written before `max_templates`: no last-match ticks, nothing evicted).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The oldest snapshot format this version reads.
+const OLDEST_SNAPSHOT_FORMAT_VERSION: u32 = 1;
 
 /// The template text of a variable token.
 pub const WILDCARD: &str = "<*>";
@@ -56,6 +73,9 @@ const VARIADIC_STORED: &str = "<**>";
 const WILD: u32 = 0;
 const VARIADIC: u32 = 1;
 const UNKNOWN: u32 = u32::MAX;
+/// In a sibling group (with a cap only): a member that merged into another
+/// template and whose slot was freed. It still counts as a rare member.
+const TOMB: u32 = u32::MAX;
 
 /// Tuning of the miner. One configuration is meant to serve all log types.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +105,12 @@ pub struct MinerConfig {
     /// (user names, host names). Default 3.
     #[serde(default = "default_word_variable_after")]
     pub word_variable_after: usize,
+    /// Most templates kept; when a line would create one more, the least
+    /// recently matched template is evicted first (its lines later start a
+    /// new template with a new id). Bounds the miner's memory on an endless
+    /// stream of novel lines. Default 0: unlimited.
+    #[serde(default)]
+    pub max_templates: usize,
 }
 
 fn default_word_variable_after() -> usize {
@@ -112,6 +138,7 @@ impl Default for MinerConfig {
             variadic_min_anchor: default_variadic_anchor(),
             variadic_max_span: default_variadic_span(),
             word_variable_after: default_word_variable_after(),
+            max_templates: 0,
         }
     }
 }
@@ -149,11 +176,12 @@ pub enum SnapshotError {
     #[error("{file}: not a valid template snapshot (corrupted or truncated?): {message}")]
     Corrupt { file: String, message: String },
     #[error(
-        "{file}: snapshot format_version {found} is not supported (this build reads version {supported})"
+        "{file}: snapshot format_version {found} is not supported (this build reads versions {oldest} to {supported})"
     )]
     Version {
         file: String,
         found: u64,
+        oldest: u32,
         supported: u32,
     },
     #[error("{file}: {message}")]
@@ -173,6 +201,12 @@ struct Snapshot {
     /// Sibling templates still waiting for enough distinct words.
     #[serde(default)]
     siblings: Vec<SnapshotSiblings>,
+    /// The last tick handed out (version 2; 0 in version 1).
+    #[serde(default)]
+    tick: u64,
+    /// Templates evicted so far (version 2; 0 in version 1).
+    #[serde(default)]
+    evicted: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -181,6 +215,10 @@ struct SnapshotTemplate {
     id: u64,
     count: u64,
     tokens: Vec<String>,
+    /// Tick of the last match, the LRU order (version 2; 0 in version 1,
+    /// where ties go to the older id).
+    #[serde(default)]
+    last_used: u64,
 }
 
 /// Templates kept apart for one word at `position`, and the distinct words
@@ -203,9 +241,18 @@ struct Cluster {
     /// `tokens` as text, kept up to date by the write path.
     rendered: Arc<str>,
     count: AtomicU64,
-    /// False once merged into another cluster.
+    /// False once merged into another cluster, or evicted.
     alive: bool,
+    /// Tick of the last match; kept up to date only with a cap.
+    last_used: AtomicU64,
+    /// Ids of templates merged into this one (they resolve to it).
+    aliases: Vec<u64>,
+    /// Keys of the sibling groups that list this cluster (some may be of
+    /// groups since merged), so eviction can take it out of them.
+    groups: Vec<SiblingKey>,
 }
+
+type SiblingKey = (u32, Vec<u32>);
 
 /// Clusters that differ from each other in one plain word at one position.
 #[derive(Debug, Default)]
@@ -235,9 +282,31 @@ struct Inner {
     /// Template id -> cluster; merged ids point at the surviving cluster.
     by_id: FastMap<u64, u32>,
     /// (position, template with that position as `<*>`) -> siblings.
-    siblings: FastMap<(u32, Vec<u32>), Siblings>,
+    siblings: FastMap<SiblingKey, Siblings>,
     next_id: u64,
+    /// `MinerConfig::max_templates`; 0: no cap, none of the fields below
+    /// is used.
+    cap: usize,
+    /// Templates alive.
+    live: usize,
+    /// Free cluster slots (with a cap).
+    free: Vec<u32>,
+    /// Min-heap of (tick, id, slot): each live cluster has one entry, with
+    /// its last-match tick or an older one (then it is pushed again with
+    /// the current tick when it reaches the top). Entries of dead clusters
+    /// are dropped when they surface.
+    lru: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// The last tick handed out.
+    tick: AtomicU64,
+    /// Templates evicted so far.
+    evicted: u64,
+    /// Compact the token table when it reaches this many entries.
+    gc_at: usize,
 }
+
+/// The token table is compacted once it has this many entries, and then
+/// when it has doubled since.
+const GC_MIN_TOKENS: usize = 1 << 16;
 
 /// Buffers that [`Miner::add_with`] reuses from line to line, so a hot
 /// loop does not allocate them again. One per thread.
@@ -284,9 +353,11 @@ struct Score {
 }
 
 impl Inner {
-    fn new() -> Self {
+    fn new(cap: usize) -> Self {
         let mut inner = Inner {
             next_id: 1,
+            cap,
+            gc_at: GC_MIN_TOKENS,
             ..Default::default()
         };
         inner.intern(WILDCARD);
@@ -605,7 +676,8 @@ impl Inner {
     }
 
     fn insert_cluster(&mut self, id: u64, tokens: Vec<u32>, count: u64) -> u32 {
-        let ix = self.clusters.len() as u32;
+        let reuse = self.free.pop();
+        let ix = reuse.unwrap_or(self.clusters.len() as u32);
         let variadic = tokens.iter().position(|&t| t == VARIADIC);
         let key = self.bucket_key(&tokens);
         match variadic {
@@ -618,16 +690,283 @@ impl Inner {
         }
         self.by_id.insert(id, ix);
         let rendered = self.render(&tokens).into();
-        self.clusters.push(Cluster {
+        let tick = self.next_tick();
+        let cluster = Cluster {
             id,
             tokens,
             rendered,
             variadic,
             count: AtomicU64::new(count),
             alive: true,
-        });
+            last_used: AtomicU64::new(tick),
+            aliases: Vec::new(),
+            groups: Vec::new(),
+        };
+        match reuse {
+            Some(ix) => self.clusters[ix as usize] = cluster,
+            None => self.clusters.push(cluster),
+        }
+        if self.cap > 0 {
+            self.lru.push(Reverse((tick, id, ix)));
+        }
+        self.live += 1;
         self.next_id = self.next_id.max(id + 1);
         ix
+    }
+
+    /// A new tick (0 without a cap: the warm path then touches nothing).
+    fn next_tick(&self) -> u64 {
+        if self.cap > 0 {
+            self.tick.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        }
+    }
+
+    /// Records a match of cluster `ix` (with a cap; a read lock suffices).
+    fn touch(&self, ix: u32) {
+        if self.cap > 0 {
+            let t = self.next_tick();
+            self.clusters[ix as usize].last_used.store(t, Ordering::Relaxed);
+        }
+    }
+
+    /// Evicts least recently matched clusters, never `keep`, until at most
+    /// `cap` are alive; then compacts the LRU heap and the token table when
+    /// they have grown enough.
+    fn enforce_cap(&mut self, keep: u32) {
+        if self.cap == 0 {
+            return;
+        }
+        let mut held = None;
+        while self.live > self.cap {
+            let Some(Reverse((tick, id, ix))) = self.lru.pop() else {
+                break;
+            };
+            let cl = &self.clusters[ix as usize];
+            if !cl.alive || cl.id != id {
+                continue; // merged or evicted since it was pushed
+            }
+            let now = cl.last_used.load(Ordering::Relaxed);
+            if ix == keep {
+                held = Some(Reverse((now, id, ix)));
+            } else if now != tick {
+                self.lru.push(Reverse((now, id, ix)));
+            } else {
+                self.evict(ix);
+            }
+        }
+        self.lru.extend(held);
+        if self.lru.len() > 2 * self.live + 1024 {
+            self.rebuild_lru();
+        }
+        if self.strings.len() >= self.gc_at {
+            self.compact_tokens();
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let alive = self.clusters.iter().filter(|c| c.alive).count();
+        if alive != self.live {
+            return Err(format!("live {} but {alive} alive", self.live));
+        }
+        if self.cap > 0 && self.live > self.cap {
+            return Err(format!("{} templates above the cap {}", self.live, self.cap));
+        }
+        for (s, &t) in &self.ids {
+            if *self.strings[t as usize] != **s {
+                return Err(format!("token {s:?} maps to {t}"));
+            }
+        }
+        if self.ids.len() != self.strings.len() {
+            return Err("token table and map differ in size".into());
+        }
+        for (id, &ix) in &self.by_id {
+            let cl = &self.clusters[ix as usize];
+            if !cl.alive || (cl.id != *id && !cl.aliases.contains(id)) {
+                return Err(format!("id {id} resolves to a dead or foreign slot {ix}"));
+            }
+        }
+        for (ix, cl) in self.clusters.iter().enumerate().filter(|(_, c)| c.alive) {
+            let ix = ix as u32;
+            for id in std::iter::once(&cl.id).chain(&cl.aliases) {
+                if self.by_id.get(id) != Some(&ix) {
+                    return Err(format!("id {id} of slot {ix} does not resolve to it"));
+                }
+            }
+            let key = self.bucket_key(&cl.tokens);
+            let list = match cl.variadic {
+                Some(_) => self.variadic_buckets.get(&key),
+                None => self.buckets.get(&(cl.tokens.len() as u32, key)),
+            };
+            if list.map_or(0, |l| l.iter().filter(|&&c| c == ix).count()) != 1 {
+                return Err(format!("template {} is not once in its bucket", cl.id));
+            }
+            if *cl.rendered != self.render(&cl.tokens) {
+                return Err(format!("template {} renders {:?}", cl.id, cl.rendered));
+            }
+            if self.cap > 0 {
+                let entries: Vec<_> = self
+                    .lru
+                    .iter()
+                    .filter(|Reverse((t, id, i))| {
+                        *i == ix && *id == cl.id && *t <= cl.last_used.load(Ordering::Relaxed)
+                    })
+                    .collect();
+                if entries.len() != 1 {
+                    return Err(format!("template {} has {} LRU entries", cl.id, entries.len()));
+                }
+            }
+        }
+        for list in self.buckets.values().chain(self.variadic_buckets.values()) {
+            if list.is_empty() || list.iter().any(|&c| !self.clusters[c as usize].alive) {
+                return Err("a bucket is empty or holds a dead template".into());
+            }
+        }
+        for (key, sib) in &self.siblings {
+            for &c in &sib.clusters {
+                if c == TOMB {
+                    continue;
+                }
+                let cl = &self.clusters[c as usize];
+                if self.cap > 0 && (!cl.alive || !cl.groups.contains(key)) {
+                    return Err(format!("sibling group names slot {c} that does not know it"));
+                }
+            }
+            if self.cap > 0 && sib.clusters.iter().all(|&c| c == TOMB) {
+                return Err("a sibling group has no live member".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The LRU heap from scratch: one entry per live cluster.
+    fn rebuild_lru(&mut self) {
+        self.lru = self
+            .clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, cl)| cl.alive)
+            .map(|(ix, cl)| Reverse((cl.last_used.load(Ordering::Relaxed), cl.id, ix as u32)))
+            .collect();
+    }
+
+    /// Removes cluster `ix` from every index and frees its slot: its id and
+    /// the ids merged into it no longer resolve, its sibling groups forget
+    /// it.
+    fn evict(&mut self, ix: u32) {
+        self.unbucket(ix);
+        let cl = &mut self.clusters[ix as usize];
+        let ids: Vec<u64> = std::iter::once(cl.id).chain(cl.aliases.drain(..)).collect();
+        for id in ids {
+            self.by_id.remove(&id);
+        }
+        self.leave_groups(ix, None);
+        self.free_slot(ix);
+        self.live -= 1;
+        self.evicted += 1;
+    }
+
+    /// Takes cluster `ix` out of its sibling groups: replaced by `TOMB`
+    /// (`tomb`: it merged) or removed (it was evicted). A group left with
+    /// no live member goes.
+    fn leave_groups(&mut self, ix: u32, tomb: Option<u32>) {
+        for key in std::mem::take(&mut self.clusters[ix as usize].groups) {
+            let Some(entry) = self.siblings.get_mut(&key) else {
+                continue;
+            };
+            match tomb {
+                Some(t) => entry
+                    .clusters
+                    .iter_mut()
+                    .filter(|c| **c == ix)
+                    .for_each(|c| *c = t),
+                None => entry.clusters.retain(|&c| c != ix),
+            }
+            if entry.clusters.iter().all(|&c| c == TOMB) {
+                self.siblings.remove(&key);
+            }
+        }
+    }
+
+    fn free_slot(&mut self, ix: u32) {
+        let cl = &mut self.clusters[ix as usize];
+        cl.alive = false;
+        cl.tokens = Vec::new();
+        cl.rendered = Arc::from("");
+        cl.aliases = Vec::new();
+        cl.groups = Vec::new();
+        self.free.push(ix);
+    }
+
+    /// Drops the token texts that no template and no sibling group uses any
+    /// more, renumbering the rest in order (so comparisons between ids keep
+    /// their meaning). Runs when the table has doubled: amortised O(1).
+    fn compact_tokens(&mut self) {
+        let n = self.strings.len();
+        let mut used = vec![false; n];
+        used[WILD as usize] = true;
+        used[VARIADIC as usize] = true;
+        for cl in self.clusters.iter().filter(|cl| cl.alive) {
+            for &t in &cl.tokens {
+                used[t as usize] = true;
+            }
+        }
+        for ((_, skeleton), sib) in &self.siblings {
+            for &t in skeleton.iter().chain(&sib.values) {
+                used[t as usize] = true;
+            }
+        }
+        let mut remap = vec![UNKNOWN; n];
+        let mut next = 0u32;
+        for (t, &u) in used.iter().enumerate() {
+            if u {
+                remap[t] = next;
+                next += 1;
+            }
+        }
+        fn keep<T>(v: &mut Vec<T>, used: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                i += 1;
+                used[i - 1]
+            });
+            v.shrink_to_fit();
+        }
+        keep(&mut self.strings, &used);
+        keep(&mut self.placeholder, &used);
+        keep(&mut self.word, &used);
+        keep(&mut self.keyable, &used);
+        keep(&mut self.kv_wild, &used);
+        self.ids = self
+            .strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
+        let map = |v: &[u32]| -> Vec<u32> { v.iter().map(|&t| remap[t as usize]).collect() };
+        let siblings = std::mem::take(&mut self.siblings);
+        for cl in self.clusters.iter_mut().filter(|cl| cl.alive) {
+            cl.tokens = map(&cl.tokens);
+            cl.groups.retain(|k| siblings.contains_key(k));
+            cl.groups = cl.groups.iter().map(|(p, k)| (*p, map(k))).collect();
+        }
+        self.siblings = siblings
+            .into_iter()
+            .map(|((p, k), mut sib)| {
+                sib.values = map(&sib.values);
+                ((p, map(&k)), sib)
+            })
+            .collect();
+        self.buckets = std::mem::take(&mut self.buckets)
+            .into_iter()
+            .map(|((len, k), list)| ((len, remap[k as usize]), list))
+            .collect();
+        self.variadic_buckets = std::mem::take(&mut self.variadic_buckets)
+            .into_iter()
+            .map(|(k, list)| (remap[k as usize], list))
+            .collect();
+        self.gc_at = (2 * self.strings.len()).max(GC_MIN_TOKENS);
     }
 
     fn unbucket(&mut self, ix: u32) {
@@ -639,6 +978,12 @@ impl Inner {
         };
         if let Some(list) = list {
             list.retain(|&c| c != ix);
+            if list.is_empty() {
+                match cl.variadic {
+                    Some(_) => self.variadic_buckets.remove(&key),
+                    None => self.buckets.remove(&(cl.tokens.len() as u32, key)),
+                };
+            }
         }
     }
 
@@ -738,11 +1083,16 @@ impl Inner {
         let id = self.next_id;
         let new = self.insert_cluster(id, tokens, 0);
         let entry = self.siblings.entry(key.clone()).or_default();
-        if entry.clusters.is_empty() {
+        let joined_c = entry.clusters.is_empty();
+        if joined_c {
             entry.clusters.push(c);
             entry.values.push(old_value);
         }
         entry.clusters.push(new);
+        if joined_c {
+            self.clusters[c as usize].groups.push(key.clone());
+        }
+        self.clusters[new as usize].groups.push(key.clone());
         if !entry.values.contains(&new_value) {
             entry.values.push(new_value);
         }
@@ -761,7 +1111,7 @@ impl Inner {
         let clusters = &entry.clusters;
         let rare = clusters
             .iter()
-            .filter(|&&g| self.clusters[g as usize].count.load(Ordering::Relaxed) <= 1)
+            .filter(|&&g| g == TOMB || self.clusters[g as usize].count.load(Ordering::Relaxed) <= 1)
             .count();
         if rare < 2 {
             return (new, true);
@@ -771,8 +1121,10 @@ impl Inner {
         let group: Vec<u32> = group
             .into_iter()
             .filter(|&g| {
-                let cl = &self.clusters[g as usize];
-                cl.alive && cl.variadic.is_none() && cl.tokens.len() == line.len()
+                g != TOMB && {
+                    let cl = &self.clusters[g as usize];
+                    cl.alive && cl.variadic.is_none() && cl.tokens.len() == line.len()
+                }
             })
             .collect();
         if group.len() < 2 {
@@ -964,7 +1316,11 @@ impl Inner {
             }
         }
         // One variadic gap per template: absorb the best-aligned one.
-        let Some(&(o, p, s)) = victims.iter().max_by_key(|v| (v.1 + v.2, std::cmp::Reverse(v.0))) else {
+        // Ties go to the oldest template.
+        let Some(&(o, p, s)) = victims
+            .iter()
+            .max_by_key(|v| (v.1 + v.2, Reverse(self.clusters[v.0 as usize].id)))
+        else {
             return;
         };
         let other = self.clusters[o as usize].tokens.clone();
@@ -974,8 +1330,11 @@ impl Inner {
 
     /// Marks `dead` clusters as merged into `survivor`: their counts move
     /// over and their ids resolve to it from now on.
+    /// With a cap, their slots are freed (a merged cluster is never
+    /// matched again; its sibling groups keep a `TOMB` in its place).
     fn retire_into(&mut self, dead: &[u32], survivor: u32) {
         let mut moved = 0;
+        let mut ids = Vec::new();
         for &g in dead {
             if g == survivor || !self.clusters[g as usize].alive {
                 continue;
@@ -984,15 +1343,21 @@ impl Inner {
             let cl = &mut self.clusters[g as usize];
             cl.alive = false;
             moved += cl.count.swap(0, Ordering::Relaxed);
-        }
-        for target in self.by_id.values_mut() {
-            if dead.contains(target) {
-                *target = survivor;
+            ids.push(cl.id);
+            ids.append(&mut cl.aliases);
+            self.live -= 1;
+            if self.cap > 0 {
+                self.leave_groups(g, Some(TOMB));
+                self.free_slot(g);
             }
         }
-        self.clusters[survivor as usize]
-            .count
-            .fetch_add(moved, Ordering::Relaxed);
+        // The ids that resolved to a dead cluster now resolve to the survivor.
+        for &id in &ids {
+            self.by_id.insert(id, survivor);
+        }
+        let cl = &mut self.clusters[survivor as usize];
+        cl.aliases.extend(ids);
+        cl.count.fetch_add(moved, Ordering::Relaxed);
     }
 }
 
@@ -1081,11 +1446,30 @@ fn collapse_repeats(v: &mut Vec<&str>) {
 impl Miner {
     /// A miner with the given configuration and masker.
     pub fn new(config: MinerConfig, masker: Masker) -> Self {
+        let inner = Inner::new(config.max_templates);
         Miner {
             config,
             masker,
-            inner: RwLock::new(Inner::new()),
+            inner: RwLock::new(inner),
         }
+    }
+
+    /// This miner with `max_templates` set to `cap` (0: unlimited), for a
+    /// miner restored from a snapshot; evicts down to the cap at once.
+    pub fn with_max_templates(mut self, cap: usize) -> Self {
+        self.config.max_templates = cap;
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        inner.cap = cap;
+        if cap > 0 {
+            inner.rebuild_lru();
+            inner.enforce_cap(UNKNOWN);
+        }
+        self
+    }
+
+    /// Templates evicted so far to stay within `max_templates`.
+    pub fn evicted(&self) -> u64 {
+        self.read().evicted
     }
 
     /// A miner with the default configuration and built-in masking.
@@ -1150,6 +1534,7 @@ impl Miner {
             });
             if let Some((c, s)) = hit {
                 if s.diff == 0 {
+                    inner.touch(c);
                     let cl = &inner.clusters[c as usize];
                     cl.count.fetch_add(1, Ordering::Relaxed);
                     return Match {
@@ -1200,14 +1585,17 @@ impl Miner {
             }
         };
         let rendered: Arc<str> = inner.render(&inner.clusters[c as usize].tokens).into();
+        inner.touch(c);
         let cl = &mut inner.clusters[c as usize];
         cl.rendered = rendered;
         cl.count.fetch_add(1, Ordering::Relaxed);
-        Match {
+        let m = Match {
             template_id: cl.id,
             template: cl.rendered.clone(),
             is_new,
-        }
+        };
+        inner.enforce_cap(c);
+        m
     }
 
     fn find(&self, inner: &Inner, ids: &[u32], texts: &[&str]) -> Option<(u32, Score)> {
@@ -1286,7 +1674,7 @@ impl Miner {
 
     /// Number of templates.
     pub fn len(&self) -> usize {
-        self.read().clusters.iter().filter(|c| c.alive).count()
+        self.read().live
     }
 
     /// The current id of a template: the id itself, or, when that template
@@ -1314,6 +1702,7 @@ impl Miner {
             .map(|cl| SnapshotTemplate {
                 id: cl.id,
                 count: cl.count.load(Ordering::Relaxed),
+                last_used: cl.last_used.load(Ordering::Relaxed),
                 tokens: cl
                     .tokens
                     .iter()
@@ -1343,7 +1732,7 @@ impl Miner {
                 templates: sib
                     .clusters
                     .iter()
-                    .filter(|&&c| inner.clusters[c as usize].alive)
+                    .filter(|&&c| c != TOMB && inner.clusters[c as usize].alive)
                     .map(|&c| inner.clusters[c as usize].id)
                     .collect(),
                 values: text(&sib.values),
@@ -1358,6 +1747,8 @@ impl Miner {
             templates,
             merged,
             siblings,
+            tick: inner.tick.load(Ordering::Relaxed),
+            evicted: inner.evicted,
         };
         serde_json::to_string_pretty(&snap).expect("snapshot serialises")
     }
@@ -1400,10 +1791,11 @@ impl Miner {
             .ok_or_else(|| corrupt("missing `format_version`".into()))?
             .as_u64()
             .ok_or_else(|| corrupt("`format_version` is not a whole number".into()))?;
-        if version != SNAPSHOT_FORMAT_VERSION as u64 {
+        if !(OLDEST_SNAPSHOT_FORMAT_VERSION as u64..=SNAPSHOT_FORMAT_VERSION as u64).contains(&version) {
             return Err(SnapshotError::Version {
                 file: file.to_string(),
                 found: version,
+                oldest: OLDEST_SNAPSHOT_FORMAT_VERSION,
                 supported: SNAPSHOT_FORMAT_VERSION,
             });
         }
@@ -1418,7 +1810,7 @@ impl Miner {
                 snap.config.similarity
             )));
         }
-        let mut inner = Inner::new();
+        let mut inner = Inner::new(snap.config.max_templates);
         for t in &snap.templates {
             if t.tokens.is_empty() {
                 return Err(invalid(format!("template {} has no tokens", t.id)));
@@ -1439,7 +1831,8 @@ impl Miner {
                 )));
             }
             let tokens: Vec<u32> = t.tokens.iter().map(|s| inner.intern(s)).collect();
-            inner.insert_cluster(t.id, tokens, t.count);
+            let ix = inner.insert_cluster(t.id, tokens, t.count);
+            inner.clusters[ix as usize].last_used = AtomicU64::new(t.last_used);
         }
         for &(old, cur) in &snap.merged {
             let Some(&ix) = inner.by_id.get(&cur) else {
@@ -1451,6 +1844,7 @@ impl Miner {
                 return Err(invalid(format!("merged template id {old} is invalid")));
             }
             inner.by_id.insert(old, ix);
+            inner.clusters[ix as usize].aliases.push(old);
         }
         for sib in &snap.siblings {
             let mut clusters = Vec::with_capacity(sib.templates.len());
@@ -1468,16 +1862,34 @@ impl Miner {
             }
             let skeleton: Vec<u32> = sib.skeleton.iter().map(|t| inner.intern(t)).collect();
             let values: Vec<u32> = sib.values.iter().map(|t| inner.intern(t)).collect();
-            inner
-                .siblings
-                .insert((sib.position, skeleton), Siblings { clusters, values });
+            let key = (sib.position, skeleton);
+            for &c in &clusters {
+                inner.clusters[c as usize].groups.push(key.clone());
+            }
+            inner.siblings.insert(key, Siblings { clusters, values });
         }
         inner.next_id = snap.next_id;
+        let last = snap.templates.iter().map(|t| t.last_used).max().unwrap_or(0);
+        inner.tick = AtomicU64::new(snap.tick.max(last));
+        inner.evicted = snap.evicted;
+        if inner.cap > 0 {
+            inner.rebuild_lru();
+            inner.enforce_cap(UNKNOWN);
+        }
         Ok(Miner {
             config: snap.config,
             masker,
             inner: RwLock::new(inner),
         })
+    }
+
+    /// Checks the miner's internal indexes against each other (for tests):
+    /// every live template is in its bucket and resolves by id, merged ids
+    /// resolve to live templates, sibling groups name live templates, the
+    /// cap holds and each live template has an LRU entry.
+    #[doc(hidden)]
+    pub fn check_consistency(&self) -> Result<(), String> {
+        self.read().check()
     }
 
     /// The parameters of `line` under the template with id `template_id`:
@@ -1774,12 +2186,12 @@ mod tests {
 
         std::fs::write(
             &path,
-            good.replace("\"format_version\": 1", "\"format_version\": 99"),
+            good.replace("\"format_version\": 2", "\"format_version\": 99"),
         )
         .unwrap();
         let err = Miner::load(&path, Masker::builtin()).unwrap_err().to_string();
         assert!(
-            err.contains("snap.json") && err.contains("format_version 99") && err.contains("version 1"),
+            err.contains("snap.json") && err.contains("format_version 99") && err.contains("versions 1 to 2"),
             "{err}"
         );
 
@@ -1827,5 +2239,260 @@ mod tests {
         let t = m.templates();
         assert_eq!(t.iter().map(|t| t.count).sum::<u64>(), 1600);
         assert_eq!(t.len(), 2, "{t:?}");
+    }
+
+    /// A plain word (letters only) unique to `i`.
+    fn word(i: usize) -> String {
+        let mut w = String::from("w");
+        let mut i = i;
+        loop {
+            w.push((b'a' + (i % 26) as u8) as char);
+            i /= 26;
+            if i == 0 {
+                break w;
+            }
+        }
+    }
+
+    /// A line whose template no other `distinct(j)` joins: its own first
+    /// word (its own bucket) and plain words only.
+    fn distinct(i: usize) -> String {
+        format!("{} started {} now", word(i), word(i + 100_000))
+    }
+
+    fn capped(cap: usize) -> Miner {
+        Miner::new(
+            MinerConfig {
+                max_templates: cap,
+                ..MinerConfig::default()
+            },
+            Masker::builtin(),
+        )
+    }
+
+    #[test]
+    fn a_cap_bounds_the_templates_and_counts_evictions() {
+        let (cap, n) = (10, 250);
+        let m = capped(cap);
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let r = m.add(&distinct(i));
+            assert!(r.is_new);
+            ids.push(r.template_id);
+            assert!(m.len() <= cap, "{} templates", m.len());
+        }
+        m.check_consistency().unwrap();
+        assert_eq!(m.len(), cap);
+        assert_eq!(m.evicted(), (n - cap) as u64);
+        // The last `cap` lines' templates are the ones kept.
+        let kept: Vec<u64> = m.templates().iter().map(|t| t.id).collect();
+        assert_eq!(kept, ids[n - cap..]);
+        assert!(ids[..n - cap].iter().all(|&id| m.resolve(id).is_none()));
+        // Without a cap nothing goes.
+        let u = miner();
+        for i in 0..n {
+            u.add(&distinct(i));
+        }
+        assert_eq!((u.len(), u.evicted()), (n, 0));
+    }
+
+    #[test]
+    fn the_least_recently_matched_template_is_evicted_first() {
+        let m = capped(3);
+        let [a, b, c] = [0, 1, 2].map(|i| m.add(&distinct(i)).template_id);
+        assert_eq!(m.add(&distinct(0)).template_id, a); // a is now newer than b and c
+        let d = m.add(&distinct(3)).template_id;
+        assert_eq!(m.evicted(), 1);
+        assert_eq!(m.resolve(b), None);
+        assert_eq!(m.templates().iter().map(|t| t.id).collect::<Vec<_>>(), [a, c, d]);
+        // Matching through the write path (a line that widens the template)
+        // counts as use too.
+        assert_eq!(m.add("user 7 logged out").template_id, d + 1); // evicts a? no: c
+        assert_eq!(m.resolve(c), None);
+        assert_eq!(m.add(&distinct(0)).template_id, a);
+        assert_eq!(m.add("user 8 logged out").template_id, d + 1);
+        let e = m.add(&distinct(4)).template_id; // evicts d, the oldest match
+        assert_eq!(m.resolve(d), None);
+        assert_eq!(
+            m.templates().iter().map(|t| t.id).collect::<Vec<_>>(),
+            [a, d + 1, e]
+        );
+        m.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn an_evicted_templates_lines_start_a_new_template() {
+        let m = capped(2);
+        let a = m.add("Connection from 10.0.0.1 closed");
+        m.add("Connection from 10.0.0.2 closed");
+        m.add(&distinct(0));
+        m.add(&distinct(1));
+        assert_eq!(m.resolve(a.template_id), None);
+        assert!(m.match_only("Connection from 10.0.0.3 closed").is_none());
+        let again = m.add("Connection from 10.0.0.3 closed");
+        assert!(again.is_new);
+        assert!(again.template_id > a.template_id + 2, "ids are never reused");
+        assert_eq!(&*again.template, "Connection from <IP> closed");
+        assert_eq!(m.template(again.template_id).unwrap().count, 1);
+        m.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn eviction_of_a_merged_template_drops_the_ids_merged_into_it() {
+        let m = capped(3);
+        let ids: Vec<u64> = ["admin", "oracle", "test"]
+            .iter()
+            .map(|u| m.add(&format!("Invalid user {u} from 1.2.3.4")).template_id)
+            .collect();
+        let merged = m.resolve(ids[1]).unwrap();
+        assert_eq!(merged, ids[0]);
+        assert_eq!(m.template(merged).unwrap().template, "Invalid user <*> from <IP>");
+        assert_eq!(m.len(), 1);
+        m.check_consistency().unwrap();
+        for i in 0..3 {
+            m.add(&distinct(i));
+            m.check_consistency().unwrap();
+        }
+        assert!(
+            ids.iter().all(|&id| m.resolve(id).is_none()),
+            "merged ids go with it"
+        );
+        assert_eq!(m.evicted(), 1);
+    }
+
+    /// Siblings, merges, variadic merges and evictions mixed, with the token
+    /// table compacted often: the indexes stay consistent and the grouping
+    /// of what is kept matches an uncapped miner where the cap does not
+    /// bite.
+    #[test]
+    fn eviction_keeps_merges_siblings_and_tokens_consistent() {
+        let lines = |i: usize| -> Vec<String> {
+            vec![
+                format!("Invalid user {} from 10.0.{}.{}", word(i % 7), i % 5, i % 250),
+                format!(
+                    "VM {} on host{}",
+                    ["Started", "Paused", "Stopped", "Resumed"][i % 4],
+                    i % 3
+                ),
+                format!(
+                    "acquire lock tag=\"{}\" for uid {i}",
+                    if i % 3 == 0 { "a b".into() } else { word(i) }
+                ),
+                format!("link up via interface {}", ["alt0", "ee0", "scip0"][i % 3]),
+                distinct(i),
+                format!("session opened for user {} by sshd", word(i)),
+                format!("job {} finished in {} ms", word(i % 13), i),
+            ]
+        };
+        for cap in [2, 3, 5, 8, 40] {
+            let m = capped(cap);
+            for i in 0..300 {
+                for l in lines(i) {
+                    // Compact the token table at every change, half the time.
+                    m.write().gc_at = if i % 2 == 0 { 0 } else { usize::MAX };
+                    let r = m.add(&l);
+                    assert_eq!(m.resolve(r.template_id), Some(r.template_id));
+                    if let Err(e) = m.check_consistency() {
+                        panic!("cap {cap}, line {i} {l:?}: {e}");
+                    }
+                }
+            }
+            assert!(m.len() <= cap);
+            let back = Miner::from_json(&m.to_json(), "snap", Masker::builtin()).unwrap();
+            back.check_consistency().unwrap();
+            assert_eq!(back.templates(), m.templates());
+        }
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_cap_the_lru_order_and_the_evictions() {
+        let m = capped(4);
+        for i in 0..6 {
+            m.add(&distinct(i));
+        }
+        m.add(&distinct(3)); // 3 becomes the most recent
+        m.add("user 1 logged in");
+        let json = m.to_json();
+        let evicted_then = m.evicted();
+        assert_eq!(evicted_then, 3);
+        assert!(json.contains("\"format_version\": 2") && json.contains("\"max_templates\": 4"));
+        let r = Miner::from_json(&json, "snap", Masker::builtin()).unwrap();
+        assert_eq!(r.templates(), m.templates());
+        assert_eq!((r.evicted(), r.config().max_templates), (m.evicted(), 4));
+        r.check_consistency().unwrap();
+        // Both go on evicting the same templates, in the same order.
+        for i in [2, 7, 8, 3, 9, 10, 11] {
+            let (x, y) = (m.add(&distinct(i)), r.add(&distinct(i)));
+            assert_eq!(x, y);
+            assert_eq!(r.templates(), m.templates());
+        }
+        assert_eq!(r.evicted(), m.evicted());
+        assert_eq!(r.to_json(), m.to_json());
+        // A lower cap on restore evicts the least recently used at once.
+        let r = Miner::from_json(&json, "snap", Masker::builtin())
+            .unwrap()
+            .with_max_templates(2);
+        let kept: Vec<String> = r.templates().into_iter().map(|t| t.template).collect();
+        assert_eq!(kept, [distinct(3), "user <NUM> logged in".to_string()]);
+        assert_eq!(r.evicted(), evicted_then + 2);
+    }
+
+    #[test]
+    fn a_version_1_snapshot_still_loads() {
+        let m = miner();
+        for l in ["a b 1", "a b 2", "VM Started", "VM Paused", "x y z"] {
+            m.add(l);
+        }
+        // Version 1 had no ticks, no eviction count and no max_templates.
+        let mut v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+        v["format_version"] = 1.into();
+        v.as_object_mut().unwrap().remove("tick");
+        v.as_object_mut().unwrap().remove("evicted");
+        v["config"].as_object_mut().unwrap().remove("max_templates");
+        for t in v["templates"].as_array_mut().unwrap() {
+            t.as_object_mut().unwrap().remove("last_used");
+        }
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(!text.contains("last_used") && !text.contains("max_templates"));
+        let r = Miner::from_json(&text, "v1", Masker::builtin()).unwrap();
+        assert_eq!(r.templates(), m.templates());
+        assert_eq!((r.evicted(), r.config().max_templates), (0, 0));
+        assert_eq!(r.add("a b 3").template_id, m.add("a b 3").template_id);
+        // With a cap given later, ties (no ticks) go to the oldest id.
+        let r = Miner::from_json(&text, "v1", Masker::builtin())
+            .unwrap()
+            .with_max_templates(2);
+        let ids: Vec<u64> = r.templates().iter().map(|t| t.id).collect();
+        let all: Vec<u64> = m.templates().iter().map(|t| t.id).collect();
+        assert_eq!(ids, all[all.len() - 2..]);
+        assert_eq!(r.evicted(), all.len() as u64 - 2);
+        r.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn a_capped_miner_is_shared_between_threads() {
+        let m = std::sync::Arc::new(capped(50));
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        m.add(&format!("worker {t} finished job {i} in {} ms", i * 3));
+                        m.add(&distinct(t * 1000 + i));
+                        assert!(m.len() <= 50);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        m.check_consistency().unwrap();
+        assert_eq!(m.len(), 50);
+        // The hot template is matched all the time: it is never evicted.
+        assert!(m.match_only("worker 1 finished job 1 in 3 ms").is_some());
+        let created = m.to_json().matches("\"id\"").count() as u64; // live templates
+        assert_eq!(created, 50);
+        assert!(m.evicted() >= 1200 - 50);
     }
 }

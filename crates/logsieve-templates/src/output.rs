@@ -43,7 +43,13 @@ impl<'m> LineAnnotator<'m> {
     pub fn annotate(&mut self, line: &str) -> LineRecord {
         self.line_no += 1;
         let m = self.miner.add(line);
-        if self.regexes.len() > 100_000 {
+        // One regex per template: with a cap, no more than the templates kept
+        // (twice over, so a working set at the cap does not thrash).
+        let limit = match self.miner.config().max_templates {
+            0 => 100_000,
+            cap => cap.saturating_mul(2).clamp(1024, 100_000),
+        };
+        if self.regexes.len() > limit {
             self.regexes.clear();
         }
         let re = self

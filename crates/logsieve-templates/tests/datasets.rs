@@ -145,3 +145,39 @@ fn rules_mined_from_the_synthetic_set_round_trip() {
         rows.len()
     );
 }
+
+/// A cap larger than any system's template count changes nothing: every
+/// line of every loghub-2k system gets the same template id with
+/// `max_templates = 1000` as without a cap (so GA is the same), and a small
+/// cap (5) keeps the miner consistent on real lines.
+#[test]
+fn a_large_template_cap_leaves_loghub_grouping_unchanged() {
+    use logsieve_templates::MinerConfig;
+    let Some(dir) = datasets() else { return };
+    let dir = dir.join("loghub-2k");
+    for (system, _) in FLOORS {
+        let path = dir.join(system).join(format!("{system}_2k.log_structured.csv"));
+        let mut rd = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let headers = rd.headers().unwrap().clone();
+        let c = headers.iter().position(|h| h == "Content").unwrap();
+        let lines: Vec<String> = rd.records().map(|r| r.unwrap()[c].to_string()).collect();
+        let with_cap = |cap: usize| {
+            let config = MinerConfig {
+                max_templates: cap,
+                ..MinerConfig::default()
+            };
+            let miner = Miner::new(config, Masker::builtin());
+            let ids: Vec<u64> = lines.iter().map(|l| miner.add(l).template_id).collect();
+            miner.check_consistency().unwrap();
+            assert!(cap == 0 || miner.len() <= cap);
+            let resolved: Vec<Option<u64>> = ids.iter().map(|&i| miner.resolve(i)).collect();
+            (resolved, miner.templates(), miner.evicted())
+        };
+        let (ids, templates, evicted) = with_cap(0);
+        assert_eq!(evicted, 0);
+        assert!(templates.len() < 1000, "{system}: {} templates", templates.len());
+        assert_eq!(with_cap(1000), (ids, templates, 0), "{system}");
+        let (_, small, evicted) = with_cap(5);
+        assert!(small.len() <= 5 && evicted > 0, "{system}");
+    }
+}

@@ -33,6 +33,12 @@ pub struct Args {
     /// Start from a saved snapshot.
     #[arg(long)]
     pub restore: Option<PathBuf>,
+    /// Most templates kept: past it the least recently matched template is
+    /// evicted (bounded memory on endless streams); 0 = unlimited. Overrides
+    /// `[templates] max_templates` and the cap stored in a restored snapshot
+    /// (which a nonzero config value also overrides).
+    #[arg(long, value_name = "N")]
+    pub max_templates: Option<usize>,
     /// Output file; default stdout.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -44,9 +50,24 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         Some(p) => Masker::from_path(p)?,
         None => Masker::builtin(),
     };
+    let cap = a
+        .max_templates
+        .or((config.templates.max_templates > 0).then_some(config.templates.max_templates));
     let miner = match &a.restore {
-        Some(p) => Miner::load(p, masker)?,
-        None => Miner::new(MinerConfig::default(), masker),
+        Some(p) => {
+            let m = Miner::load(p, masker)?;
+            match cap {
+                Some(cap) => m.with_max_templates(cap),
+                None => m,
+            }
+        }
+        None => Miner::new(
+            MinerConfig {
+                max_templates: cap.unwrap_or(0),
+                ..MinerConfig::default()
+            },
+            masker,
+        ),
     };
     let (input, _, name) = open_input(a.input.as_ref())?;
     let shown = name.clone().unwrap_or_else(|| "<stdin>".into());
@@ -93,9 +114,13 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     if let Some(p) = &a.snapshot {
         miner.save(p)?;
     }
+    let evicted = match miner.evicted() {
+        0 => String::new(),
+        n => format!(", {n} evicted (max_templates {})", miner.config().max_templates),
+    };
     eprintln!(
-        "{lines} lines, {} templates, {:.0} lines/s",
-        miner.templates().len(),
+        "{lines} lines, {} templates{evicted}, {:.0} lines/s",
+        miner.len(),
         lines as f64 / secs.max(1e-9)
     );
     Ok(0)
