@@ -95,27 +95,30 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/docs/", get(docs::swagger))
         .route("/redoc", get(docs::redoc))
         .route("/docs/assets/{file}", get(docs::asset));
-    let protected = Router::new()
+    // Bulk routes take `Content-Encoding: gzip` bodies (log shippers
+    // compress; limits count the decompressed bytes) and answer gzip to
+    // `Accept-Encoding: gzip`. Single lines skip both layers: they save
+    // nothing there and cost per-request work on the hottest route.
+    let bulk = Router::new()
         .route("/classify", post(upload::classify_upload))
         .route("/classify/", post(upload::classify_upload))
-        .route("/classify-single", post(routes::classify_single))
-        .route("/classify-single/", post(routes::classify_single))
         .route("/v1/classify", post(routes::classify_batch))
         .route("/v1/logs", post(upload::ingest_logs))
-        .route("/metrics", get(routes::metrics))
+        .layer(RequestDecompressionLayer::new())
+        .layer(middleware::from_fn(only_gzip_bodies))
+        .layer(CompressionLayer::new());
+    let protected = Router::new()
+        .route("/classify-single", post(routes::classify_single))
+        .route("/classify-single/", post(routes::classify_single))
+        .route("/metrics", get(routes::metrics).layer(CompressionLayer::new()))
+        .merge(bulk)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let mut router = public
         .merge(protected)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // JSON bodies; uploads read the body as a stream and count it themselves.
-        // Both limits apply to the decompressed bytes.
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        // `Content-Encoding: gzip` bodies (log shippers compress), and gzip
-        // answers for clients that send `Accept-Encoding: gzip`.
-        .layer(RequestDecompressionLayer::new())
-        .layer(middleware::from_fn(only_gzip_bodies))
-        .layer(CompressionLayer::new())
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track));
     if let Some(cors) = cors_layer(&state.config.cors_origins) {
         router = router.layer(cors);

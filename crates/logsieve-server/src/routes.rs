@@ -114,6 +114,14 @@ fn json_body<T: serde::de::DeserializeOwned>(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    // Bulk routes decode gzip before this (and drop the header); a single
+    // line's body is not worth compressing, so it must come plain.
+    if let Some(enc) = headers.get(axum::http::header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("?");
+        if !enc.trim().eq_ignore_ascii_case("identity") {
+            return Err(AppError::UnsupportedEncoding(enc.to_string()));
+        }
+    }
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if !(mime == "application/json" || mime.ends_with("+json")) {
         return Err(AppError::UnsupportedMediaType {

@@ -357,6 +357,10 @@ async fn raw_csv_and_ndjson_bodies_work_too() {
     }
 }
 
+fn batch_body() -> String {
+    json!({"logs": [{"source": "ModernCRM", "log_message": RULE_HIT}]}).to_string()
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -396,17 +400,25 @@ async fn gzip_bodies_in_and_gzip_answers_out_for_log_shippers() {
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r["target_label"] == "User Action"));
 
+    let mut req = post("/v1/classify", "application/json", gzip(batch_body().as_bytes()));
+    req.headers_mut()
+        .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+    let r = send(app.clone(), req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["results"][0]["method"], "rule");
+
+    // A single line comes plain; compressed, it is refused with the reason.
     let mut req = single("ModernCRM", RULE_HIT);
     let body = json!({"source": "ModernCRM", "log_message": RULE_HIT}).to_string();
     *req.body_mut() = Body::from(gzip(body.as_bytes()));
     req.headers_mut()
         .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
     let r = send(app.clone(), req).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(r.json()["method"], "rule");
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.error_code(), "unsupported_encoding");
 
     // Another encoding: refused in the one error shape.
-    let mut req = single("ModernCRM", RULE_HIT);
+    let mut req = post("/v1/logs", "application/x-ndjson", ndjson.clone());
     req.headers_mut()
         .insert(header::CONTENT_ENCODING, "br".parse().unwrap());
     let r = send(app.clone(), req).await;
@@ -436,9 +448,8 @@ async fn limits_count_decompressed_bytes_so_a_gzip_bomb_is_413() {
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
     assert_eq!(r.error_code(), "payload_too_large");
 
-    let big = json!({"source": "ModernCRM", "log_message": "x".repeat(100_000)}).to_string();
-    let mut req = single("ModernCRM", RULE_HIT);
-    *req.body_mut() = Body::from(gzip(big.as_bytes()));
+    let big = json!({"logs": [{"source": "ModernCRM", "log_message": "x".repeat(100_000)}]}).to_string();
+    let mut req = post("/v1/classify", "application/json", gzip(big.as_bytes()));
     req.headers_mut()
         .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
     let r = send(app.clone(), req).await;
@@ -446,7 +457,7 @@ async fn limits_count_decompressed_bytes_so_a_gzip_bomb_is_413() {
     assert_eq!(r.error_code(), "payload_too_large");
 
     // A body that is not gzip at all: a client error in the one shape.
-    let mut req = single("ModernCRM", RULE_HIT);
+    let mut req = post("/v1/classify", "application/json", batch_body());
     req.headers_mut()
         .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
     let r = send(app, req).await;
