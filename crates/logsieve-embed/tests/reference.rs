@@ -17,10 +17,16 @@ struct Case {
     embedding: Vec<f32>,
 }
 
+/// The vendored copy of the shared fixture (see tests/fixtures/README.md);
+/// where the shared one is present, the two must be identical.
 fn fixture() -> Vec<Case> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/minilm_reference.jsonl");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let path = dir.join("tests/fixtures/minilm_reference.jsonl");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let shared = dir.join("../../../shared/fixtures/minilm_reference.jsonl");
+    if let Ok(original) = std::fs::read_to_string(&shared) {
+        assert!(original == text, "{} differs from {}", path.display(), shared.display());
+    }
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
