@@ -25,7 +25,12 @@ fn fixture() -> Vec<Case> {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let shared = dir.join("../../../shared/fixtures/minilm_reference.jsonl");
     if let Ok(original) = std::fs::read_to_string(&shared) {
-        assert!(original == text, "{} differs from {}", path.display(), shared.display());
+        assert!(
+            original == text,
+            "{} differs from {}",
+            path.display(),
+            shared.display()
+        );
     }
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
