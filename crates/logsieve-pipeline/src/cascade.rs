@@ -282,7 +282,12 @@ impl Pipeline {
 
     /// The rules stage alone, honouring the source's route.
     pub fn rule_decision(&self, item: Item<'_>) -> Option<Decision> {
-        match self.config.route(item.source) {
+        self.rule_decision_on(item, self.config.route(item.source))
+    }
+
+    /// [`Pipeline::rule_decision`] for a source whose route is known.
+    fn rule_decision_on(&self, item: Item<'_>, route: Route) -> Option<Decision> {
+        match route {
             Route::Model | Route::Llm => None,
             Route::Cascade | Route::Rules => {
                 self.rules.classify(item.source, item.message).map(|m| Decision {
@@ -323,7 +328,7 @@ impl Pipeline {
                 let route = self.config.route(item.source);
                 let d = if item.message.trim().is_empty() {
                     Some(Decision::none("empty log_message"))
-                } else if let Some(d) = self.rule_decision(*item) {
+                } else if let Some(d) = self.rule_decision_on(*item, route) {
                     Some(d)
                 } else if route == Route::Rules {
                     Some(Decision::none("no rule matched (source routed to rules only)"))
