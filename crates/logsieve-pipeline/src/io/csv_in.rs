@@ -136,14 +136,7 @@ impl RowReader for CsvReader<'_> {
         if rec.len() == 1 && rec[0].is_empty() {
             return self.next_row();
         }
-        let mut row = InputRow {
-            line,
-            source: String::new(),
-            message: String::new(),
-            note: String::new(),
-            unreadable: false,
-            payload: Payload::Csv(rec.clone()),
-        };
+        let mut row = InputRow::new(line, String::new(), String::new(), Payload::Csv(rec.clone()));
         let is_last = matches!(self.peeked, Some(Ok(None)));
         if let (true, Some((qline, qcol))) = (is_last, self.open_quote.get()) {
             if qline >= line {

@@ -88,6 +88,18 @@ pub struct InputRow {
 }
 
 impl InputRow {
+    /// A readable row with no notes yet.
+    pub fn new(line: u64, source: String, message: String, payload: Payload) -> Self {
+        Self {
+            line,
+            source,
+            message,
+            note: String::new(),
+            unreadable: false,
+            payload,
+        }
+    }
+
     fn add_note(&mut self, note: impl AsRef<str>) {
         if !self.note.is_empty() {
             self.note.push_str("; ");
@@ -184,14 +196,7 @@ impl<R: BufRead> RowReader for TextReader<R> {
             Ok(None) => None,
             Ok(Some((text, bad))) => {
                 self.line += 1;
-                let mut row = InputRow {
-                    line: self.line,
-                    source: self.source.clone(),
-                    message: text,
-                    note: String::new(),
-                    unreadable: false,
-                    payload: Payload::Text,
-                };
+                let mut row = InputRow::new(self.line, self.source.clone(), text, Payload::Text);
                 if bad {
                     row.add_note(format!("line {}: {BAD_UTF8}", self.line));
                 }
@@ -241,14 +246,7 @@ impl<R: BufRead> RowReader for JsonlReader<R> {
                 continue; // blank lines separate nothing in JSON lines
             }
             let line = self.line;
-            let mut row = InputRow {
-                line,
-                source: String::new(),
-                message: String::new(),
-                note: String::new(),
-                unreadable: false,
-                payload: Payload::Raw(text.clone()),
-            };
+            let mut row = InputRow::new(line, String::new(), String::new(), Payload::Raw(text.clone()));
             if bad {
                 row.add_note(format!("line {line}: {BAD_UTF8}"));
             }

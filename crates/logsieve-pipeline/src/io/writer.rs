@@ -195,14 +195,7 @@ mod tests {
         let obj: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(r#"{"ts":1,"target_label":"old","source":"A","log_message":"m \"q\""}"#)
                 .unwrap();
-        let row = InputRow {
-            line: 3,
-            source: "A".into(),
-            message: "m \"q\"".into(),
-            note: String::new(),
-            unreadable: false,
-            payload: Payload::Json(obj),
-        };
+        let row = InputRow::new(3, "A".into(), "m \"q\"".into(), Payload::Json(obj));
         assert_eq!(
             write_one(&row),
             "{\"ts\":1,\"target_label\":\"User Action\",\"source\":\"A\",\"log_message\":\"m \\\"q\\\"\",\
@@ -212,14 +205,7 @@ mod tests {
 
     #[test]
     fn a_text_line_becomes_line_source_message_and_the_output_columns() {
-        let row = InputRow {
-            line: 7,
-            source: "web".into(),
-            message: "GET /x 200".into(),
-            note: String::new(),
-            unreadable: false,
-            payload: Payload::Text,
-        };
+        let row = InputRow::new(7, "web".into(), "GET /x 200".into(), Payload::Text);
         assert_eq!(
             write_one(&row),
             "{\"line\":7,\"source\":\"web\",\"log_message\":\"GET /x 200\",\"target_label\":\"User Action\",\
