@@ -560,7 +560,20 @@ impl Pipeline {
         vectors
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(g, v)| (g, self.examples.nearest(bank, &v, k)))
+            .map(|(g, v)| (g, self.prompt_examples(self.examples.nearest(bank, &v, 2 * k), k)))
+            .collect()
+    }
+
+    /// Examples as the LLM is shown them: masked (placeholders instead of
+    /// ids, numbers and addresses: a third of the tokens, the same pattern),
+    /// each masked text once, the `k` nearest.
+    fn prompt_examples(&self, nearest: Vec<(String, String)>, k: usize) -> Vec<(String, String)> {
+        let mut seen = std::collections::HashSet::new();
+        nearest
+            .into_iter()
+            .map(|(m, l)| (self.masker.mask(&m).into_owned(), l))
+            .filter(|(m, _)| seen.insert(m.clone()))
+            .take(k)
             .collect()
     }
 
