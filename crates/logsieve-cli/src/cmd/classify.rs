@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logsieve_pipeline::io::{self, CountingReader, CsvWriter, Format, JsonlWriter, RowWriter};
 use logsieve_pipeline::run::classify_stream;
 
-use crate::common::{open_input, ConfigArgs};
+use crate::common::{llm_summary, open_input, ConfigArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -100,6 +100,9 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             "note: {} of {} rows were flagged (see their `detail`); {} could not be classified",
             summary.flagged, summary.rows, summary.unreadable
         );
+    }
+    if let Some(line) = llm_summary(&pipeline) {
+        eprintln!("{line}");
     }
     if a.stats {
         let mut s = pipeline.stats.snapshot();

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Result;
 use logsieve_pipeline::eval::{evaluate, select, Split};
 
-use crate::common::{ConfigArgs, LabelledArgs};
+use crate::common::{llm_summary, ConfigArgs, LabelledArgs};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SplitArg {
@@ -38,8 +38,14 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let t0 = Instant::now();
     let (report, _) = evaluate(&pipeline, &rows);
     let secs = t0.elapsed().as_secs_f64();
+    if let Some(line) = llm_summary(&pipeline) {
+        eprintln!("{line}");
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut out = serde_json::to_value(&report)?;
+        out["seconds"] = serde_json::json!((secs * 1000.0).round() / 1000.0);
+        out["llm"] = serde_json::to_value(pipeline.llm().stats())?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
             "{} rows ({:?} split) in {:.1}s, {:.0} rows/s\n",
