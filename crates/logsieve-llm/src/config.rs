@@ -39,7 +39,7 @@ pub struct LlmConfig {
     /// Sampling temperature; 0 keeps answers repeatable (and cacheable).
     pub temperature: f32,
     /// Upper bound on tokens in the answer (`max_tokens`). Unset: 300 for a
-    /// hosted endpoint (reasoning models that think aloud need room), 64 for
+    /// hosted endpoint (reasoning models that think aloud need room), 48 for
     /// a server on this machine, where every token costs CPU time and small
     /// models write long reasons whatever they are told; the label comes
     /// first in the answer, so one cut short still counts.
@@ -155,7 +155,7 @@ impl Default for LlmConfig {
 /// Calls per minute for a hosted endpoint when `calls_per_minute` is unset.
 pub const DEFAULT_HOSTED_CALLS_PER_MINUTE: u32 = 30;
 /// `max_tokens` when unset: hosted endpoint, server on this machine.
-pub const DEFAULT_MAX_TOKENS: (u32, u32) = (300, 64);
+pub const DEFAULT_MAX_TOKENS: (u32, u32) = (300, 48);
 
 /// How the answer's shape is asked of the server (`response_format`), from
 /// the strictest down.
@@ -190,45 +190,46 @@ impl ResponseFormat {
     }
 }
 
-/// Descriptions of the labels logsieve ships with. `Workflow Error` and
-/// `Deprecation Warning` are LLM-only (too rare to train on).
+/// Descriptions of the labels logsieve ships with: the one-line definitions
+/// of `docs/taxonomy.md` (as in `config/labels.toml`). `Workflow Error` and
+/// `Deprecation Warning` are LLM-only on the seed data (too rare to train on).
 pub fn default_labels() -> BTreeMap<String, String> {
     [
         (
-            "Workflow Error",
-            "A business process step failed (lead conversion, escalation, task assignment, follow-up).",
-        ),
-        (
             "Deprecation Warning",
-            "A feature, API or method is outdated, deprecated or will be removed or discontinued.",
-        ),
-        (
-            "HTTP Status",
-            "An HTTP request/response record with method, path and status code.",
-        ),
-        (
-            "Critical Error",
-            "A severe failure of a core component or service that needs immediate attention.",
-        ),
-        (
-            "Error",
-            "A failure of an operation that is not critical to the whole system.",
+            "A feature, API, option or version is deprecated, obsolete, or will stop being supported.",
         ),
         (
             "Security Alert",
-            "Suspicious or unauthorized access, attack, or a security policy violation.",
+            "Authentication or authorisation failed or was refused, or an attack, intrusion or abuse is suspected.",
         ),
         (
-            "System Notification",
-            "Routine system event: backup, restart, update, job completed.",
+            "HTTP Status",
+            "The record of an HTTP request or response, with its method, path or status code.",
+        ),
+        (
+            "Critical Error",
+            "A failure that stops a system, service, node or hardware part, or risks losing data.",
+        ),
+        (
+            "Workflow Error",
+            "A job, task, workflow, pipeline or business process failed, was aborted or could not proceed.",
+        ),
+        (
+            "Error",
+            "An operation failed or something is wrong: exceptions, I/O or network failures, timeouts, invalid data, retries after a failure.",
         ),
         (
             "Resource Usage",
-            "Memory, CPU, disk or bandwidth consumption or limits.",
+            "A measurement, level, limit or allocation of a resource: memory, CPU, disk, bandwidth, temperature, fans, power, quotas.",
         ),
         (
             "User Action",
-            "Something a user did: login, logout, account or record change.",
+            "Something a human user did or had done: logged in or out, opened or closed a session, changed a setting, created an account, used the device.",
+        ),
+        (
+            "System Notification",
+            "Routine operation: start-up, shut-down, state changes, progress, scheduling, connections, data transferred or stored, configuration.",
         ),
     ]
     .into_iter()
@@ -386,7 +387,7 @@ impl LlmConfig {
         }
     }
 
-    /// `max_tokens`, or its default for this endpoint: 300 hosted, 64 local.
+    /// `max_tokens`, or its default for this endpoint: 300 hosted, 48 local.
     pub fn effective_max_tokens(&self) -> u32 {
         self.max_tokens.unwrap_or(if self.is_local() {
             DEFAULT_MAX_TOKENS.1
@@ -557,7 +558,7 @@ mod tests {
                 LlmConfig::default().effective_max_tokens(),
                 local.effective_max_tokens()
             ),
-            (300, 64)
+            (300, 48)
         );
         let capped = LlmConfig {
             calls_per_minute: Some(5),

@@ -33,7 +33,7 @@ use crate::config::ResponseFormat;
 ///   enforces schemas cannot produce any other label.
 /// - `label` comes first, so an answer cut short by `max_tokens` still
 ///   carries it.
-pub const SYSTEM_PROMPT: &str = r#"You classify log lines from software systems. Choose exactly one label from this list:
+pub const SYSTEM_PROMPT: &str = r#"You classify log lines from software systems. Choose exactly one label from this list; when several fit, take the first of them in the list:
 {labels}
 - "Unclassified": none of the labels above fits.
 
@@ -41,6 +41,32 @@ The user message holds labelled examples inside <examples>...</examples> and the
 
 Answer with a single JSON object and nothing else:
 {"label": "<one label from the list, spelled exactly>", "confidence": <number from 0 to 1>, "reason": "<at most 12 words>"}"#;
+
+/// The order labels are listed in, as `docs/taxonomy.md` decides between
+/// them ("take the first label whose definition fits": a failed login is a
+/// Security Alert before it is a User Action). Other labels follow, in the
+/// order they were given.
+pub const LABEL_PRIORITY: [&str; 9] = [
+    "Deprecation Warning",
+    "Security Alert",
+    "HTTP Status",
+    "Critical Error",
+    "Workflow Error",
+    "Error",
+    "Resource Usage",
+    "User Action",
+    "System Notification",
+];
+
+/// `labels` in [`LABEL_PRIORITY`] order (a stable sort).
+pub fn by_priority(labels: &mut [LabelSpec]) {
+    labels.sort_by_key(|l| {
+        LABEL_PRIORITY
+            .iter()
+            .position(|p| p.eq_ignore_ascii_case(&l.name))
+            .unwrap_or(LABEL_PRIORITY.len())
+    });
+}
 
 /// A label the model may answer, with its description.
 #[derive(Clone, Debug, PartialEq)]
@@ -474,6 +500,23 @@ mod tests {
             serde_json::json!({"type": "json_object"})
         );
         assert_eq!(response_format(ResponseFormat::None, &labels()), None);
+    }
+
+    #[test]
+    fn labels_are_listed_in_the_taxonomy_order_others_last() {
+        let mut specs: Vec<LabelSpec> = ["System Notification", "Custom", "Security Alert", "user action"]
+            .into_iter()
+            .map(|n| LabelSpec {
+                name: n.into(),
+                description: String::new(),
+            })
+            .collect();
+        by_priority(&mut specs);
+        let names: Vec<&str> = specs.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Security Alert", "user action", "System Notification", "Custom"]
+        );
     }
 
     #[test]

@@ -346,6 +346,7 @@ impl LlmStage {
                 .unwrap_or_else(|| "(no description given)".to_string());
             specs.push(LabelSpec { name, description });
         }
+        prompt::by_priority(&mut specs);
         match &client {
             Ok(_) => tracing::info!(target: "logsieve_llm", labels = specs.len(), "{status}"),
             Err(_) => tracing::warn!(target: "logsieve_llm", "{status}"),
