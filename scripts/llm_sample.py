@@ -5,10 +5,12 @@ against a real model").
 usage: python3 scripts/llm_sample.py DATA.csv DECISIONS.jsonl N SEED > sample.csv
 
 DATA.csv is the labelled input (source, log_message, target_label[, event_id]);
-DECISIONS.jsonl is `logsieve classify DATA.csv --output-format jsonl` run with
-an LLM that answers at once (any), in the same order. Rows whose `method` is
-`llm` are the ones the LLM is asked about; one row per `event_id` (or per
-message when there is none) is kept, then N of those at random (SEED).
+DECISIONS.jsonl is `logsieve classify DATA.csv --output-format jsonl`, in the
+same order, run with the LLM stage off (no key, no local URL: each row it
+would have asked says `llm stage off` in its detail) or with an LLM. Those
+rows (or rows with `method` llm) are the ones the LLM is asked about; one row
+per `event_id` (or per message when there is none) is kept, then N of those
+at random (SEED).
 """
 
 import csv
@@ -26,7 +28,7 @@ def main() -> None:
     assert len(rows) == len(decided), (len(rows), len(decided))
     seen, picked = set(), []
     for row, d in zip(rows, decided):
-        if d.get("method") != "llm":
+        if d.get("method") != "llm" and "llm stage off" not in d.get("detail", ""):
             continue
         key = (row["source"], row.get("event_id") or row["log_message"])
         if key in seen:
