@@ -110,6 +110,15 @@ pub struct LlmConfig {
     pub min_confidence: f32,
     /// Most labelled examples put in one prompt; extra ones are dropped.
     pub max_examples: usize,
+    /// Least cosine similarity (of the encoder's vectors) an example needs
+    /// to the line to be shown. Examples that are merely the least unlike
+    /// the line can mislead a small model more than they teach it: the
+    /// nearest seed example to real-corpus lines the model was unsure of
+    /// scored 0.10–0.44 (one 0.65), and showing them cost Qwen 0.5B most of
+    /// its right answers (README), so `config/local-llm.toml` sets 0.45;
+    /// LegacyCRM lines score 0.29–0.50 against their labels' examples, which
+    /// a large model uses well, hence 0 (every example) by default.
+    pub min_example_similarity: f32,
     /// Longest message (in characters) sent to the model; longer lines are
     /// cut, with a marker, to bound cost.
     pub max_message_chars: usize,
@@ -146,6 +155,7 @@ impl Default for LlmConfig {
             confidence: 0.7,
             min_confidence: 0.0,
             max_examples: 5,
+            min_example_similarity: 0.0,
             max_message_chars: 2_000,
             labels: default_labels(),
         }
@@ -229,7 +239,7 @@ pub fn default_labels() -> BTreeMap<String, String> {
         ),
         (
             "System Notification",
-            "Routine operation: start-up, shut-down, state changes, progress, scheduling, connections, data transferred or stored, configuration.",
+            "Routine operation, as most log lines are: start-up, shut-down, state changes, progress, scheduling, connections, data transferred or stored, configuration.",
         ),
     ]
     .into_iter()
@@ -326,6 +336,9 @@ impl LlmConfig {
             if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
                 return Err(invalid(field, "must be between 0 and 1"));
             }
+        }
+        if !(self.min_example_similarity.is_finite() && (-1.0..=1.0).contains(&self.min_example_similarity)) {
+            return Err(invalid("min_example_similarity", "must be between -1 and 1"));
         }
         if self.max_message_chars == 0 {
             return Err(invalid("max_message_chars", "must be at least 1"));

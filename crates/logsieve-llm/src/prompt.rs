@@ -33,7 +33,7 @@ use crate::config::ResponseFormat;
 ///   enforces schemas cannot produce any other label.
 /// - `label` comes first, so an answer cut short by `max_tokens` still
 ///   carries it.
-pub const SYSTEM_PROMPT: &str = r#"You classify log lines from software systems. Choose exactly one label from this list; when several fit, take the first of them in the list:
+pub const SYSTEM_PROMPT: &str = r#"You classify log lines from software systems. Choose exactly one label from this list:
 {labels}
 - "Unclassified": none of the labels above fits.
 
@@ -42,11 +42,17 @@ The user message holds labelled examples inside <examples>...</examples> and the
 Answer with a single JSON object and nothing else:
 {"label": "<one label from the list, spelled exactly>", "confidence": <number from 0 to 1>, "reason": "<at most 12 words>"}"#;
 
-/// The order labels are listed in, as `docs/taxonomy.md` decides between
-/// them ("take the first label whose definition fits": a failed login is a
-/// Security Alert before it is a User Action). Other labels follow, in the
-/// order they were given.
+/// The order labels are listed in: System Notification, what most lines
+/// are, first; then the others in the order `docs/taxonomy.md` decides
+/// between them. Other labels follow, in the order they were given.
+///
+/// Measured with Qwen2.5-Coder-0.5B on 20 real-corpus lines the model stage
+/// was unsure of (README): with the taxonomy's order and its "take the
+/// first that fits" rule in the prompt, System Notification listed last,
+/// 2 of 20 right; listed first, without the rule and without examples from
+/// the seed bank, 15 of 20. Small models read a list's order as a ranking.
 pub const LABEL_PRIORITY: [&str; 9] = [
+    "System Notification",
     "Deprecation Warning",
     "Security Alert",
     "HTTP Status",
@@ -55,7 +61,6 @@ pub const LABEL_PRIORITY: [&str; 9] = [
     "Error",
     "Resource Usage",
     "User Action",
-    "System Notification",
 ];
 
 /// `labels` in [`LABEL_PRIORITY`] order (a stable sort).
@@ -515,7 +520,7 @@ mod tests {
         let names: Vec<&str> = specs.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(
             names,
-            ["Security Alert", "user action", "System Notification", "Custom"]
+            ["System Notification", "Security Alert", "user action", "Custom"]
         );
     }
 

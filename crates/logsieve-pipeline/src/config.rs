@@ -250,6 +250,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn local_llm_config_is_the_default_but_for_its_llm_table() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/local-llm.toml");
+        let local = Config::load(&path).unwrap();
+        let mut builtin = Config::builtin();
+        assert_eq!(local.llm.min_example_similarity, 0.45);
+        assert!(local.llm.is_local());
+        builtin.llm = local.llm.clone();
+        assert_eq!(
+            serde_json::to_value(&local).unwrap(),
+            serde_json::to_value(&builtin).unwrap()
+        );
+    }
+
+    #[test]
     fn builtin_routes_legacy_crm_to_the_llm() {
         let c = Config::builtin();
         assert_eq!(c.route("LegacyCRM"), Route::Llm);

@@ -49,13 +49,23 @@ impl ExampleBank {
     }
 
     /// Up to `k` examples nearest `query` as `(message, label)`, nearest
-    /// first. `vectors` are the bank's (unit length, as the encoder's).
-    pub fn nearest(&self, vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<(String, String)> {
+    /// first, none less similar than `min_similarity` (cosine). `vectors`
+    /// are the bank's (unit length, as the encoder's).
+    pub fn nearest(
+        &self,
+        vectors: &[Vec<f32>],
+        query: &[f32],
+        k: usize,
+        min_similarity: f32,
+    ) -> Vec<(String, String)> {
         let mut scored: Vec<(f32, usize)> = vectors
             .iter()
             .enumerate()
             .map(|(i, v)| (v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>(), i))
             .collect();
+        let best = scored.iter().map(|s| s.0).fold(f32::NEG_INFINITY, f32::max);
+        tracing::debug!(target: "logsieve_examples", best, min_similarity, "nearest example");
+        scored.retain(|&(score, _)| score >= min_similarity);
         let k = k.min(scored.len());
         if k == 0 {
             return Vec::new();
@@ -86,10 +96,14 @@ mod tests {
     fn nearest_examples_come_first_and_k_bounds_them() {
         let bank = ExampleBank::new(vec![ex("a", "A"), ex("b", "B"), ex("c", "C")]);
         let v = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![0.6, 0.8]];
-        let got = bank.nearest(&v, &[0.0, 1.0], 2);
+        let got = bank.nearest(&v, &[0.0, 1.0], 2, -1.0);
         assert_eq!(got, vec![("b".into(), "B".into()), ("c".into(), "C".into())]);
-        assert_eq!(bank.nearest(&v, &[1.0, 0.0], 9).len(), 3);
-        assert!(bank.nearest(&v, &[1.0, 0.0], 0).is_empty());
+        assert_eq!(bank.nearest(&v, &[1.0, 0.0], 9, -1.0).len(), 3);
+        assert!(
+            bank.nearest(&v, &[1.0, 0.0], 9, 2.0).is_empty(),
+            "none similar enough"
+        );
+        assert!(bank.nearest(&v, &[1.0, 0.0], 0, -1.0).is_empty());
     }
 
     #[test]

@@ -366,8 +366,14 @@ impl Pipeline {
         let mut examples = if self.llm.is_enabled() {
             let texts: Vec<&str> = for_llm.iter().map(|f| groups[f.group].text.as_str()).collect();
             let known = for_llm.iter_mut().map(|f| f.vector.take()).collect();
-            self.model
-                .examples_for(&texts, known, k, &self.masker, &self.stats)
+            self.model.examples_for(
+                &texts,
+                known,
+                k,
+                self.config.llm.min_example_similarity,
+                &self.masker,
+                &self.stats,
+            )
         } else {
             Vec::new()
         };

@@ -146,6 +146,7 @@ impl ModelStage {
         texts: &[&str],
         mut vectors: Vec<Option<Vec<f32>>>,
         k: usize,
+        min_similarity: f32,
         masker: &Masker,
         stats: &Stats,
     ) -> Vec<Vec<(String, String)>> {
@@ -178,7 +179,7 @@ impl ModelStage {
             .into_iter()
             .map(|v| match v {
                 Some(v) if !v.is_empty() => {
-                    prompt_examples(masker, self.examples.nearest(bank, &v, 2 * k), k)
+                    prompt_examples(masker, self.examples.nearest(bank, &v, 2 * k, min_similarity), k)
                 }
                 _ => Vec::new(),
             })
