@@ -42,12 +42,39 @@ pub struct ConfigArgs {
     pub llm_model: Option<String>,
 }
 
+/// The configuration file's text and where it came from; each crate reads
+/// its own tables from it (the cascade's `Config`, the server's
+/// `[server]`, the templates command's `max_templates`).
+pub struct ConfigFile {
+    pub text: String,
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        Ok(logsieve_pipeline::config::parse_toml(&self.text, &self.path)?)
+    }
+}
+
 impl ConfigArgs {
+    /// The `--config` file's text, or the built-in configuration's.
+    pub fn file(&self) -> Result<ConfigFile> {
+        Ok(match &self.config {
+            Some(p) => ConfigFile {
+                text: std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?,
+                path: p.clone(),
+            },
+            None => ConfigFile {
+                text: logsieve_pipeline::config::DEFAULT_CONFIG_TOML.to_string(),
+                path: PathBuf::from("<built-in config/default.toml>"),
+            },
+        })
+    }
+
+    /// The cascade's configuration, with the flags applied.
     pub fn load(&self) -> Result<Config> {
-        let mut cfg = match &self.config {
-            Some(p) => Config::load(p)?,
-            None => Config::builtin(),
-        };
+        let file = self.file()?;
+        let mut cfg = Config::from_toml(&file.text, &file.path)?;
         if let Some(r) = &self.rules {
             cfg.rules.path = Some(r.clone());
         }

@@ -91,8 +91,9 @@ pub struct LlmConfig {
     /// Label vocabulary of the LLM: label -> one-line description. Every key
     /// is an allowed answer (this is how LLM-only labels such as
     /// `Workflow Error` are added); labels the pipeline passes in are allowed
-    /// too and take their description from here when present. Setting this
-    /// table replaces the defaults.
+    /// too and take their description from here when present. Empty by
+    /// default: the pipeline then fills it from its taxonomy
+    /// (config/labels.toml); setting it replaces those.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -119,55 +120,9 @@ impl Default for LlmConfig {
             min_confidence: 0.0,
             max_examples: 5,
             max_message_chars: 2_000,
-            labels: default_labels(),
+            labels: BTreeMap::new(),
         }
     }
-}
-
-/// Descriptions of the labels logsieve ships with. `Workflow Error` and
-/// `Deprecation Warning` are LLM-only (too rare to train on).
-pub fn default_labels() -> BTreeMap<String, String> {
-    [
-        (
-            "Workflow Error",
-            "A business process step failed (lead conversion, escalation, task assignment, follow-up).",
-        ),
-        (
-            "Deprecation Warning",
-            "A feature, API or method is outdated, deprecated or will be removed or discontinued.",
-        ),
-        (
-            "HTTP Status",
-            "An HTTP request/response record with method, path and status code.",
-        ),
-        (
-            "Critical Error",
-            "A severe failure of a core component or service that needs immediate attention.",
-        ),
-        (
-            "Error",
-            "A failure of an operation that is not critical to the whole system.",
-        ),
-        (
-            "Security Alert",
-            "Suspicious or unauthorized access, attack, or a security policy violation.",
-        ),
-        (
-            "System Notification",
-            "Routine system event: backup, restart, update, job completed.",
-        ),
-        (
-            "Resource Usage",
-            "Memory, CPU, disk or bandwidth consumption or limits.",
-        ),
-        (
-            "User Action",
-            "Something a user did: login, logout, account or record change.",
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
 }
 
 /// Why an [`LlmConfig`] cannot be used. Names the field at fault.
@@ -367,8 +322,8 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.base_url, "https://api.groq.com/openai/v1");
         assert!(cfg.model.starts_with("llama"));
-        assert!(cfg.labels.contains_key("Workflow Error"));
-        assert!(cfg.labels.contains_key("Deprecation Warning"));
+        // Label descriptions are the pipeline's taxonomy's, not this crate's.
+        assert!(cfg.labels.is_empty());
     }
 
     #[test]

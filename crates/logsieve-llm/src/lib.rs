@@ -19,8 +19,7 @@ mod stage;
 
 pub use client::{ChatMessage, ChatRequest, CompletionFuture, HttpClient, LlmClient, LlmError};
 pub use config::{
-    default_labels, ApiKey, ConfigError, LlmConfig, DEFAULT_BASE_URL, DEFAULT_MODEL, ENV_API_KEYS,
-    ENV_BASE_URL, ENV_MODEL,
+    ApiKey, ConfigError, LlmConfig, DEFAULT_BASE_URL, DEFAULT_MODEL, ENV_API_KEYS, ENV_BASE_URL, ENV_MODEL,
 };
 pub use prompt::{LabelSpec, UNCLASSIFIED};
 pub use stage::{LlmOutcome, LlmRequest, LlmStage, LlmStats, Method};

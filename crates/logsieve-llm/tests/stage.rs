@@ -23,6 +23,13 @@ fn config(server: &FakeServer) -> LlmConfig {
         backoff_max_secs: 0.01,
         calls_per_minute: 0,
         breaker_failures: 0,
+        // The labels only the LLM gives (the pipeline passes in its taxonomy's).
+        labels: [
+            ("Workflow Error", "A business process step failed."),
+            ("Deprecation Warning", "A feature is deprecated."),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into(),
         ..LlmConfig::default()
     }
 }

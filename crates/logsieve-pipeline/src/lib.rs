@@ -14,11 +14,12 @@ pub mod examples;
 pub mod io;
 pub mod labelled;
 pub mod run;
+pub mod taxonomy;
 pub mod train;
 
 pub use cascade::{
     CacheCounts, EncoderUnavailable, Item, MethodCounts, ModelParts, Pipeline, PipelineBuilder,
     PipelineError, StatsSnapshot, DEFAULT_CLASSIFIER_JSON,
 };
-pub use config::{Config, Route, ServerConfig};
+pub use config::{Config, Route};
 pub use decision::{Decision, Method, UNCLASSIFIED};

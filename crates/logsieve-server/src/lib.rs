@@ -7,6 +7,7 @@
 
 mod auth;
 pub mod batcher;
+pub mod config;
 mod docs;
 pub mod error;
 pub mod metrics;
@@ -21,14 +22,15 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use logsieve_pipeline::{EncoderUnavailable, Pipeline, ServerConfig};
+use logsieve_pipeline::{EncoderUnavailable, Pipeline};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
 
 pub use batcher::Batcher;
+pub use config::ServerConfig;
+pub use config::ServerConfig as Config;
 pub use error::AppError;
-pub use logsieve_pipeline::ServerConfig as Config;
 
 /// Everything a handler needs; one `Arc<AppState>` is shared by all.
 pub struct AppState {

@@ -11,8 +11,8 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use logsieve_embed::{EmbedError, Embedder, MiniLm};
 use logsieve_llm::{ChatRequest, CompletionFuture, LlmClient, LlmStage};
-use logsieve_pipeline::{Config, Pipeline, ServerConfig};
-use logsieve_server::{app, AppState};
+use logsieve_pipeline::{Config, Pipeline};
+use logsieve_server::{app, AppState, ServerConfig};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 

@@ -40,7 +40,8 @@ pub struct Args {
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let config = cfg.load()?;
-    let mut server = config.server.clone();
+    let file = cfg.file()?;
+    let mut server = logsieve_server::ServerConfig::from_toml(&file.text, &file.path)?;
     if let Some(h) = a.host {
         server.host = h;
     }

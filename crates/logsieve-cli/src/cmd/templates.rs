@@ -44,12 +44,29 @@ pub struct Args {
     pub output: Option<PathBuf>,
 }
 
+/// This command's part of the configuration file: `[templates]
+/// max_templates` (the rest of the table is the cascade's).
+#[derive(serde::Deserialize)]
+struct TemplatesFile {
+    #[serde(default)]
+    templates: TemplatesTable,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct TemplatesTable {
+    /// Most templates the miner keeps; past it the least recently matched
+    /// one is evicted (bounded memory on endless streams). 0: unlimited.
+    /// `--max-templates` overrides it.
+    #[serde(default)]
+    max_templates: usize,
+}
+
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let config = cfg.load()?;
     let masker = crate::common::masker(&config)?;
-    let cap = a
-        .max_templates
-        .or((config.templates.max_templates > 0).then_some(config.templates.max_templates));
+    let file: TemplatesFile = cfg.file()?.parse()?;
+    let configured = file.templates.max_templates;
+    let cap = a.max_templates.or((configured > 0).then_some(configured));
     let miner = match &a.restore {
         Some(p) => {
             let m = Miner::load(p, masker)?;

@@ -25,6 +25,7 @@ use super::stats::Stats;
 use super::Pipeline;
 use crate::config::Config;
 use crate::examples::ExampleBank;
+use crate::taxonomy::Taxonomy;
 
 /// The model trained from the seed dataset, built into the binary.
 pub const DEFAULT_CLASSIFIER_JSON: &str = include_str!("../../../../models/default/classifier.json");
@@ -227,7 +228,13 @@ impl PipelineBuilder {
                 labels.extend(parts.examples.iter().map(|e| e.label.clone()));
                 labels.sort();
                 labels.dedup();
-                LlmStage::new(config.llm.clone(), &labels, self.api_key)?
+                let mut llm = config.llm.clone();
+                // Unless the configuration describes the labels itself, the
+                // LLM knows the taxonomy's (LLM-only labels included).
+                if llm.labels.is_empty() {
+                    llm.labels = Taxonomy::builtin().descriptions();
+                }
+                LlmStage::new(llm, &labels, self.api_key)?
             }
         };
         let masker = self.masker.unwrap_or_else(Masker::builtin);
