@@ -50,7 +50,7 @@ impl<W: Write> CsvWriter<W> {
                 }
             };
         }
-        w.write_record(&cols)?;
+        w.write_record(&cols).map_err(csv_io)?;
         Ok(Self { w, width, slots })
     }
 }
@@ -80,12 +80,24 @@ impl<W: Write> RowWriter for CsvWriter<W> {
         for (slot, v) in self.slots.iter().zip(values) {
             fields[*slot] = v.into_bytes();
         }
-        self.w.write_record(&fields)?;
+        self.w.write_record(&fields).map_err(csv_io)?;
         Ok(())
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
         self.w.flush()
+    }
+}
+
+/// A CSV error as an I/O error, keeping the kind of an underlying I/O
+/// failure (a closed pipe must still read as `BrokenPipe`).
+fn csv_io(e: csv::Error) -> std::io::Error {
+    if !e.is_io_error() {
+        return std::io::Error::other(e);
+    }
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => std::io::Error::other(format!("{other:?}")),
     }
 }
 
