@@ -335,13 +335,29 @@ fn a_bad_rules_file_names_rule_and_line() {
     assert!(err.contains("r.toml:7: rule `bad`: invalid pattern"), "{err}");
 }
 
+/// Run `logsieve ARGS` (no input) and insist that it succeeds.
+fn ok(args: &[&str]) -> Output {
+    let out = bin().args(args).output().unwrap();
+    assert!(out.status.success(), "logsieve {args:?}: {}", text(&out.stderr));
+    out
+}
+
+/// `logsieve COMMAND --data DATA --out OUT` (train, mine-rules), which must succeed.
+fn on_labelled(command: &str, data: &Path, out: &Path) -> Output {
+    ok(&[
+        command,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 fn eval_json(args: &[&str]) -> serde_json::Value {
     let data = repo().join("data/synthetic_logs.csv");
     let mut all = vec!["eval", "--data", data.to_str().unwrap(), "--json"];
     all.extend_from_slice(args);
-    let out = bin().args(&all).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&ok(&all).stdout).unwrap()
 }
 
 #[test]
@@ -382,17 +398,7 @@ fn train_writes_an_artifact_that_classify_uses() {
     let data = dir.path().join("small.csv");
     std::fs::write(&data, format!("{header}\n{}\n", keep.join("\n"))).unwrap();
     let model = dir.path().join("model");
-    let out = bin()
-        .args([
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            model.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = on_labelled("train", &data, &model);
     let report = text(&out.stdout);
     assert!(report.contains("claimed by rules or routes"), "{report}");
     assert!(report.contains("confusion matrix"), "{report}");
@@ -486,18 +492,7 @@ fn templates_table_counts_and_snapshot_round_trips() {
 fn mined_rules_load_and_are_precise_on_held_out_rows() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("mined.toml");
-    let data = repo().join("data/synthetic_logs.csv");
-    let out = bin()
-        .args([
-            "mine-rules",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            rules.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = on_labelled("mine-rules", &repo().join("data/synthetic_logs.csv"), &rules);
     let report = text(&out.stdout);
     assert!(report.contains("precision 1.0000"), "{report}");
     let toml = std::fs::read_to_string(&rules).unwrap();
@@ -565,5 +560,84 @@ fn templates_max_templates_caps_the_miner_and_reports_evictions() {
     assert!(
         err.contains("50 lines, 50 templates, ") && !err.contains("evicted"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_closed_output_pipe_ends_the_run_quietly_with_zero() {
+    // `logsieve classify big.csv | head -1`: the reader goes away early.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, header, row) in [
+        (
+            "big.csv",
+            "source,log_message\n",
+            "ModernCRM,User User1 logged in.\n",
+        ),
+        (
+            "big.jsonl",
+            "",
+            "{\"source\":\"ModernCRM\",\"log_message\":\"User User1 logged in.\"}\n",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{header}{}", row.repeat(200_000))).unwrap();
+        let mut child = bin()
+            .args(["classify", path.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 64];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {:?} {}",
+            out.status,
+            text(&out.stderr)
+        );
+        assert!(
+            !text(&out.stderr).contains("Broken pipe"),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn templates_sniffs_json_lines_on_stdin_as_classify_does() {
+    let input = b"{\"log_message\": \"job 1 done\"}\n{\"log_message\": \"job 2 done\"}\n";
+    let out = run(&["templates", "--json"], input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["template"], "job <NUM> done", "{list}");
+    assert_eq!(list[0]["count"], 2);
+}
+
+#[test]
+fn mine_rules_masks_with_the_configured_masking_rules() {
+    // The configuration names masking rules that do not exist: mine-rules
+    // must read them (and fail naming them), not fall back to the built-in set.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[templates]\nmasking = \"no-such-masking.toml\"\n").unwrap();
+    let out = bin()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "mine-rules",
+            "--data",
+            repo().join("data/synthetic_logs.csv").to_str().unwrap(),
+            "--out",
+            dir.path().join("m.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no-such-masking.toml"),
+        "{}",
+        text(&out.stderr)
     );
 }

@@ -118,8 +118,15 @@ pub trait RowReader {
     }
 }
 
-/// Decide a format from a file name, else from the first bytes.
+/// Decide a format from a file name, else from the first bytes (`{`: JSON
+/// lines), else CSV. [`sniff_format_or`] for another fallback.
 pub fn sniff_format(name: Option<&str>, head: &[u8]) -> Format {
+    sniff_format_or(name, head, Format::Csv)
+}
+
+/// [`sniff_format`] with `fallback` when neither the name nor the first
+/// bytes tell (`logsieve templates` reads plain text then).
+pub fn sniff_format_or(name: Option<&str>, head: &[u8], fallback: Format) -> Format {
     if let Some(ext) = name
         .and_then(|n| n.rsplit_once('.'))
         .map(|(_, e)| e.to_ascii_lowercase())
@@ -135,7 +142,7 @@ pub fn sniff_format(name: Option<&str>, head: &[u8]) -> Format {
     if first == Some(&b'{') {
         Format::Jsonl
     } else {
-        Format::Csv
+        fallback
     }
 }
 
