@@ -199,6 +199,17 @@ impl MiniLm {
         self.options
     }
 
+    /// On the lean engine, run the matrix products on `backend` (instead of
+    /// the one `LOGSIEVE_LEAN_GEMM` chose); other engines are unchanged.
+    pub fn with_lean_backend(mut self, backend: lean::kernels::Backend) -> Self {
+        self.model = match self.model {
+            Model::Lean(m) => Model::Lean(m.with_backend(backend)),
+            #[cfg(feature = "candle")]
+            other => other,
+        };
+        self
+    }
+
     pub fn engine(&self) -> Engine {
         self.engine
     }

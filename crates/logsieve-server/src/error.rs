@@ -177,9 +177,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn server_errors_do_not_leak_causes() {
-        let resp = AppError::Internal("secret path /etc/x".into()).into_response();
-        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    async fn body_of(e: AppError) -> (StatusCode, String) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn server_errors_do_not_leak_causes() {
+        let (status, body) = body_of(AppError::Internal("secret path /etc/x".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!body.contains("secret") && !body.contains("/etc/x"), "{body}");
+        let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(j["error"]["code"], "internal");
+        assert_eq!(j["error"]["message"], "internal error");
+        let cause = EncoderUnavailable::NotConfigured;
+        let (status, body) = body_of(cause.into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!body.contains("no encoder configured"), "{body}");
     }
 }
