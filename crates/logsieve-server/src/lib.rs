@@ -11,6 +11,7 @@ pub mod config;
 mod docs;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 mod routes;
 mod upload;
 
@@ -26,6 +27,9 @@ use logsieve_pipeline::{EncoderUnavailable, Pipeline};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use batcher::Batcher;
 pub use config::ServerConfig;
@@ -87,37 +91,75 @@ impl AppState {
     }
 }
 
+/// Routes served but left out of the API description: trailing-slash
+/// aliases of documented routes, and the documentation pages' assets.
+pub const UNDOCUMENTED: [&str; 4] = ["/docs/", "/docs/assets/{file}", "/classify/", "/classify-single/"];
+
+/// The documented routes by the middleware they get: public, bulk (gzip),
+/// single lines, metrics (compressed answers). Each is registered through
+/// `routes!`, from the handler's `#[utoipa::path]`, so serving a route means
+/// describing it.
+struct RouteGroups {
+    public: OpenApiRouter<Arc<AppState>>,
+    bulk: OpenApiRouter<Arc<AppState>>,
+    single: OpenApiRouter<Arc<AppState>>,
+    metrics: OpenApiRouter<Arc<AppState>>,
+}
+
+fn route_groups() -> RouteGroups {
+    RouteGroups {
+        public: OpenApiRouter::new()
+            .routes(routes!(routes::root))
+            .routes(routes!(routes::health))
+            .routes(routes!(routes::ready))
+            .routes(routes!(docs::openapi))
+            .routes(routes!(docs::swagger))
+            .routes(routes!(docs::redoc)),
+        bulk: OpenApiRouter::new()
+            .routes(routes!(upload::classify_upload))
+            .routes(routes!(routes::classify_batch))
+            .routes(routes!(upload::ingest_logs)),
+        single: OpenApiRouter::new().routes(routes!(routes::classify_single)),
+        metrics: OpenApiRouter::new().routes(routes!(routes::metrics)),
+    }
+}
+
+/// Every documented route, without middleware: what the API description is
+/// made from.
+pub(crate) fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
+    let g = route_groups();
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(g.public)
+        .merge(g.bulk)
+        .merge(g.single)
+        .merge(g.metrics)
+}
+
 /// The router: every endpoint, its limits and middleware.
 pub fn app(state: Arc<AppState>) -> Router {
-    let public = Router::new()
-        .route("/", get(routes::health))
-        .route("/health", get(routes::health))
-        .route("/ready", get(routes::ready))
-        .route("/openapi.json", get(docs::openapi))
-        .route("/docs", get(docs::swagger))
+    let g = route_groups();
+    let public = g
+        .public
         .route("/docs/", get(docs::swagger))
-        .route("/redoc", get(docs::redoc))
         .route("/docs/assets/{file}", get(docs::asset));
     // Bulk routes take `Content-Encoding: gzip` bodies (log shippers
     // compress; limits count the decompressed bytes) and answer gzip to
     // `Accept-Encoding: gzip`. Single lines skip both layers: they save
     // nothing there and cost per-request work on the hottest route.
-    let bulk = Router::new()
-        .route("/classify", post(upload::classify_upload))
+    let bulk = g
+        .bulk
         .route("/classify/", post(upload::classify_upload))
-        .route("/v1/classify", post(routes::classify_batch))
-        .route("/v1/logs", post(upload::ingest_logs))
         .layer(RequestDecompressionLayer::new())
         .layer(middleware::from_fn(only_gzip_bodies))
         .layer(CompressionLayer::new());
-    let protected = Router::new()
-        .route("/classify-single", post(routes::classify_single))
+    let protected = g
+        .single
         .route("/classify-single/", post(routes::classify_single))
-        .route("/metrics", get(routes::metrics).layer(CompressionLayer::new()))
+        .merge(g.metrics.layer(CompressionLayer::new()))
         .merge(bulk)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    let mut router = public
-        .merge(protected)
+    let (router, _) = public.merge(protected).split_for_parts();
+    let mut router = router
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // JSON bodies; uploads read the body as a stream and count it themselves.

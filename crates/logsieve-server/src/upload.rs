@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batcher::{BatchError, Row};
+use crate::openapi::{ErrorBody, UploadForm};
 use crate::{AppError, AppState};
 
 type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -91,6 +92,25 @@ fn body_stream(body: Body) -> ByteStream {
 }
 
 /// `POST /classify`, `/classify/`: the upload with four columns added.
+#[utoipa::path(post, path = "/classify", tag = "classify", security(("bearer" = [])),
+    description = "Multipart form with field `file` (as the reference FastAPI server), or a raw text/csv or application/x-ndjson body. The response is the input with target_label, method, confidence and detail added, as an attachment. Also at /classify/.",
+    request_body(content(
+        (UploadForm = "multipart/form-data"),
+        (String = "text/csv"),
+        (String = "application/x-ndjson"),
+    )),
+    responses(
+        (status = 200, description = "The classified file", content(
+            (String = "text/csv"),
+            (String = "application/x-ndjson"),
+        )),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Wrong content type or encoding", body = ErrorBody),
+        (status = 422, description = "Unparsable or incomplete input, with line and column", body = ErrorBody),
+        (status = 429, description = "Queue full; retry (Retry-After)", body = ErrorBody),
+        (status = 504, description = "No result within the request timeout", body = ErrorBody),
+    ))]
 pub async fn classify_upload(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -156,6 +176,18 @@ pub async fn classify_upload(
 
 /// `POST /v1/logs`: NDJSON in (one object per line with `source` and
 /// `log_message`; other fields kept), NDJSON out, for log shippers.
+#[utoipa::path(post, path = "/v1/logs", tag = "classify", security(("bearer" = [])),
+    description = "One JSON object per line with `source` and `log_message`; other fields are kept and the four decision fields added. Streamed. Send `Content-Encoding: gzip` to post compressed batches (Vector's http sink, Fluent Bit's http output).",
+    request_body(content((String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "The lines with their decisions", content((String = "application/x-ndjson"))),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Wrong content type or encoding", body = ErrorBody),
+        (status = 422, description = "Unparsable or incomplete input, with line and column", body = ErrorBody),
+        (status = 429, description = "Queue full; retry (Retry-After)", body = ErrorBody),
+        (status = 504, description = "No result within the request timeout", body = ErrorBody),
+    ))]
 pub async fn ingest_logs(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
