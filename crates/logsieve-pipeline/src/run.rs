@@ -50,8 +50,14 @@ trait ChunkStage {
     type Pending;
     /// Begin classifying `items` (the work may go on in the background).
     fn start(&mut self, items: &[Item<'_>]) -> Result<Self::Pending, RunError>;
-    /// One decision per item of the chunk `start` was given, in order.
-    fn finish(&mut self, pending: Self::Pending, items: &[Item<'_>]) -> Result<Vec<Decision>, RunError>;
+    /// One decision per readable row of `chunk` (the chunk `start` was
+    /// given the items of), in order.
+    fn finish(
+        &mut self,
+        pending: Self::Pending,
+        chunk: &[InputRow],
+        max_bytes: usize,
+    ) -> Result<Vec<Decision>, RunError>;
 }
 
 /// The pipeline itself: rules and model in `start`, the LLM's requests on a
@@ -78,7 +84,8 @@ impl<'s, 'env: 's> ChunkStage for PipelineStage<'env, 's, 'env> {
     fn finish(
         &mut self,
         (partial, answers): Self::Pending,
-        _: &[Item<'_>],
+        _: &[InputRow],
+        _: usize,
     ) -> Result<Vec<Decision>, RunError> {
         let outcomes = match answers {
             Some(h) => h.join().unwrap_or_default(),
@@ -104,8 +111,9 @@ where
         Ok(())
     }
 
-    fn finish(&mut self, _: (), items: &[Item<'_>]) -> Result<Vec<Decision>, RunError> {
-        let decided = (self.0)(items).map_err(|e| RunError::Classify(Box::new(e)))?;
+    fn finish(&mut self, _: (), chunk: &[InputRow], max_bytes: usize) -> Result<Vec<Decision>, RunError> {
+        let items = readable_items(chunk, max_bytes);
+        let decided = (self.0)(&items).map_err(|e| RunError::Classify(Box::new(e)))?;
         assert_eq!(decided.len(), items.len(), "one decision per item");
         Ok(decided)
     }
@@ -162,7 +170,7 @@ fn run_chunks<S: ChunkStage>(
     let mut fatal: Option<InputError> = None;
     let mut in_flight: Option<(Vec<InputRow>, S::Pending)> = None;
     let mut flush = |(chunk, pending): (Vec<InputRow>, S::Pending), stage: &mut S| -> Result<(), RunError> {
-        let decided = stage.finish(pending, &readable_items(&chunk, max_bytes))?;
+        let decided = stage.finish(pending, &chunk, max_bytes)?;
         write_rows(&chunk, decided, writer, &mut summary)?;
         on_chunk(&summary);
         Ok(())

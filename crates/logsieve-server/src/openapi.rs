@@ -31,6 +31,27 @@ pub struct ErrorDetail {
     pub column: Option<String>,
 }
 
+/// The errors every classify route can answer (the body is always [`ErrorBody`]).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ClassifyErrors {
+    #[response(status = 401, description = "Missing or invalid bearer token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 413, description = "Body over the limit")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Wrong content type or encoding")]
+    Unsupported(ErrorBody),
+    #[response(
+        status = 422,
+        description = "Unparsable or incomplete input, with line and column"
+    )]
+    Validation(ErrorBody),
+    #[response(status = 429, description = "Queue full; retry (Retry-After)")]
+    Overloaded(ErrorBody),
+    #[response(status = 504, description = "No result within the request timeout")]
+    Timeout(ErrorBody),
+}
+
 /// A multipart upload: the file in the field `file`.
 #[derive(ToSchema)]
 #[allow(dead_code)]

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::batcher::{BatchError, Row};
 use crate::error::NotReady;
-use crate::openapi::ErrorBody;
+use crate::openapi::{ClassifyErrors, ErrorBody};
 use crate::{AppError, AppState};
 
 /// Liveness, and which stages are on.
@@ -245,12 +245,7 @@ pub async fn classify_rows(st: &AppState, rows: Vec<Row>) -> Result<Vec<Decision
     request_body = LogIn,
     responses(
         (status = 200, description = "The decision", body = DecisionOut),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body over the limit", body = ErrorBody),
-        (status = 415, description = "Wrong content type or encoding", body = ErrorBody),
-        (status = 422, description = "Unparsable or incomplete input, with line and column", body = ErrorBody),
-        (status = 429, description = "Queue full; retry (Retry-After)", body = ErrorBody),
-        (status = 504, description = "No result within the request timeout", body = ErrorBody),
+        ClassifyErrors,
     ))]
 pub async fn classify_single(
     State(st): State<Arc<AppState>>,
@@ -270,12 +265,7 @@ pub async fn classify_single(
     request_body = BatchIn,
     responses(
         (status = 200, description = "One decision per line, in input order", body = BatchOut),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body over the limit", body = ErrorBody),
-        (status = 415, description = "Wrong content type or encoding", body = ErrorBody),
-        (status = 422, description = "Unparsable or incomplete input, with line and column", body = ErrorBody),
-        (status = 429, description = "Queue full; retry (Retry-After)", body = ErrorBody),
-        (status = 504, description = "No result within the request timeout", body = ErrorBody),
+        ClassifyErrors,
     ))]
 pub async fn classify_batch(
     State(st): State<Arc<AppState>>,

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batcher::{BatchError, Row};
-use crate::openapi::{ErrorBody, UploadForm};
+use crate::openapi::{ClassifyErrors, UploadForm};
 use crate::{AppError, AppState};
 
 type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -104,12 +104,7 @@ fn body_stream(body: Body) -> ByteStream {
             (String = "text/csv"),
             (String = "application/x-ndjson"),
         )),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body over the limit", body = ErrorBody),
-        (status = 415, description = "Wrong content type or encoding", body = ErrorBody),
-        (status = 422, description = "Unparsable or incomplete input, with line and column", body = ErrorBody),
-        (status = 429, description = "Queue full; retry (Retry-After)", body = ErrorBody),
-        (status = 504, description = "No result within the request timeout", body = ErrorBody),
+        ClassifyErrors,
     ))]
 pub async fn classify_upload(
     State(st): State<Arc<AppState>>,
@@ -181,12 +176,7 @@ pub async fn classify_upload(
     request_body(content((String = "application/x-ndjson"))),
     responses(
         (status = 200, description = "The lines with their decisions", content((String = "application/x-ndjson"))),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body over the limit", body = ErrorBody),
-        (status = 415, description = "Wrong content type or encoding", body = ErrorBody),
-        (status = 422, description = "Unparsable or incomplete input, with line and column", body = ErrorBody),
-        (status = 429, description = "Queue full; retry (Retry-After)", body = ErrorBody),
-        (status = 504, description = "No result within the request timeout", body = ErrorBody),
+        ClassifyErrors,
     ))]
 pub async fn ingest_logs(
     State(st): State<Arc<AppState>>,
