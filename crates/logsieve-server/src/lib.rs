@@ -3,7 +3,10 @@
 //!
 //! Layers, as in TEI: HTTP handlers (`routes`, `upload`) → the batching
 //! queue (`batcher`, classifier threads) → `logsieve_pipeline::Pipeline`.
-//! No classification runs on an async worker.
+//! No classification runs on an async worker. The API description
+//! (`/openapi.json`) is derived from the handlers (`openapi`): routes are
+//! registered from their `#[utoipa::path]` attributes. The configuration's
+//! `[server]` table is this crate's (`config`).
 
 mod auth;
 pub mod batcher;
