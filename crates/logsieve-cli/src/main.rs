@@ -3,6 +3,8 @@
 
 mod cmd;
 mod common;
+mod interrupt;
+mod output;
 
 use clap::Parser;
 
