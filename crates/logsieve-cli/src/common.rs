@@ -1,13 +1,21 @@
 //! What every subcommand shares: the config file and the flags that
-//! override it, input and output opening, peak memory.
+//! override it, building the pipeline (the one place that reads the files
+//! the configuration names, and the environment), input and output
+//! opening, peak memory.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use logsieve_pipeline::{Config, Pipeline};
+use logsieve_embed::{Embedder, MiniLm};
+use logsieve_linear::Artifact;
+use logsieve_llm::ApiKey;
+use logsieve_pipeline::{Config, Pipeline, PipelineBuilder};
+use logsieve_rules::Rules;
+use logsieve_templates::Masker;
 
 #[derive(Debug, Args, Clone)]
 pub struct ConfigArgs {
@@ -49,7 +57,8 @@ impl ConfigArgs {
         if let Some(d) = &self.model_dir {
             cfg.model.embedding_dir = Some(d.clone());
         }
-        cfg.llm = cfg.llm.with_env_overrides();
+        // `LOGSIEVE_LLM_BASE_URL` and `LOGSIEVE_LLM_MODEL` arrive through
+        // these flags (clap reads the environment for them), nowhere else.
         if let Some(u) = &self.llm_base_url {
             cfg.llm.base_url = u.clone();
         }
@@ -64,8 +73,36 @@ impl ConfigArgs {
     }
 
     pub fn pipeline(&self) -> Result<Pipeline> {
-        Ok(Pipeline::new(self.load()?)?)
+        Ok(builder(self.load()?)?.build()?)
     }
+}
+
+/// A pipeline builder with everything `config` names loaded: rules,
+/// classifier artifact, masking rules, the encoder (on first use, fetched
+/// into the cache when no local copy is named), and the LLM API key from the
+/// environment.
+pub fn builder(config: Config) -> Result<PipelineBuilder> {
+    let mut b = Pipeline::builder(config.clone());
+    if let Some(p) = &config.rules.path {
+        b = b.rules(Rules::from_path(p)?);
+    }
+    if let Some(p) = &config.model.classifier {
+        b = b.artifact(&Artifact::load(p)?);
+    }
+    b = b.masker(masker(&config)?);
+    let (dir, options) = (config.model.embedding_dir.clone(), config.batch_options());
+    b = b.embedder_loader(move || {
+        Ok(Arc::new(MiniLm::load_default(dir.as_deref(), options)?) as Arc<dyn Embedder>)
+    });
+    Ok(b.llm_api_key(ApiKey::from_env().map(|(key, _)| key)))
+}
+
+/// The masking rules the configuration names, or the built-in set.
+pub fn masker(config: &Config) -> Result<Masker> {
+    Ok(match &config.templates.masking {
+        Some(p) => Masker::from_path(p)?,
+        None => Masker::builtin(),
+    })
 }
 
 /// An opened input: the reader, its size when known, its file name when it has one.

@@ -37,6 +37,8 @@ pub enum EmbedError {
     Forward(#[from] candle_core::Error),
     #[error("encoder: {0}")]
     Lean(#[from] lean::LeanError),
+    #[error("encoder unhealthy: {0}")]
+    Unhealthy(String),
 }
 
 /// Which implementation runs the forward pass.
@@ -92,6 +94,12 @@ pub trait Embedder: Send + Sync {
     /// that tokenize once for both override it.
     fn embed_counted(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>), EmbedError> {
         Ok((self.embed(texts)?, self.token_counts(texts)?))
+    }
+    /// Whether the encoder can serve (as TEI's backends answer `health`):
+    /// engines check themselves with a tiny forward pass; the default says
+    /// yes.
+    fn health(&self) -> Result<(), EmbedError> {
+        Ok(())
     }
 }
 
@@ -256,6 +264,22 @@ impl Embedder for MiniLm {
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         Ok(self.embed_counted(texts)?.0)
+    }
+
+    /// One short text through the tokenizer and the forward pass: a vector
+    /// of the right length and unit norm.
+    fn health(&self) -> Result<(), EmbedError> {
+        let v = self.embed(&["health"])?;
+        let ok = v.len() == 1
+            && v[0].len() == self.dim()
+            && (v[0].iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() < 1e-3;
+        if ok {
+            Ok(())
+        } else {
+            Err(EmbedError::Unhealthy(
+                "the forward pass gave no unit vector".into(),
+            ))
+        }
     }
 
     fn embed_counted(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>), EmbedError> {

@@ -30,6 +30,37 @@ pub enum ArtifactError {
     Invalid { path: String, message: String },
 }
 
+/// What text the encoder saw, in training and so in the cascade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderInput {
+    /// The message as logged.
+    Raw,
+    /// The message with variables replaced by typed placeholders (the text
+    /// the template cache keys on).
+    Masked,
+}
+
+impl EncoderInput {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncoderInput::Raw => "raw",
+            EncoderInput::Masked => "masked",
+        }
+    }
+}
+
+impl std::str::FromStr for EncoderInput {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(EncoderInput::Raw),
+            "masked" => Ok(EncoderInput::Masked),
+            other => Err(format!("`{other}`: expected `raw` or `masked`")),
+        }
+    }
+}
+
 /// What the vectors were made with; a model is only valid with the same.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +70,7 @@ pub struct EmbeddingInfo {
     pub dim: usize,
     pub max_tokens: usize,
     /// What text the encoder saw: `raw` message, or `masked` (variables replaced).
-    pub input: String,
+    pub input: EncoderInput,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +170,11 @@ impl Artifact {
         Ok(a)
     }
 
+    /// The classifier this artifact holds, as the pipeline takes it.
+    pub fn classifier(&self) -> std::sync::Arc<dyn crate::Classifier> {
+        std::sync::Arc::new(self.model.clone())
+    }
+
     /// Load `classifier.json` from a directory (or the file itself).
     pub fn load(path: &Path) -> Result<Self, ArtifactError> {
         let file = if path.is_dir() {
@@ -182,7 +218,7 @@ mod tests {
                 weights_sha256: "00".into(),
                 dim: 2,
                 max_tokens: 256,
-                input: "raw".into(),
+                input: EncoderInput::Raw,
             },
             model_threshold: 0.5,
             model: LinearModel {

@@ -1,13 +1,18 @@
 //! The classifier of the model stage.
 //!
-//! [`Classifier`] is the boundary the pipeline sees: a sentence vector in,
-//! one probability per label out. [`LinearModel`] is multinomial logistic
+//! [`Classifier`] is the boundary the pipeline sees (as `Arc<dyn
+//! Classifier>`): a sentence vector in, one probability per label out, and a
+//! [`Prediction`] (top two labels, and why the classifier is unsure, if it
+//! is). [`decide`] is the model stage's rule on top: unsure below the
+//! threshold. Another classifier plugs in by implementing the trait; the
+//! cascade does not change. [`LinearModel`] is multinomial logistic
 //! regression, trained with linfa-logistic (L-BFGS, L2 penalty) and stored
 //! in an open JSON artifact ([`artifact`]). [`report`] holds the metrics
 //! (per-class precision/recall/F1, macro F1, confusion matrix) that training
 //! and evaluation print, and [`split`] the stratified, seeded split.
 
 pub mod artifact;
+pub mod predict;
 pub mod report;
 pub mod split;
 
@@ -16,20 +21,21 @@ use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-pub use artifact::{Artifact, ArtifactError};
+pub use artifact::{Artifact, ArtifactError, EncoderInput};
+pub use predict::{decide, Prediction, Unsure};
 
 /// A vector in, one probability per label out (same order as `labels()`).
+/// Object safe: the pipeline holds an `Arc<dyn Classifier>`.
 pub trait Classifier: Send + Sync {
     fn labels(&self) -> &[String];
     fn predict_proba(&self, x: &[f32]) -> Vec<f32>;
 
-    /// The most probable label's index and its probability.
-    fn predict(&self, x: &[f32]) -> (usize, f32) {
-        let p = self.predict_proba(x);
-        p.iter().copied().enumerate().fold(
-            (0, f32::MIN),
-            |best, (i, v)| if v > best.1 { (i, v) } else { best },
-        )
+    /// The top two labels. A classifier that can tell it is out of its depth
+    /// (e.g. the line is unlike its training data) sets
+    /// [`Prediction::unsure`]; the default ranks [`Classifier::predict_proba`]
+    /// and is never unsure by itself ([`decide`] adds the threshold).
+    fn predict(&self, x: &[f32]) -> Prediction {
+        Prediction::rank(&self.predict_proba(x))
     }
 }
 
@@ -226,9 +232,9 @@ mod tests {
         .unwrap();
         assert_eq!(m.labels, vec!["a", "b", "c"]);
         for (v, l) in x.iter().zip(&y) {
-            let (i, p) = m.predict(v);
-            assert_eq!(&m.labels[i], l);
-            assert!(p > 0.5);
+            let p = m.predict(v);
+            assert_eq!(&m.labels[p.label], l);
+            assert!(p.probability > 0.5);
         }
         let p = m.predict_proba(&x[0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);

@@ -1,7 +1,10 @@
 //! The cascade and everything around it: configuration, per-source routes,
 //! streaming readers and writers, training and evaluation.
 //!
-//! `Pipeline::classify` is the one entry point the CLI and the server share.
+//! `Pipeline::classify` is the one entry point the CLI and the server share;
+//! a [`PipelineBuilder`] is the one way to make a [`Pipeline`]. This crate
+//! reads no file and no environment variable itself: the CLI loads what the
+//! configuration names and hands it to the builder.
 
 pub mod cascade;
 pub mod config;
@@ -13,6 +16,9 @@ pub mod labelled;
 pub mod run;
 pub mod train;
 
-pub use cascade::{Item, Pipeline, PipelineError, DEFAULT_CLASSIFIER_JSON};
+pub use cascade::{
+    CacheCounts, EncoderUnavailable, Item, MethodCounts, ModelParts, Pipeline, PipelineBuilder,
+    PipelineError, StatsSnapshot, DEFAULT_CLASSIFIER_JSON,
+};
 pub use config::{Config, Route, ServerConfig};
 pub use decision::{Decision, Method, UNCLASSIFIED};

@@ -25,7 +25,7 @@ pub enum RunError {
     /// The classify function given to [`classify_stream_with`] gave up
     /// (e.g. the server's queue timed out); rows before it were written.
     #[error("classifying: {0}")]
-    Classify(String),
+    Classify(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The prefix of `s` of at most `max` bytes, on a character boundary.
@@ -200,13 +200,16 @@ fn write_rows(
 /// decision per item, in order) instead of a `Pipeline` at hand: the server
 /// sends each chunk through its batching queue. `config` gives the chunk
 /// size and message limit. Chunks go one at a time.
-pub fn classify_stream_with(
+pub fn classify_stream_with<E>(
     config: &crate::Config,
     reader: &mut dyn RowReader,
     writer: &mut dyn RowWriter,
     mut on_chunk: impl FnMut(&RunSummary),
-    mut classify: impl FnMut(&[Item]) -> Result<Vec<Decision>, String>,
-) -> Result<RunSummary, RunError> {
+    mut classify: impl FnMut(&[Item]) -> Result<Vec<Decision>, E>,
+) -> Result<RunSummary, RunError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let chunk_rows = config.input.chunk_rows.max(1);
     let max_bytes = config.input.max_message_bytes.max(1);
     let mut summary = RunSummary::default();
@@ -217,7 +220,7 @@ pub fn classify_stream_with(
             break;
         }
         let items = readable_items(&chunk, max_bytes);
-        let decided = classify(&items).map_err(RunError::Classify)?;
+        let decided = classify(&items).map_err(|e| RunError::Classify(Box::new(e)))?;
         assert_eq!(decided.len(), items.len(), "one decision per item");
         write_rows(&chunk, decided, writer, &mut summary)?;
         on_chunk(&summary);

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use logsieve_linear::artifact::{EmbeddingInfo, Example, TrainingInfo, FORMAT, FORMAT_VERSION};
 use logsieve_linear::report::Report;
 use logsieve_linear::split::stratified_split;
-use logsieve_linear::{Artifact, Classifier, LinearModel, TrainOptions};
+use logsieve_linear::{Artifact, Classifier, EncoderInput, LinearModel, TrainOptions};
 use sha2::{Digest, Sha256};
 
 use crate::cascade::{Item, Pipeline};
@@ -28,8 +28,9 @@ pub struct TrainSettings {
     /// Refit on every model-stage row after reporting on the held-out part.
     pub refit_all: bool,
     pub threshold: f32,
-    /// Embed masked text (variables replaced by typed placeholders) instead of the raw message.
-    pub masked_input: bool,
+    /// What the encoder is trained on: masked text (variables replaced by
+    /// typed placeholders) or the raw message.
+    pub input: EncoderInput,
     /// Distinct templates kept per label as the LLM's few-shot examples.
     pub examples_per_label: usize,
 }
@@ -39,7 +40,9 @@ pub enum TrainFailure {
     #[error("no rows reach the model stage (rules and routes claim them all)")]
     NoModelRows,
     #[error("encoder: {0}")]
-    Encoder(String),
+    Unavailable(#[from] crate::EncoderUnavailable),
+    #[error("encoder: {0}")]
+    Encoder(#[from] logsieve_embed::EmbedError),
     #[error(transparent)]
     Train(#[from] logsieve_linear::TrainError),
 }
@@ -99,11 +102,10 @@ fn example_bank(p: &Pipeline, rows: &[LabelledRow], usable: &[usize], per_label:
 }
 
 /// The text the encoder is trained on for a message.
-fn encoder_input<'a>(p: &Pipeline, message: &'a str, masked: bool) -> std::borrow::Cow<'a, str> {
-    if masked {
-        p.masker().mask(message)
-    } else {
-        std::borrow::Cow::Borrowed(message)
+fn encoder_input<'a>(p: &Pipeline, message: &'a str, input: EncoderInput) -> std::borrow::Cow<'a, str> {
+    match input {
+        EncoderInput::Masked => p.masker().mask(message),
+        EncoderInput::Raw => std::borrow::Cow::Borrowed(message),
     }
 }
 
@@ -125,16 +127,14 @@ pub fn train(
     if model_rows.is_empty() {
         return Err(TrainFailure::NoModelRows);
     }
-    let embedder = p.embedder().map_err(TrainFailure::Encoder)?;
+    let embedder = p.embedder()?;
     // The encoder sees what the cascade will show it: masked or raw text.
     let texts: Vec<std::borrow::Cow<'_, str>> = model_rows
         .iter()
-        .map(|&i| encoder_input(p, &rows[i].message, s.masked_input))
+        .map(|&i| encoder_input(p, &rows[i].message, s.input))
         .collect();
     let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
-    let vectors = embedder
-        .embed(&texts)
-        .map_err(|e| TrainFailure::Encoder(e.to_string()))?;
+    let vectors = embedder.embed(&texts)?;
     let (mut xtr, mut ytr, mut xte, mut yte) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (k, &i) in model_rows.iter().enumerate() {
         if is_test[i] {
@@ -149,7 +149,7 @@ pub fn train(
     let heldout = (!xte.is_empty()).then(|| {
         let pred: Vec<String> = xte
             .iter()
-            .map(|v| model.labels[model.predict(v).0].clone())
+            .map(|v| model.labels[model.predict(v).label].clone())
             .collect();
         Report::new(&yte, &pred)
     });
@@ -184,7 +184,7 @@ pub fn train(
             weights_sha256: embedder.weights_sha256().into(),
             dim: embedder.dim(),
             max_tokens: p.config().model.max_tokens,
-            input: if s.masked_input { "masked" } else { "raw" }.into(),
+            input: s.input,
         },
         model_threshold: s.threshold,
         model,
@@ -293,14 +293,18 @@ mod tests {
         rows
     }
 
-    fn settings(masked_input: bool) -> TrainSettings {
+    fn settings(masked: bool) -> TrainSettings {
         TrainSettings {
             test_fraction: 0.25,
             seed: 42,
             options: TrainOptions::default(),
             refit_all: false,
             threshold: 0.5,
-            masked_input,
+            input: if masked {
+                EncoderInput::Masked
+            } else {
+                EncoderInput::Raw
+            },
             examples_per_label: 4,
         }
     }
@@ -309,11 +313,19 @@ mod tests {
     fn the_encoder_is_trained_on_the_text_the_cascade_will_show_it() {
         for masked in [true, false] {
             let rec = Arc::new(Recorder::default());
-            let p = Pipeline::new(Config::builtin())
-                .unwrap()
-                .with_embedder(rec.clone());
+            let p = Pipeline::builder(Config::builtin())
+                .embedder(rec.clone())
+                .build()
+                .unwrap();
             let t = train(&p, &rows(), "d.csv", b"", &settings(masked)).unwrap();
-            assert_eq!(t.artifact.embedding.input, if masked { "masked" } else { "raw" });
+            assert_eq!(
+                t.artifact.embedding.input,
+                if masked {
+                    EncoderInput::Masked
+                } else {
+                    EncoderInput::Raw
+                }
+            );
             let seen = rec.0.lock().unwrap();
             // LegacyCRM is routed to the LLM: never embedded for training.
             assert_eq!(seen.len(), 40);
@@ -328,9 +340,10 @@ mod tests {
 
     #[test]
     fn the_example_bank_keeps_distinct_templates_per_label_from_training_rows_only() {
-        let p = Pipeline::new(Config::builtin())
-            .unwrap()
-            .with_embedder(Arc::new(Recorder::default()));
+        let p = Pipeline::builder(Config::builtin())
+            .embedder(Arc::new(Recorder::default()))
+            .build()
+            .unwrap();
         let t = train(&p, &rows(), "d.csv", b"", &settings(true)).unwrap();
         let ex = &t.artifact.examples;
         // One template per label here (the rows differ only in numbers),
@@ -350,16 +363,23 @@ mod tests {
 
     #[test]
     fn labels_seen_only_on_llm_routed_sources_become_llm_labels() {
-        let p = Pipeline::new(Config::builtin())
-            .unwrap()
-            .with_embedder(Arc::new(Recorder::default()));
+        let p = Pipeline::builder(Config::builtin())
+            .embedder(Arc::new(Recorder::default()))
+            .build()
+            .unwrap();
         let t = train(&p, &rows(), "d.csv", b"", &settings(true)).unwrap();
         assert!(!t.artifact.model.labels.contains(&"Lead Failure".to_string()));
         let dir = tempfile::tempdir().unwrap();
         save(&t, dir.path()).unwrap();
         let mut cfg = Config::builtin();
         cfg.model.classifier = Some(dir.path().to_path_buf());
-        let p = Pipeline::new(cfg).unwrap();
+        // A configuration naming a classifier needs it loaded: no silent built-in.
+        assert!(matches!(
+            Pipeline::builder(cfg.clone()).build(),
+            Err(crate::PipelineError::NotLoaded { .. })
+        ));
+        let artifact = Artifact::load(dir.path()).unwrap();
+        let p = Pipeline::builder(cfg).artifact(&artifact).build().unwrap();
         let llm_labels: Vec<&str> = p.llm().labels().iter().map(|l| l.name.as_str()).collect();
         assert!(llm_labels.contains(&"Lead Failure"), "{llm_labels:?}");
     }

@@ -10,7 +10,7 @@ use logsieve_pipeline::{Config, Decision, Item, Method};
 use proptest::prelude::*;
 
 /// Classify everything as "X" by a rule, so any `none` row is an unreadable one.
-fn stub(items: &[Item]) -> Result<Vec<Decision>, String> {
+fn stub(items: &[Item]) -> Result<Vec<Decision>, std::io::Error> {
     Ok(items
         .iter()
         .map(|_| Decision {

@@ -9,6 +9,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use logsieve_pipeline::EncoderUnavailable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -38,13 +39,29 @@ pub enum AppError {
     BodyTimeout(u64),
     #[error("the classifier queue is full; retry later")]
     Overloaded,
-    #[error("the encoder is not loaded yet")]
-    NotReady(String),
+    #[error("the service is not ready: {0}")]
+    NotReady(#[from] NotReady),
     #[error("no result within {0} ms")]
     Timeout(u64),
     /// Anything else; the cause is logged, never sent.
     #[error("internal error")]
     Internal(String),
+}
+
+/// Why the service cannot classify with the model yet: every such cause
+/// becomes 503 `not_ready` through [`AppError::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("the encoder is loading")]
+    Loading,
+    #[error("encoder: {0}")]
+    Encoder(#[from] EncoderUnavailable),
+}
+
+impl From<EncoderUnavailable> for AppError {
+    fn from(e: EncoderUnavailable) -> Self {
+        AppError::NotReady(e.into())
+    }
 }
 
 fn location(line: Option<u64>, column: Option<u64>, field: Option<&str>) -> String {

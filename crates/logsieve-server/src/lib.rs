@@ -22,7 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use logsieve_pipeline::{Pipeline, ServerConfig};
+use logsieve_pipeline::{EncoderUnavailable, Pipeline, ServerConfig};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
@@ -44,8 +44,9 @@ pub struct AppState {
     pub token_digest: Option<[u8; 32]>,
     /// Prometheus registry and the server's own series.
     pub metrics: Arc<metrics::Metrics>,
-    /// Set once the encoder has loaded (`Ok`) or failed to (`Err`, the reason).
-    pub encoder: Arc<OnceLock<Result<(), String>>>,
+    /// Set once the encoder has loaded and passed its health check (`Ok`)
+    /// or failed to (`Err`, why).
+    pub encoder: Arc<OnceLock<Result<(), EncoderUnavailable>>>,
 }
 
 impl AppState {
@@ -61,7 +62,7 @@ impl AppState {
             std::thread::Builder::new()
                 .name("logsieve-encoder-load".into())
                 .spawn(move || {
-                    let r = pipeline.embedder().map(|_| ());
+                    let r = pipeline.encoder_health();
                     match &r {
                         Ok(()) => tracing::info!("encoder loaded"),
                         Err(e) => tracing::error!(error = %e, "encoder failed to load; model-stage rows come out `none`"),

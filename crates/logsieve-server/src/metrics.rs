@@ -129,31 +129,30 @@ impl Metrics {
             "Jobs admitted at once; more get 429.",
             st.batcher.capacity() as u64,
         );
-        let ps = &st.pipeline.stats;
-        let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let ps = st.pipeline.stats();
         put(
             "logsieve_encoded_texts_total",
             "counter",
             "Distinct texts that went through the encoder.",
-            g(&ps.encoded),
+            ps.encoded_texts,
         );
         put(
             "logsieve_encoded_tokens_total",
             "counter",
             "Tokens those texts had.",
-            g(&ps.encoded_tokens),
+            ps.encoded_tokens,
         );
         put(
             "logsieve_template_cache_hits_total",
             "counter",
             "Rows decided from the template cache (source + masked text).",
-            g(&ps.cache_hits),
+            ps.template_cache.hits,
         );
         put(
             "logsieve_template_cache_misses_total",
             "counter",
             "Rows whose template-cache key was not cached.",
-            g(&ps.cache_misses),
+            ps.template_cache.misses,
         );
         let llm = st.pipeline.llm().stats();
         put(

@@ -16,6 +16,7 @@ use logsieve_pipeline::Decision;
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::{BatchError, Row};
+use crate::error::NotReady;
 use crate::{AppError, AppState};
 
 /// `GET /`, `GET /health`: alive, and which stages are on.
@@ -38,12 +39,15 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> 
     }))
 }
 
-/// `GET /ready`: 200 once the encoder is loaded, 503 before (or if it failed).
-pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
+/// `GET /ready`: 200 once the encoder has loaded and passed its health
+/// check (`Embedder::health`, run once by the loader
+/// thread, so this never touches the encoder), 503 before or if either
+/// failed.
+pub async fn ready(State(st): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, AppError> {
     match st.encoder.get() {
-        Some(Ok(())) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Some(Err(e)) => AppError::NotReady(format!("encoder failed to load: {e}")).into_response(),
-        None => AppError::NotReady("encoder loading".into()).into_response(),
+        None => Err(NotReady::Loading.into()),
+        Some(Err(e)) => Err(e.clone().into()),
+        Some(Ok(())) => Ok(Json(serde_json::json!({ "status": "ready" }))),
     }
 }
 

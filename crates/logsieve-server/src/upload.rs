@@ -288,6 +288,15 @@ fn answer(ready: &mut Ready, r: Result<(), AppError>) -> bool {
     }
 }
 
+/// Why an upload stopped classifying before its input ended.
+#[derive(Debug, thiserror::Error)]
+enum Stopped {
+    #[error(transparent)]
+    Batch(BatchError),
+    #[error("the client went away")]
+    ClientGone,
+}
+
 fn batch_error(e: BatchError, st: &AppState) -> AppError {
     match e {
         BatchError::Overloaded => AppError::Overloaded,
@@ -513,22 +522,20 @@ fn run_upload(
                     Ok(rx) => rx,
                     Err(e) => {
                         answer(&mut ready, Err(batch_error(e, st)));
-                        return Err(e.to_string());
+                        return Err(Stopped::Batch(e));
                     }
                 };
                 if !answer(&mut ready, Ok(())) {
-                    return Err("the client went away".into());
+                    return Err(Stopped::ClientGone);
                 }
                 let waited = tokio::runtime::Handle::current().block_on(tokio::time::timeout(timeout, rx));
                 return match waited {
-                    Err(_) => Err(BatchError::Timeout.to_string()),
-                    Ok(r) => r.map_err(|_| BatchError::Closed.to_string()),
+                    Err(_) => Err(Stopped::Batch(BatchError::Timeout)),
+                    Ok(r) => r.map_err(|_| Stopped::Batch(BatchError::Closed)),
                 };
             }
             // Later chunks wait for room (back-pressure) rather than fail.
-            st.batcher
-                .submit_blocking(rows, timeout)
-                .map_err(|e| e.to_string())
+            st.batcher.submit_blocking(rows, timeout).map_err(Stopped::Batch)
         },
     );
     match result {

@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
-use logsieve_embed::{EmbedError, Embedder};
+use logsieve_embed::{EmbedError, Embedder, MiniLm};
 use logsieve_llm::{ChatRequest, CompletionFuture, LlmClient, LlmStage};
 use logsieve_pipeline::{Config, Pipeline, ServerConfig};
 use logsieve_server::{app, AppState};
@@ -21,9 +21,20 @@ const SEED: &str = include_str!("../../../data/seed_test.csv");
 const NOVEL: &str = "Email service experiencing issues with sending";
 const RULE_HIT: &str = "User User1 logged in.";
 
+/// The built-in pipeline with the real encoder (from `dir`, else the cache).
+fn pipeline_with_encoder(cfg: Config) -> Pipeline {
+    let (dir, options) = (cfg.model.embedding_dir.clone(), cfg.batch_options());
+    Pipeline::builder(cfg)
+        .embedder_loader(move || {
+            Ok(Arc::new(MiniLm::load_default(dir.as_deref(), options)?) as Arc<dyn Embedder>)
+        })
+        .build()
+        .expect("built-in pipeline")
+}
+
 fn real_pipeline() -> Arc<Pipeline> {
     static P: OnceLock<Arc<Pipeline>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(Pipeline::new(Config::builtin()).expect("built-in pipeline")))
+    P.get_or_init(|| Arc::new(pipeline_with_encoder(Config::builtin())))
         .clone()
 }
 
@@ -145,9 +156,10 @@ fn gated() -> (Arc<Pipeline>, mpsc::Receiver<usize>, mpsc::Sender<()>) {
         entered: Mutex::new(etx),
         release: Mutex::new(rrx),
     };
-    let p = Pipeline::new(Config::builtin())
-        .unwrap()
-        .with_embedder(Arc::new(gate));
+    let p = Pipeline::builder(Config::builtin())
+        .embedder(Arc::new(gate))
+        .build()
+        .unwrap();
     (Arc::new(p), erx, rtx)
 }
 
@@ -189,7 +201,7 @@ async fn ready_is_503_while_the_encoder_cannot_load_and_rules_still_answer() {
     let mut cfg = Config::builtin();
     cfg.model.embedding_dir = Some(empty.path().to_path_buf());
     let app = app(state(
-        Arc::new(Pipeline::new(cfg).unwrap()),
+        Arc::new(pipeline_with_encoder(cfg)),
         ServerConfig::default(),
         None,
     ));
@@ -224,6 +236,50 @@ async fn ready_is_503_while_the_encoder_cannot_load_and_rules_still_answer() {
     );
 }
 
+/// An encoder that loads but fails its health check.
+struct Sick;
+
+impl Embedder for Sick {
+    fn model_id(&self) -> &str {
+        "sick"
+    }
+    fn weights_sha256(&self) -> &str {
+        "sick"
+    }
+    fn dim(&self) -> usize {
+        384
+    }
+    fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
+        Ok(texts.iter().map(|_| 1).collect())
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(vec![vec![0.0; 384]; texts.len()])
+    }
+    fn health(&self) -> Result<(), EmbedError> {
+        Err(EmbedError::Unhealthy("zero vectors".into()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_503_when_the_encoder_fails_its_health_check() {
+    let p = Pipeline::builder(Config::builtin())
+        .embedder(Arc::new(Sick))
+        .build()
+        .unwrap();
+    let app = app(state(Arc::new(p), ServerConfig::default(), None));
+    for _ in 0..500 {
+        if send(app.clone(), get("/health")).await.json()["stages"]["model"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = send(app.clone(), get("/ready")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.error_code(), "not_ready");
+    // The cause goes to the log, not to the client.
+    assert!(!r.text().contains("zero vectors"), "{}", r.text());
+}
+
 /// An LLM client that reports each call and answers only when released.
 struct GateLlm {
     entered: tokio::sync::mpsc::UnboundedSender<()>,
@@ -250,7 +306,7 @@ async fn a_slow_llm_holds_up_only_the_requests_that_wait_for_it() {
         release: release.clone(),
     };
     let llm = LlmStage::with_client(cfg.llm.clone(), &["Workflow Error"], Arc::new(gate)).unwrap();
-    let pipeline = Pipeline::new(cfg).unwrap().with_llm(llm);
+    let pipeline = Pipeline::builder(cfg).llm(llm).build().unwrap();
     // One classifier thread (the default), so a blocked thread would block all.
     let app = app(state(Arc::new(pipeline), ServerConfig::default(), None));
     let legacy = tokio::spawn(send(

@@ -45,9 +45,10 @@ impl Embedder for Fixed {
 
 fn pipeline() -> Arc<Pipeline> {
     Arc::new(
-        Pipeline::new(Config::builtin())
-            .unwrap()
-            .with_embedder(Arc::new(Fixed)),
+        Pipeline::builder(Config::builtin())
+            .embedder(Arc::new(Fixed))
+            .build()
+            .unwrap(),
     )
 }
 

@@ -100,9 +100,10 @@ fn bomb(head: &str, mib: usize, tail: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case3_a_small_gzip_body_inflating_to_one_huge_line_takes_bounded_memory() {
-    let pipeline = Pipeline::new(Config::builtin())
-        .unwrap()
-        .with_embedder(Arc::new(Fixed));
+    let pipeline = Pipeline::builder(Config::builtin())
+        .embedder(Arc::new(Fixed))
+        .build()
+        .unwrap();
     let app = app(AppState::new(Arc::new(pipeline), ServerConfig::default(), None));
     let csv = bomb(
         "source,log_message\nModernCRM,User User1 logged in. ",

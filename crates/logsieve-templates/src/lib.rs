@@ -30,7 +30,7 @@ pub mod rules;
 pub use eval::grouping_accuracy;
 pub use mask::{MaskConfig, MaskError, MaskRule, Masker, BUILTIN_MASKING_TOML};
 pub use miner::{
-    extract_parameters, Match, Miner, MinerConfig, Scratch, SnapshotError, TemplateInfo,
+    extract_parameters, Inconsistency, Match, Miner, MinerConfig, Scratch, SnapshotError, TemplateInfo,
     SNAPSHOT_FORMAT_VERSION, WILDCARD,
 };
 pub use output::{templates_json, templates_table, LineAnnotator, LineRecord};

@@ -14,7 +14,6 @@ use anyhow::{Context, Result};
 use logsieve_embed::{BatchOptions, Embedder, Engine, MiniLm};
 use logsieve_pipeline::io::{CsvReader, CsvWriter, RowReader};
 use logsieve_pipeline::run::classify_stream;
-use logsieve_pipeline::Pipeline;
 use serde_json::{json, Value};
 
 use crate::common::{cpu_seconds, mib, peak_rss_bytes, rss_bytes, ConfigArgs};
@@ -99,7 +98,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let config = cfg.load()?;
 
     if matches!(a.stage, Stage::Rules | Stage::All) {
-        let p = Pipeline::new(config.clone())?;
+        let p = crate::common::builder(config.clone())?.build()?;
         let rules = p.rules();
         let target = 1_000_000usize;
         let t0 = Instant::now();
@@ -126,8 +125,8 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     }
 
     if matches!(a.stage, Stage::Classify | Stage::All) {
-        let p = Pipeline::new(config.clone())?;
-        p.embedder().map_err(anyhow::Error::msg)?; // load outside the timing
+        let p = crate::common::builder(config.clone())?.build()?;
+        p.embedder()?; // load outside the timing
         let bytes = std::fs::read(&a.data)?;
         let t0 = Instant::now();
         let mut reader = CsvReader::new(bytes.as_slice(), None).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -136,7 +135,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         let s = classify_stream(&p, &mut reader, &mut writer, |_| {})?;
         let secs = t0.elapsed().as_secs_f64();
         let rps = s.rows as f64 / secs;
-        let st = p.stats.snapshot();
+        let st = serde_json::to_value(p.stats())?;
         println!("classify: {} rows in {secs:.2}s = {rps:.1} rows/s; {st}", s.rows);
         result.insert("classify_rows_per_s".into(), json!((rps * 10.0).round() / 10.0));
         result.insert("classify_stats".into(), st);
@@ -152,7 +151,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
 /// cache), into JSON lines thrown away; rows/s by wall clock and per CPU
 /// second for each pass.
 fn replay(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
-    let p = Pipeline::new(cfg.load()?)?;
+    let p = cfg.pipeline()?;
     let bytes = std::fs::read(&a.data).with_context(|| format!("{}: cannot read", a.data.display()))?;
     let name = a.data.file_name().map(|n| n.to_string_lossy().into_owned());
     let format = a.format.unwrap_or_else(|| {
@@ -160,7 +159,7 @@ fn replay(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
     });
     let mut passes = Vec::new();
     for pass in 1..=a.passes.max(1) {
-        let before = p.stats.snapshot();
+        let before = p.stats();
         let (t0, c0) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
         let mut reader = logsieve_pipeline::io::reader(bytes.as_slice(), format, a.source.clone())
             .map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
@@ -168,23 +167,21 @@ fn replay(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
         let s = classify_stream(&p, reader.as_mut(), &mut writer, |_| {})?;
         let secs = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds().unwrap_or(0.0) - c0;
-        let after = p.stats.snapshot();
-        let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
-        let hits = after["template_cache"]["hits"].as_u64().unwrap_or(0)
-            - before["template_cache"]["hits"].as_u64().unwrap_or(0);
+        let delta = p.stats().since(&before);
+        let hits = delta.template_cache.hits;
         let rps = s.rows as f64 / secs;
         let per_cpu = s.rows as f64 / cpu.max(0.01);
         println!(
             "replay pass {pass}: {} rows in {secs:.2}s = {rps:.0} rows/s; {cpu:.2} CPU-s = {per_cpu:.0} rows per CPU-second; \
              {} texts encoded; template cache hits {hits} ({:.1}% of rows)",
             s.rows,
-            delta("encoded_texts"),
+            delta.encoded_texts,
             100.0 * hits as f64 / s.rows.max(1) as f64,
         );
         passes.push(json!({
             "pass": pass, "rows": s.rows, "seconds": round1(secs * 10.0) / 10.0,
             "rows_per_s": rps.round(), "cpu_seconds": cpu, "rows_per_cpu_s": per_cpu.round(),
-            "encoded_texts": delta("encoded_texts"), "cache_hits": hits,
+            "encoded_texts": delta.encoded_texts, "cache_hits": hits,
         }));
     }
     let rss = peak_rss_bytes().unwrap_or(0);

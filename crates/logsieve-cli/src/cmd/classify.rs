@@ -45,6 +45,18 @@ pub struct Args {
     pub no_progress: bool,
 }
 
+/// The `--stats` line: the pipeline's counters, then the run's.
+#[derive(serde::Serialize)]
+struct StatsReport {
+    #[serde(flatten)]
+    pipeline: logsieve_pipeline::StatsSnapshot,
+    seconds: f64,
+    rows_per_s: f64,
+    flagged: u64,
+    unreadable: u64,
+    llm: logsieve_llm::LlmStats,
+}
+
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     // First, so that a signal at any point from here is a clean stop.
     let stop = interrupt::install().context("installing signal handlers")?;
@@ -142,13 +154,15 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         );
     }
     if a.stats {
-        let mut s = pipeline.stats.snapshot();
-        s["seconds"] = serde_json::json!((secs * 1000.0).round() / 1000.0);
-        s["rows_per_s"] = serde_json::json!((summary.rows as f64 / secs.max(1e-9)).round());
-        s["flagged"] = serde_json::json!(summary.flagged);
-        s["unreadable"] = serde_json::json!(summary.unreadable);
-        s["llm"] = serde_json::to_value(pipeline.llm().stats())?;
-        eprintln!("{s}");
+        let report = StatsReport {
+            pipeline: pipeline.stats(),
+            seconds: (secs * 1000.0).round() / 1000.0,
+            rows_per_s: (summary.rows as f64 / secs.max(1e-9)).round(),
+            flagged: summary.flagged,
+            unreadable: summary.unreadable,
+            llm: pipeline.llm().stats(),
+        };
+        eprintln!("{}", serde_json::to_string(&report)?);
     }
     if let Some(f) = summary.fatal {
         anyhow::bail!("{shown}: {f}");

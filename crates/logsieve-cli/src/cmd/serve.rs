@@ -93,7 +93,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         server.cors_origins = a.cors_origins;
     }
     let token = std::env::var("LOGSIEVE_API_TOKEN").ok().filter(|t| !t.is_empty());
-    let pipeline = logsieve_pipeline::Pipeline::new(config)?;
+    let pipeline = crate::common::builder(config)?.build()?;
     logsieve_server::run(pipeline, server, token)?;
     Ok(0)
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use logsieve_pipeline::io::{self, Format};
-use logsieve_templates::{templates_json, templates_table, LineAnnotator, Masker, Miner, MinerConfig};
+use logsieve_templates::{templates_json, templates_table, LineAnnotator, Miner, MinerConfig};
 
 use crate::common::{open_input, ConfigArgs};
 
@@ -46,10 +46,7 @@ pub struct Args {
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let config = cfg.load()?;
-    let masker = match &config.templates.masking {
-        Some(p) => Masker::from_path(p)?,
-        None => Masker::builtin(),
-    };
+    let masker = crate::common::masker(&config)?;
     let cap = a
         .max_templates
         .or((config.templates.max_templates > 0).then_some(config.templates.max_templates));

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use logsieve_linear::{Balance, TrainOptions};
+use logsieve_linear::{Balance, EncoderInput, TrainOptions};
 use logsieve_pipeline::train::{save, train, TrainSettings};
 
 use crate::common::{ConfigArgs, LabelledArgs};
@@ -30,8 +30,8 @@ pub struct Args {
     pub refit_all: bool,
     /// What the encoder sees: `masked` (variables replaced by typed
     /// placeholders, the text the template cache keys on) or `raw`.
-    #[arg(long, default_value = "masked", value_parser = ["masked", "raw"])]
-    pub input: String,
+    #[arg(long, default_value = "masked", value_parser = input_parser())]
+    pub input: EncoderInput,
     /// Training rows kept per label (distinct templates, most frequent first)
     /// as the LLM stage's few-shot examples; 0 keeps none.
     #[arg(long, default_value_t = 12)]
@@ -39,6 +39,12 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+fn input_parser() -> impl clap::builder::TypedValueParser<Value = EncoderInput> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new([EncoderInput::Masked.as_str(), EncoderInput::Raw.as_str()])
+        .map(|s| s.parse::<EncoderInput>().expect("one of the possible values"))
 }
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
@@ -58,7 +64,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         },
         refit_all: a.refit_all,
         threshold: cfg.threshold.unwrap_or(0.5),
-        masked_input: a.input == "masked",
+        input: a.input,
         examples_per_label: a.examples_per_label,
     };
     let t0 = Instant::now();
