@@ -147,5 +147,9 @@ pub fn open_input(
         return crate::common::open_input(path);
     }
     let input = Interruptible::new(Box::new(std::io::stdin()), stop);
-    Ok((Box::new(io::BufReader::with_capacity(64 * 1024, input)), None, None))
+    Ok((
+        Box::new(io::BufReader::with_capacity(64 * 1024, input)),
+        None,
+        None,
+    ))
 }

@@ -116,13 +116,22 @@ impl Output {
             .map(|n| n.to_string_lossy().into_owned())
             .with_context(|| format!("{}: not a file name", path.display()))?;
         let prefix = format!(".{name}.");
-        let mode = existing.as_ref().map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o666);
+        let mode = existing
+            .as_ref()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o666);
         let temp = tempfile::Builder::new()
             .prefix(&prefix)
             .suffix(".logsieve-tmp")
             .permissions(Permissions::from_mode(mode))
             .tempfile_in(&dir)
-            .with_context(|| format!("{}: cannot create (a temporary file in {})", path.display(), dir.display()))?;
+            .with_context(|| {
+                format!(
+                    "{}: cannot create (a temporary file in {})",
+                    path.display(),
+                    dir.display()
+                )
+            })?;
         let (file, temp) = temp.into_parts();
         if existing.is_some() {
             // Exactly the target's mode, whatever the umask.
@@ -154,8 +163,13 @@ impl Output {
         {
             sync.sync_all()
                 .with_context(|| format!("{}: cannot write", target.display()))?;
-            temp.persist(&target)
-                .map_err(|e| anyhow::anyhow!("{}: cannot put the output in place: {}", target.display(), e.error))?;
+            temp.persist(&target).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: cannot put the output in place: {}",
+                    target.display(),
+                    e.error
+                )
+            })?;
         }
         Ok(())
     }
@@ -171,8 +185,13 @@ impl Output {
                 let mut partial = target.into_os_string();
                 partial.push(".partial");
                 let partial = PathBuf::from(partial);
-                temp.persist(&partial)
-                    .map_err(|e| anyhow::anyhow!("{}: cannot keep the partial output: {}", partial.display(), e.error))?;
+                temp.persist(&partial).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: cannot keep the partial output: {}",
+                        partial.display(),
+                        e.error
+                    )
+                })?;
                 Ok(Some(partial))
             }
             _ => Ok(None),

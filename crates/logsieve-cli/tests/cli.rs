@@ -262,7 +262,10 @@ fn jsonl_keeps_other_fields_and_reports_bad_lines() {
         ]
     );
     assert_eq!(lines[1]["raw"], "");
-    assert!(lines[1]["detail"].as_str().unwrap().contains("line 2: blank line"));
+    assert!(lines[1]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("line 2: blank line"));
     assert_eq!(lines[2]["raw"], "{broken");
     assert!(lines[2]["detail"]
         .as_str()
@@ -575,7 +578,9 @@ fn templates_max_templates_caps_the_miner_and_reports_evictions() {
 
 fn jsonl_input(n: usize) -> String {
     (1..=n)
-        .map(|i| format!("{{\"source\":\"ModernCRM\",\"log_message\":\"User User{i} logged in.\",\"n\":{i}}}\n"))
+        .map(|i| {
+            format!("{{\"source\":\"ModernCRM\",\"log_message\":\"User User{i} logged in.\",\"n\":{i}}}\n")
+        })
         .collect()
 }
 
@@ -588,10 +593,25 @@ fn case1_output_naming_the_input_is_refused_or_safe() {
     std::os::unix::fs::symlink(&input, dir.path().join("link.jsonl")).unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let runs: [(Vec<String>, bool); 4] = [
-        (vec!["classify".into(), p("s.jsonl"), "-o".into(), p("s.jsonl")], false),
-        (vec!["classify".into(), p("s.jsonl"), "-o".into(), p("link.jsonl")], false),
         (
-            vec!["classify".into(), p("s.jsonl"), "--format".into(), "text".into(), "--source".into(), "A".into(), "-o".into(), p("s.jsonl")],
+            vec!["classify".into(), p("s.jsonl"), "-o".into(), p("s.jsonl")],
+            false,
+        ),
+        (
+            vec!["classify".into(), p("s.jsonl"), "-o".into(), p("link.jsonl")],
+            false,
+        ),
+        (
+            vec![
+                "classify".into(),
+                p("s.jsonl"),
+                "--format".into(),
+                "text".into(),
+                "--source".into(),
+                "A".into(),
+                "-o".into(),
+                p("s.jsonl"),
+            ],
             false,
         ),
         // Through stdin: `logsieve classify -o s.jsonl < s.jsonl`.
@@ -605,8 +625,16 @@ fn case1_output_naming_the_input_is_refused_or_safe() {
         }
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("is the input file"), "{}", text(&out.stderr));
-        assert_eq!(std::fs::read_to_string(&input).unwrap(), original, "{args:?} changed the input");
+        assert!(
+            text(&out.stderr).contains("is the input file"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&input).unwrap(),
+            original,
+            "{args:?} changed the input"
+        );
     }
     // CSV too, and the input is untouched.
     let csv = dir.path().join("s.csv");
@@ -671,10 +699,17 @@ fn case2_an_interrupted_run_never_leaves_a_truncated_file_that_looks_finished() 
     drop(stdin);
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
-    assert_eq!(std::fs::read_to_string(&target).unwrap(), "old\n", "the target was touched");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "old\n",
+        "the target was touched"
+    );
     let partial = std::fs::read_to_string(dir.path().join("out.jsonl.partial")).unwrap();
     assert!(partial.ends_with('\n'), "{partial}");
-    let rows: Vec<serde_json::Value> = partial.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = partial
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 3, "{partial}");
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r["line"], i as u64 + 1);
@@ -712,7 +747,15 @@ fn case2_an_interrupted_run_never_leaves_a_truncated_file_that_looks_finished() 
     // A finished run puts the whole file in place.
     let target = dir.path().join("done.jsonl");
     let out = run(
-        &["classify", "--format", "text", "--source", "ModernCRM", "-o", target.to_str().unwrap()],
+        &[
+            "classify",
+            "--format",
+            "text",
+            "--source",
+            "ModernCRM",
+            "-o",
+            target.to_str().unwrap(),
+        ],
         b"User User1 logged in.\n",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -761,16 +804,25 @@ fn case7_json_lines_pass_through_byte_for_byte() {
             lines[row]
         );
     }
-    assert!(text(&out.stderr).contains("5 of 6 rows were flagged"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("5 of 6 rows were flagged"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn case8_two_log_message_columns_are_an_error_naming_both() {
-    let out = run(&["classify"], b"source,log_message,note,Log_Message\nA,User User1 logged in.,x,other\n");
+    let out = run(
+        &["classify"],
+        b"source,log_message,note,Log_Message\nA,User User1 logged in.,x,other\n",
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("the header has 2 `log_message` columns (column 2 `log_message`, column 4 `Log_Message`)"),
+        err.contains(
+            "the header has 2 `log_message` columns (column 2 `log_message`, column 4 `Log_Message`)"
+        ),
         "{err}"
     );
     assert!(out.stdout.is_empty());

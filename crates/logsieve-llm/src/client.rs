@@ -204,7 +204,10 @@ impl HttpClient {
                 status: status.as_u16(),
                 retry_after,
                 // Redacted before it is cut, so that no part of the key survives a cut.
-                body: truncate(&self.redact(String::from_utf8_lossy(&body).into_owned()), MAX_ERROR_BODY),
+                body: truncate(
+                    &self.redact(String::from_utf8_lossy(&body).into_owned()),
+                    MAX_ERROR_BODY,
+                ),
             });
         }
         let parsed: WireResponse = serde_json::from_slice(&body).map_err(|e| {

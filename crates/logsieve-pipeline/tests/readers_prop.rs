@@ -37,7 +37,8 @@ fn run(input: &[u8], format: Format, out: Format, limit: Option<usize>) -> Optio
             Format::Csv => Box::new(CsvWriter::new(&mut buf, reader.header()).unwrap()),
             _ => Box::new(JsonlWriter::new(&mut buf)),
         };
-        classify_stream_with(&config, reader.as_mut(), writer.as_mut(), |_| {}, stub).expect("writing to memory")
+        classify_stream_with(&config, reader.as_mut(), writer.as_mut(), |_| {}, stub)
+            .expect("writing to memory")
     };
     Some((summary, buf))
 }

@@ -209,7 +209,8 @@ struct Shaped;
 pub async fn one_shape(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) || resp.extensions().get::<Shaped>().is_some() {
+    if !(status.is_client_error() || status.is_server_error()) || resp.extensions().get::<Shaped>().is_some()
+    {
         return resp;
     }
     let (parts, body) = resp.into_parts();

@@ -122,14 +122,19 @@ pub fn app(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         // JSON bodies; uploads read the body as a stream and count it themselves.
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(body_timeout, timeouts::body_timeout))
+        .layer(middleware::from_fn_with_state(
+            body_timeout,
+            timeouts::body_timeout,
+        ))
         .layer(middleware::from_fn(error::one_shape))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track));
     if let Some(cors) = cors_layer(&state.config.cors_origins) {
         router = router.layer(cors);
     }
     // Outermost: the connection is busy until the answer is sent in full.
-    router.layer(middleware::from_fn(timeouts::track_busy)).with_state(state)
+    router
+        .layer(middleware::from_fn(timeouts::track_busy))
+        .with_state(state)
 }
 
 /// A body in an encoding other than one gzip layer is refused in the one

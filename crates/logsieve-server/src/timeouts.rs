@@ -268,7 +268,11 @@ impl GuardedIo {
 }
 
 impl AsyncRead for GuardedIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         this.update_phase();
         let before = buf.filled().len();
@@ -468,11 +472,14 @@ pub fn fit_descriptor_limit(max_connections: usize) -> usize {
             }
         }
     }
-    let fits = (lim.rlim_cur as u64).saturating_sub(RESERVE).max(1) as usize;
+    // rlim_t is not u64 everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    let cur = lim.rlim_cur as u64;
+    let fits = cur.saturating_sub(RESERVE).max(1) as usize;
     if fits < max_connections {
         tracing::warn!(
             max_connections,
-            descriptor_limit = lim.rlim_cur as u64,
+            descriptor_limit = cur,
             cap = fits,
             "max_connections does not fit the descriptor limit; lowered"
         );

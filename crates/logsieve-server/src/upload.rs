@@ -26,7 +26,9 @@ use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use futures_util::{Stream, StreamExt, TryStreamExt};
-use logsieve_pipeline::io::{self as pio, CsvWriter, Format, JsonlWriter, ReaderOptions, RowReader, RowWriter};
+use logsieve_pipeline::io::{
+    self as pio, CsvWriter, Format, JsonlWriter, ReaderOptions, RowReader, RowWriter,
+};
 use logsieve_pipeline::run::{classify_stream_with, RunError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{StreamReader, SyncIoBridge};
@@ -138,7 +140,7 @@ enum Source {
     /// A multipart body: its `file` parts one after the other, from `first`.
     Parts {
         parts: multer::Multipart<'static>,
-        first: multer::Field<'static>,
+        first: Box<multer::Field<'static>>,
     },
 }
 
@@ -165,7 +167,14 @@ pub async fn classify_upload(
             Ok(Some(first)) => {
                 let name = first.file_name().map(str::to_string);
                 let format = part_format(&first);
-                (Source::Parts { parts, first }, format, name)
+                (
+                    Source::Parts {
+                        parts,
+                        first: Box::new(first),
+                    },
+                    format,
+                    name,
+                )
             }
             Ok(None) => return Err(AppError::validation("the multipart body has no `file` field")),
             Err(_) if flags.exceeded.load(Ordering::Relaxed) => {
@@ -341,7 +350,12 @@ impl PartsReader {
         options: ReaderOptions,
     ) -> Result<Self, pio::InputError> {
         let name = first.file_name().unwrap_or("").to_string();
-        let current = stream_reader(Box::pin(first.map_err(io::Error::other)), &handle, format, options)?;
+        let current = stream_reader(
+            Box::pin(first.map_err(io::Error::other)),
+            &handle,
+            format,
+            options,
+        )?;
         let header = current.header().map(<[String]>::to_vec);
         Ok(Self {
             parts,
@@ -470,7 +484,7 @@ fn run_upload(
     let opened: Result<Box<dyn RowReader>, pio::InputError> = match source {
         Source::Body(input) => stream_reader(input, &handle, format, options),
         Source::Parts { parts, first } => {
-            PartsReader::start(parts, first, handle.clone(), format, options).map(|r| Box::new(r) as _)
+            PartsReader::start(parts, *first, handle.clone(), format, options).map(|r| Box::new(r) as _)
         }
     };
     let mut reader = match opened {

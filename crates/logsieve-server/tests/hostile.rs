@@ -79,7 +79,11 @@ async fn send(app: Router, req: Request<Body>) -> Reply {
     let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await
         .expect("body");
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn post(path: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
@@ -105,7 +109,10 @@ fn gzip_parts(parts: &[&[u8]], repeat: (usize, &[u8])) -> Vec<u8> {
 fn assert_shape(r: &Reply, code: &str) {
     let j = r.json();
     assert_eq!(j["error"]["code"], code, "{j}");
-    assert!(j["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{j}");
+    assert!(
+        j["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{j}"
+    );
 }
 
 // ---- case 3 ------------------------------------------------------------------
@@ -116,7 +123,10 @@ async fn case3_a_huge_line_behind_a_small_gzip_body_is_cut_while_reading() {
     let block = vec![b'x'; 1 << 20];
     // 16 MiB in one CSV line, then a normal one; the body is a few KiB.
     let body = gzip_parts(
-        &[b"source,log_message\nModernCRM,User User1 logged in. ", b"\nB,Disk cleanup completed successfully.\n"],
+        &[
+            b"source,log_message\nModernCRM,User User1 logged in. ",
+            b"\nB,Disk cleanup completed successfully.\n",
+        ],
         (16, &block),
     );
     assert!(body.len() < 100_000);
@@ -131,7 +141,10 @@ async fn case3_a_huge_line_behind_a_small_gzip_body_is_cut_while_reading() {
         .collect();
     assert_eq!(rows.len(), 2, "both rows come back");
     let max = Config::builtin().input.max_message_bytes;
-    assert!(rows[0][1].len() <= max, "the huge line is cut to the limit, not echoed whole");
+    assert!(
+        rows[0][1].len() <= max,
+        "the huge line is cut to the limit, not echoed whole"
+    );
     assert_eq!(&rows[0][2], "User Action", "classified on its first bytes");
     assert!(rows[0][5].contains("over the limit"), "{}", &rows[0][5]);
     assert_eq!(&rows[1][2], "System Notification");
@@ -139,7 +152,10 @@ async fn case3_a_huge_line_behind_a_small_gzip_body_is_cut_while_reading() {
     // The same through /v1/logs: a cut JSON line cannot be parsed, so it
     // comes back unclassified with the reason, and the next line is fine.
     let body = gzip_parts(
-        &[br#"{"source":"ModernCRM","log_message":"x"#, b"\"}\n{\"source\":\"A\",\"log_message\":\"User User1 logged in.\"}\n"],
+        &[
+            br#"{"source":"ModernCRM","log_message":"x"#,
+            b"\"}\n{\"source\":\"A\",\"log_message\":\"User User1 logged in.\"}\n",
+        ],
         (16, &block),
     );
     let mut req = post("/v1/logs", "application/x-ndjson", body);
@@ -147,11 +163,19 @@ async fn case3_a_huge_line_behind_a_small_gzip_body_is_cut_while_reading() {
         .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
     let r = send(app, req).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let lines: Vec<Value> = r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["method"], "none");
     assert!(lines[0]["raw"].as_str().unwrap().len() <= max);
-    assert!(lines[0]["detail"].as_str().unwrap().contains("over the limit"), "{}", lines[0]);
+    assert!(
+        lines[0]["detail"].as_str().unwrap().contains("over the limit"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(lines[1]["target_label"], "User Action");
 }
 
@@ -348,7 +372,11 @@ async fn case8_two_file_parts_are_both_classified_in_order() {
     let r = send(app, post("/classify", &ct, body)).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
     assert_shape(&r, "validation");
-    assert!(r.text().contains("differs from the first file part"), "{}", r.text());
+    assert!(
+        r.text().contains("differs from the first file part"),
+        "{}",
+        r.text()
+    );
 }
 
 // ---- case 9 ------------------------------------------------------------------
@@ -379,10 +407,17 @@ async fn case9_every_error_has_the_one_shape() {
     assert!(!msg.contains("expected gzip"), "{msg}");
 
     // `line` and `column` are both numbers.
-    let r = send(app.clone(), post("/classify-single", "application/json", "{\n \"source\": ,}")).await;
+    let r = send(
+        app.clone(),
+        post("/classify-single", "application/json", "{\n \"source\": ,}"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let j = r.json();
-    assert!(j["error"]["line"].is_u64() && j["error"]["column"].is_u64(), "{j}");
+    assert!(
+        j["error"]["line"].is_u64() && j["error"]["column"].is_u64(),
+        "{j}"
+    );
 
     // A `null` JSON line is called null.
     let r = send(app.clone(), post("/v1/logs", "application/x-ndjson", "null\n")).await;
@@ -390,7 +425,11 @@ async fn case9_every_error_has_the_one_shape() {
     assert!(r.text().contains("found null"), "{}", r.text());
 
     // An upload whose header lacks `log_message`: the place, as a number.
-    let r = send(app.clone(), post("/classify", "text/csv", "source,message\nA,b\n")).await;
+    let r = send(
+        app.clone(),
+        post("/classify", "text/csv", "source,message\nA,b\n"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
     assert_shape(&r, "validation");
     assert_eq!(r.json()["error"]["line"], 1);
@@ -403,6 +442,9 @@ async fn case9_every_error_has_the_one_shape() {
         .unwrap();
     let r = send(app, req).await;
     assert!(r.status.is_client_error(), "{}", r.status);
-    assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/json"));
+    assert!(r.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     r.json();
 }

@@ -127,7 +127,11 @@ async fn case3_a_small_gzip_body_inflating_to_one_huge_line_takes_bounded_memory
     let requests = [
         ("/classify", "text/csv".to_string(), csv),
         ("/v1/logs", "application/x-ndjson".to_string(), ndjson),
-        ("/classify", format!("multipart/form-data; boundary={boundary}"), multipart),
+        (
+            "/classify",
+            format!("multipart/form-data; boundary={boundary}"),
+            multipart,
+        ),
     ];
     // Warm: the first request of each kind allocates lazily built things once.
     let small = bomb("source,log_message\nA,User User1 logged in.", 0, "\n");
@@ -158,7 +162,10 @@ async fn case3_a_small_gzip_body_inflating_to_one_huge_line_takes_bounded_memory
         let text = String::from_utf8_lossy(&out);
         assert_eq!(text.matches("over the limit").count(), 1, "{path}: {text:.300}");
         let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
-        eprintln!("{path}: peak {:.1} MiB above the baseline", peak as f64 / MIB as f64);
+        eprintln!(
+            "{path}: peak {:.1} MiB above the baseline",
+            peak as f64 / MIB as f64
+        );
         assert!(
             peak < 16 * MIB,
             "{path}: {:.1} MiB held for a request whose line is {} MiB",

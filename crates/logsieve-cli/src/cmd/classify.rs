@@ -79,8 +79,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         f => f,
     });
     anyhow::ensure!(out_format != Format::Text, "--output-format must be csv or jsonl");
-    let reader =
-        io::reader(input, format, a.source.clone()).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    let reader = io::reader(input, format, a.source.clone()).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
     let mut reader = StopAt {
         inner: reader,
         stop: stop.clone(),
@@ -132,7 +131,11 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
                 return Ok(EXIT_INTERRUPTED);
             }
             if let Some(p) = kept {
-                eprintln!("note: the run stopped early; the {} rows written are in {}", s.rows, p.display());
+                eprintln!(
+                    "note: the run stopped early; the {} rows written are in {}",
+                    s.rows,
+                    p.display()
+                );
             }
             s
         }

@@ -186,9 +186,13 @@ impl RowReader for CsvReader<'_> {
                 let c = clips.pop_front().expect("front");
                 self.line_shift += c.skipped_newlines;
             }
-            clips.front().copied().filter(|c| c.out_line == out_line).inspect(|_| {
-                clips.pop_front();
-            })
+            clips
+                .front()
+                .copied()
+                .filter(|c| c.out_line == out_line)
+                .inspect(|_| {
+                    clips.pop_front();
+                })
         };
         if let Some(c) = clip {
             self.line_shift += c.skipped_newlines;
@@ -299,7 +303,8 @@ mod tests {
             .err()
             .unwrap();
         assert!(
-            e.message.contains("column 2 `log_message`, column 3 `Log_Message`"),
+            e.message
+                .contains("column 2 `log_message`, column 3 `Log_Message`"),
             "{}",
             e.message
         );

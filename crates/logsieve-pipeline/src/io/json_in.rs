@@ -267,7 +267,11 @@ mod tests {
         let r = rows("{\"source\":\"A\",\"log_message\":\"x\"}\n\n null\n{\"log_message\":5}\n{\"log_message\":\"a\",\"log_message\":\"b\"}\n");
         assert_eq!(r.len(), 5);
         assert!(!r[0].unreadable && r[0].message == "x" && r[0].source == "A");
-        assert!(r[1].unreadable && r[1].note.contains("blank line"), "{}", r[1].note);
+        assert!(
+            r[1].unreadable && r[1].note.contains("blank line"),
+            "{}",
+            r[1].note
+        );
         assert!(r[2].note.contains("found null"), "{}", r[2].note);
         assert!(r[3].note.contains("`log_message` is a number"), "{}", r[3].note);
         assert!(r[4].note.contains("`log_message` 2 times"), "{}", r[4].note);

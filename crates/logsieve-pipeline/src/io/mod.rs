@@ -178,9 +178,9 @@ pub fn reader_with<'a, R: BufRead + 'a>(
     Ok(match format {
         Format::Csv => Box::new(CsvReader::with_options(input, default_source, options)?),
         Format::Jsonl => Box::new(JsonlReader::new(input, default_source).with_options(options)),
-        Format::Text => Box::new(
-            TextReader::new(input, default_source.unwrap_or_default()).with_options(options),
-        ),
+        Format::Text => {
+            Box::new(TextReader::new(input, default_source.unwrap_or_default()).with_options(options))
+        }
     })
 }
 
@@ -196,7 +196,11 @@ struct Line {
 /// Read one line (up to and including `\n`), keeping at most `limit` bytes
 /// of it (cut on a character boundary) and skipping the rest; the line
 /// ending (`\n`, `\r\n`) is not part of the text.
-fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, limit: Option<usize>) -> std::io::Result<Option<Line>> {
+fn read_line<R: BufRead>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: Option<usize>,
+) -> std::io::Result<Option<Line>> {
     buf.clear();
     let limit = limit.unwrap_or(usize::MAX);
     // Bytes of the line before its `\n`, and the last of them.

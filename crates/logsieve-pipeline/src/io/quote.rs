@@ -113,7 +113,7 @@ impl<R: Read> QuoteFix<R> {
                 && self.rec_bytes >= limit
                 && b & 0xC0 != 0x80
                 && !(self.in_quotes && self.quote_seen)
-                && !(b == b'\n' && !self.in_quotes)
+                && (b != b'\n' || self.in_quotes)
             {
                 self.skipping = true;
                 self.skip_in_quotes = self.in_quotes;

@@ -134,13 +134,13 @@ fn write_spliced<W: Write>(w: &mut W, obj: &JsonObject, d: &Decision) -> std::io
     let mut pos = 0;
     for (k, r) in &obj.fields {
         if let Some(i) = OUTPUT_COLUMNS.iter().position(|c| c == k) {
-            w.write_all(text[pos..r.start].as_bytes())?;
+            w.write_all(&text.as_bytes()[pos..r.start])?;
             w.write_all(column_json(d, i).as_bytes())?;
             pos = r.end;
             written[i] = true;
         }
     }
-    w.write_all(text[pos..obj.insert_at].as_bytes())?;
+    w.write_all(&text.as_bytes()[pos..obj.insert_at])?;
     let mut first = obj.fields.is_empty();
     for (i, done) in written.into_iter().enumerate() {
         if !done {
@@ -151,7 +151,7 @@ fn write_spliced<W: Write>(w: &mut W, obj: &JsonObject, d: &Decision) -> std::io
             write!(w, "\"{}\":{}", OUTPUT_COLUMNS[i], column_json(d, i))?;
         }
     }
-    w.write_all(text[obj.insert_at..].as_bytes())
+    w.write_all(&text.as_bytes()[obj.insert_at..])
 }
 
 /// One output object for a row that was not a JSON object, serialised
@@ -219,9 +219,10 @@ mod tests {
 
     #[test]
     fn a_json_row_keeps_its_field_order_and_output_columns_replace_in_place() {
-        let obj = JsonObject::parse(r#"{"ts":1,"target_label":"old","source":"A","log_message":"m \"q\""}"#.into())
-            .unwrap()
-            .unwrap();
+        let obj =
+            JsonObject::parse(r#"{"ts":1,"target_label":"old","source":"A","log_message":"m \"q\""}"#.into())
+                .unwrap()
+                .unwrap();
         let row = InputRow::new(3, "A".into(), "m \"q\"".into(), Payload::Json(obj));
         assert_eq!(
             write_one(&row),
@@ -242,7 +243,11 @@ mod tests {
         );
         let empty = JsonObject::parse("{}".into()).unwrap().unwrap();
         let row = InputRow::new(1, String::new(), String::new(), Payload::Json(empty));
-        assert!(write_one(&row).starts_with("{\"target_label\":"), "{}", write_one(&row));
+        assert!(
+            write_one(&row).starts_with("{\"target_label\":"),
+            "{}",
+            write_one(&row)
+        );
     }
 
     #[test]
