@@ -30,7 +30,7 @@ pub struct Args {
 }
 
 pub fn run(_cfg: &ConfigArgs, a: Args) -> Result<i32> {
-    let (_, rows) = a.labelled.read()?;
+    let rows = a.labelled.read()?;
     let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
     let is_test = if a.all {
         vec![false; rows.len()]
