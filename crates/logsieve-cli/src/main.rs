@@ -5,6 +5,8 @@
 
 mod cmd;
 mod common;
+mod interrupt;
+mod output;
 
 use clap::Parser;
 

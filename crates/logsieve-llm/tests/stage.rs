@@ -637,3 +637,41 @@ fn readme_toml_example_is_a_valid_config() {
     root.llm.validate().unwrap();
     assert!(root.llm.labels.contains_key("Workflow Error"));
 }
+
+#[test]
+fn case6_the_api_key_never_leaves_in_an_answer() {
+    // An endpoint that echoes the Authorization header in its answers: in
+    // the reason of a good answer, in a malformed one, in an error body and
+    // in a JSON-mode failure.
+    let server = FakeServer::start(|r| {
+        let auth = r.authorization.clone().unwrap_or_default();
+        match r.n % 4 {
+            1 => Reply::Content(
+                serde_json::json!({"label": "Error", "reason": format!("you sent {auth}")}).to_string(),
+            ),
+            2 => Reply::Content(format!("no JSON here, just {auth}")),
+            3 => Reply::Status(401, vec![], format!(r#"{{"error":{{"message":"bad key {auth}"}}}}"#)),
+            _ => Reply::Status(
+                400,
+                vec![],
+                serde_json::json!({"error": {"code": "json_validate_failed", "failed_generation": format!("Error because {auth}")}})
+                    .to_string(),
+            ),
+        }
+    });
+    let stage = stage(LlmConfig {
+        max_retries: 0,
+        ..config(&server)
+    });
+    for i in 0..4 {
+        let out = one(&stage, &format!("Lead conversion failed for prospect ID {i}"));
+        let shown = format!("{out:?}");
+        assert!(!shown.contains(KEY), "the key leaked: {shown}");
+    }
+    assert!(server.requests() >= 4, "every kind of answer was tried");
+    let sent = format!("Bearer {KEY}");
+    assert!(server
+        .recorded()
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some(sent.as_str())));
+}

@@ -13,9 +13,12 @@ pub mod eval;
 pub mod examples;
 pub mod io;
 pub mod labelled;
+pub mod labels;
+pub mod loso;
 pub mod run;
-pub mod taxonomy;
 pub mod train;
+pub mod train_hybrid;
+pub mod units;
 
 pub use cascade::{
     CacheCounts, EncoderUnavailable, Item, MethodCounts, ModelParts, Pipeline, PipelineBuilder,

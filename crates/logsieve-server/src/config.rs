@@ -36,6 +36,19 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Origins allowed by CORS (`*` for any); empty sends no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Connections open at once; past it a new connection is answered 503
+    /// `too_many_connections` and closed. Lowered at start to what the
+    /// process's descriptor limit allows.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this many milliseconds of its
+    /// first byte (or of the connection opening); later, the connection is closed.
+    pub header_timeout_ms: u64,
+    /// A keep-alive connection with no request for this many milliseconds is closed.
+    pub idle_timeout_ms: u64,
+    /// A request body that sends nothing for this many milliseconds is cut
+    /// (408 `request_timeout` when the answer has not started), and a client
+    /// that takes nothing of its answer for as long is disconnected.
+    pub body_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +64,10 @@ impl Default for ServerConfig {
             workers: 1,
             request_timeout_ms: 30_000,
             cors_origins: Vec::new(),
+            max_connections: 1000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 30_000,
         }
     }
 }

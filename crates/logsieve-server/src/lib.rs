@@ -14,11 +14,12 @@ pub mod config;
 mod docs;
 pub mod error;
 pub mod metrics;
+mod multipart_guard;
 pub mod openapi;
 mod routes;
+pub mod timeouts;
 mod upload;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -161,33 +162,63 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(g.metrics.layer(CompressionLayer::new()))
         .merge(bulk)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let body_timeout = Duration::from_millis(state.config.body_timeout_ms.max(1));
     let (router, _) = public.merge(protected).split_for_parts();
     let mut router = router
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // JSON bodies; uploads read the body as a stream and count it themselves.
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            body_timeout,
+            timeouts::body_timeout,
+        ))
+        .layer(middleware::from_fn(error::one_shape))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track));
     if let Some(cors) = cors_layer(&state.config.cors_origins) {
         router = router.layer(cors);
     }
-    router.with_state(state)
+    // Outermost: the connection is busy until the answer is sent in full.
+    router
+        .layer(middleware::from_fn(timeouts::track_busy))
+        .with_state(state)
 }
 
-/// A body in an encoding other than gzip is refused in the one error shape
-/// (before the decompression layer would answer 415 with no body).
+/// A body in an encoding other than one gzip layer is refused in the one
+/// error shape (before the decompression layer would answer 415 with no
+/// body): `gzip, gzip` and the like included.
 async fn only_gzip_bodies(
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: middleware::Next,
 ) -> Result<axum::response::Response, AppError> {
-    if let Some(v) = req.headers().get(axum::http::header::CONTENT_ENCODING) {
-        let v = v.to_str().unwrap_or("?").to_string();
-        let ok = v
-            .split(',')
+    let values: Vec<String> = req
+        .headers()
+        .get_all(axum::http::header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?").to_string())
+        .collect();
+    if !values.is_empty() {
+        let codings: Vec<String> = values
+            .iter()
+            .flat_map(|v| v.split(','))
             .map(|c| c.trim().to_ascii_lowercase())
-            .all(|c| matches!(c.as_str(), "gzip" | "x-gzip" | "identity" | ""));
+            .filter(|c| !c.is_empty() && c != "identity")
+            .collect();
+        let ok = codings.len() <= 1 && codings.iter().all(|c| c == "gzip" || c == "x-gzip");
         if !ok {
-            return Err(AppError::UnsupportedEncoding(v));
+            return Err(AppError::UnsupportedEncoding {
+                got: values.join(", "),
+                expected: "a single `gzip` (or `identity`)",
+            });
+        }
+        // The decompression layer knows exactly `gzip`: say it that way.
+        let headers = req.headers_mut();
+        headers.remove(axum::http::header::CONTENT_ENCODING);
+        if !codings.is_empty() {
+            headers.insert(
+                axum::http::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
         }
     }
     Ok(next.run(req).await)
@@ -259,14 +290,18 @@ pub fn run(pipeline: Pipeline, config: ServerConfig, token: Option<String>) -> R
 }
 
 /// Serve on `listener` until `shutdown` resolves; in-flight requests finish.
+/// Connections are capped and timed out as the config says (see `timeouts`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let mut limits = timeouts::Limits::from_config(&state.config);
+    limits.max_connections = timeouts::fit_descriptor_limit(limits.max_connections);
+    let listener = timeouts::GuardedListener::new(listener, limits);
     axum::serve(
         listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        app(state).into_make_service_with_connect_info::<timeouts::ConnMeta>(),
     )
     .with_graceful_shutdown(shutdown)
     .await

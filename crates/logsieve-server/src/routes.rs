@@ -187,7 +187,10 @@ fn json_body<T: serde::de::DeserializeOwned>(
     if let Some(enc) = headers.get(axum::http::header::CONTENT_ENCODING) {
         let enc = enc.to_str().unwrap_or("?");
         if !enc.trim().eq_ignore_ascii_case("identity") {
-            return Err(AppError::UnsupportedEncoding(enc.to_string()));
+            return Err(AppError::UnsupportedEncoding {
+                got: enc.to_string(),
+                expected: "identity: this route takes plain bodies (gzip is for /classify, /v1/classify and /v1/logs)",
+            });
         }
     }
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -198,7 +201,9 @@ fn json_body<T: serde::de::DeserializeOwned>(
         });
     }
     let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if crate::timeouts::is_body_timeout(&e) {
+            AppError::BodyTimeout(st.config.body_timeout_ms)
+        } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AppError::PayloadTooLarge {
                 limit: st.config.max_body_bytes as u64,
             }

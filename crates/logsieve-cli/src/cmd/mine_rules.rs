@@ -33,7 +33,7 @@ pub struct Args {
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     // Templates are mined on the text the configuration masks.
     let masker = crate::common::masker(&cfg.load()?)?;
-    let (_, rows) = a.labelled.read()?;
+    let rows = a.labelled.read()?;
     let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
     let is_test = if a.all {
         vec![false; rows.len()]
