@@ -229,3 +229,37 @@ impl LabelledArgs {
         Ok(self.read_each()?.into_iter().flat_map(|f| f.rows).collect())
     }
 }
+
+/// One line on what the LLM stage cost, for stderr after a run that asked it
+/// anything: calls, failures, prompt tokens per call (and how many the
+/// server had cached), latency, and where the adaptive concurrency went.
+pub fn llm_summary(pipeline: &Pipeline) -> Option<String> {
+    let s = pipeline.llm().stats();
+    if s.calls == 0 {
+        return None;
+    }
+    let tokens = if s.calls_with_usage > 0 {
+        format!(
+            ", {:.0} prompt tokens/call ({:.0}% from the server's cache), {:.0} answer tokens/call",
+            s.prompt_tokens_per_call(),
+            100.0 * s.cached_prompt_tokens as f64 / s.prompt_tokens.max(1) as f64,
+            s.completion_tokens as f64 / s.calls_with_usage as f64
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "llm: {} calls for {} rows ({} failed calls, {} rows unanswered){tokens}; latency p50 {:.1}s p99 {:.1}s; \
+         concurrency {} now, {} at most; {} calls waited on a busy server; response_format {}",
+        s.calls,
+        s.requests,
+        s.failed_calls,
+        s.failures,
+        s.latency_ms_p50 as f64 / 1000.0,
+        s.latency_ms_p99 as f64 / 1000.0,
+        s.concurrency_limit,
+        s.concurrency_peak,
+        s.queued_calls,
+        s.response_format.as_str(),
+    ))
+}

@@ -901,3 +901,26 @@ fn case8_two_log_message_columns_are_an_error_naming_both() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// The built-in model on lines it was not trained on: a real system's
+/// lines get the taxonomy's labels, and a line like nothing it knows comes
+/// out Unclassified saying it is unfamiliar (with the similarity), not a
+/// confident guess.
+#[test]
+fn the_builtin_model_labels_unseen_lines_and_sets_unfamiliar_ones_apart() {
+    let input = "Accepted password for fztu from 119.137.62.142 port 49116 ssh2\n\
+                 User alice changed her password\n\
+                 The 'LegacyExport' endpoint is deprecated and will be removed in v5.0\n\
+                 qwerty uiop asdf\n";
+    let out = run(&["classify", "--format", "text", "--source", "Laptop"], input.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let labels: Vec<&str> = rows.iter().map(|r| r["target_label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["User Action", "User Action", "Deprecation Warning", "Unclassified"], "{rows:?}");
+    let detail = rows[3]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("model unsure: unfamiliar line (similarity 0."), "{detail}");
+    assert_eq!(rows[3]["method"], "none");
+}

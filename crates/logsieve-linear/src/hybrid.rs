@@ -443,6 +443,17 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_model_predicts_as_the_trained_one() {
+        let (m, _) = HybridModel::train(&data(), &[], &HybridOptions::default()).unwrap();
+        let mut back: HybridModel = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        back.bank = m.bank.clone();
+        for u in data() {
+            let x = Input { text: &u.text, vector: &u.vector };
+            assert_eq!(back.predict(x), m.predict(x), "{}", u.text);
+        }
+    }
+
+    #[test]
     fn near_duplicates_are_merged_in_the_bank() {
         let b = Bank::build([[1.0f32, 0.0].as_slice(), &[0.9999, 0.01], &[0.0, 1.0]], 0.99);
         assert_eq!(b.rows(), 2);

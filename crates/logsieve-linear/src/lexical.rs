@@ -59,8 +59,9 @@ pub fn tokens(text: &str) -> Vec<String> {
 }
 
 /// Vocabulary and inverse document frequencies, fitted on training texts.
+/// Deserialising rebuilds the word index (it is not stored).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, from = "LexiconFile")]
 pub struct Lexicon {
     /// Words, sorted; a word's index is its feature index.
     pub words: Vec<String>,
@@ -68,6 +69,20 @@ pub struct Lexicon {
     pub idf: Vec<f32>,
     #[serde(skip)]
     index: HashMap<String, u32>,
+}
+
+/// A lexicon as stored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LexiconFile {
+    words: Vec<String>,
+    idf: Vec<f32>,
+}
+
+impl From<LexiconFile> for Lexicon {
+    fn from(f: LexiconFile) -> Self {
+        Self::new(f.words, f.idf)
+    }
 }
 
 impl Lexicon {
@@ -96,11 +111,6 @@ impl Lexicon {
     pub fn new(words: Vec<String>, idf: Vec<f32>) -> Self {
         let index = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
         Self { words, idf, index }
-    }
-
-    /// Rebuild the lookup table after deserialising.
-    pub fn reindex(&mut self) {
-        self.index = self.words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
     }
 
     pub fn len(&self) -> usize {
@@ -168,5 +178,15 @@ mod tests {
         assert!(get("failure") > 0.0 && get("disk") > 0.0);
         assert!(lx.vectorize("nothing known here").is_empty());
         assert!((lx.known_share("disk gone") - 0.5).abs() < 1e-6);
+    }
+
+    /// Regression: the word index is not stored, and a lexicon read back
+    /// without it knew no word at all (every line lost its word features).
+    #[test]
+    fn a_lexicon_read_back_still_knows_its_words() {
+        let lx = Lexicon::fit(["disk full", "user logged in"]);
+        let back: Lexicon = serde_json::from_str(&serde_json::to_string(&lx).unwrap()).unwrap();
+        assert_eq!(back.vectorize("disk full"), lx.vectorize("disk full"));
+        assert!(!back.vectorize("disk").is_empty());
     }
 }

@@ -115,7 +115,7 @@ fn stage(server: &FakeServer, concurrency: usize, cache_capacity: usize) -> LlmS
     let config = LlmConfig {
         base_url: server.base_url.clone(),
         max_concurrency: concurrency,
-        calls_per_minute: 0,
+        calls_per_minute: Some(0),
         cache_capacity,
         ..LlmConfig::default()
     };

@@ -38,18 +38,40 @@ pub struct LlmConfig {
     pub model: String,
     /// Sampling temperature; 0 keeps answers repeatable (and cacheable).
     pub temperature: f32,
-    /// Upper bound on tokens in the answer (`max_tokens`); reasoning models
-    /// that think aloud need more.
-    pub max_tokens: u32,
-    /// Ask for `response_format: {"type": "json_object"}`. If the server
-    /// answers 400 naming `response_format`, the stage retries once without
-    /// it and stops sending it for the rest of the process.
-    pub json_mode: bool,
-    /// Seconds one HTTP call may take (connect, send, answer) before it is
-    /// abandoned and counted as a failed attempt.
+    /// Upper bound on tokens in the answer (`max_tokens`). Unset: 300 for a
+    /// hosted endpoint (reasoning models that think aloud need room), 48 for
+    /// a server on this machine, where every token costs CPU time and small
+    /// models write long reasons whatever they are told; the label comes
+    /// first in the answer, so one cut short still counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// How the server is asked to hold the answer to the label set:
+    /// `json_schema` (a JSON schema whose `label` is an enum of the allowed
+    /// labels: OpenAI, Groq, vLLM, llama.cpp, Ollama), `json_object` (any
+    /// JSON object) or `none` (the prompt alone asks for JSON). A server that
+    /// refuses the format with a 400 is asked again one step lower, and the
+    /// lower step is kept for the rest of the process once it works.
+    pub response_format: ResponseFormat,
+    /// Deprecated: `false` means `response_format = "none"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_mode: Option<bool>,
+    /// Patience, in seconds: a call with no answer after this long makes the
+    /// stage probe the server (`GET {base_url}/models`). A server that does
+    /// not answer the probe is down and the call fails (retried like any
+    /// timeout); one that does is busy (the request is queued behind others,
+    /// or the model is slow), and the call goes on waiting, probing again
+    /// every `timeout_secs`, up to `max_call_secs`.
     pub timeout_secs: f64,
-    /// Most HTTP calls in flight at once, across all rows.
+    /// Longest one call may take even on a server that is up, in seconds.
+    pub max_call_secs: f64,
+    /// Most HTTP calls in flight at once, across all rows: the ceiling of
+    /// the adaptive limit, or the fixed limit.
     pub max_concurrency: usize,
+    /// Start at one call in flight and adapt (AIMD): one more after each
+    /// answer that came back in about the usual time, one fewer after a much
+    /// slower one, half as many after a timeout, 429, 503 or a queued call.
+    /// `false` keeps `max_concurrency` calls in flight.
+    pub adaptive_concurrency: bool,
     /// Retries after the first attempt, for timeouts, dropped connections,
     /// 429 and 5xx answers. Other 4xx answers are not retried.
     pub max_retries: u32,
@@ -61,8 +83,11 @@ pub struct LlmConfig {
     /// instead of stalling the pipeline.
     pub backoff_max_secs: f64,
     /// Most HTTP calls started per minute (retries included), enforced by a
-    /// token bucket holding up to this many calls; 0 means no limit.
-    pub calls_per_minute: u32,
+    /// token bucket holding up to this many calls; 0 means no limit. Unset:
+    /// 30 for a hosted endpoint (Groq's free tier), no limit for a server on
+    /// this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls_per_minute: Option<u32>,
     /// How long a row may wait for the per-minute budget, in seconds. Rows
     /// that would wait longer fail with "llm call budget exhausted"; 0 fails
     /// at once (for servers that must answer quickly).
@@ -104,14 +129,17 @@ impl Default for LlmConfig {
             base_url: DEFAULT_BASE_URL.to_string(),
             model: DEFAULT_MODEL.to_string(),
             temperature: 0.0,
-            max_tokens: 300,
-            json_mode: true,
+            max_tokens: None,
+            response_format: ResponseFormat::JsonSchema,
+            json_mode: None,
             timeout_secs: 30.0,
+            max_call_secs: 300.0,
             max_concurrency: 4,
+            adaptive_concurrency: true,
             max_retries: 3,
             backoff_base_secs: 0.5,
             backoff_max_secs: 20.0,
-            calls_per_minute: 30,
+            calls_per_minute: None,
             budget_max_wait_secs: 120.0,
             breaker_failures: 5,
             breaker_cooldown_secs: 30.0,
@@ -121,6 +149,44 @@ impl Default for LlmConfig {
             max_examples: 5,
             max_message_chars: 2_000,
             labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Calls per minute for a hosted endpoint when `calls_per_minute` is unset.
+pub const DEFAULT_HOSTED_CALLS_PER_MINUTE: u32 = 30;
+/// `max_tokens` when unset: hosted endpoint, server on this machine.
+pub const DEFAULT_MAX_TOKENS: (u32, u32) = (300, 48);
+
+/// How the answer's shape is asked of the server (`response_format`), from
+/// the strictest down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// `{"type": "json_schema", ...}` with the labels as an enum.
+    #[default]
+    JsonSchema,
+    /// `{"type": "json_object"}`.
+    JsonObject,
+    /// No `response_format`; the prompt asks for JSON.
+    None,
+}
+
+impl ResponseFormat {
+    /// The next format to try when a server refuses this one.
+    pub fn fallback(self) -> Option<ResponseFormat> {
+        match self {
+            ResponseFormat::JsonSchema => Some(ResponseFormat::JsonObject),
+            ResponseFormat::JsonObject => Some(ResponseFormat::None),
+            ResponseFormat::None => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseFormat::JsonSchema => "json_schema",
+            ResponseFormat::JsonObject => "json_object",
+            ResponseFormat::None => "none",
         }
     }
 }
@@ -176,6 +242,7 @@ impl LlmConfig {
         }
         for (field, secs) in [
             ("timeout_secs", self.timeout_secs),
+            ("max_call_secs", self.max_call_secs),
             ("backoff_base_secs", self.backoff_base_secs),
             ("backoff_max_secs", self.backoff_max_secs),
             ("budget_max_wait_secs", self.budget_max_wait_secs),
@@ -191,10 +258,19 @@ impl LlmConfig {
         if self.timeout_secs == 0.0 {
             return Err(invalid("timeout_secs", "must be above 0"));
         }
+        if self.max_call_secs < self.timeout_secs {
+            return Err(invalid(
+                "max_call_secs",
+                format!(
+                    "{} is less than timeout_secs = {}",
+                    self.max_call_secs, self.timeout_secs
+                ),
+            ));
+        }
         if self.max_concurrency == 0 {
             return Err(invalid("max_concurrency", "must be at least 1"));
         }
-        if self.max_tokens == 0 {
+        if self.max_tokens == Some(0) {
             return Err(invalid("max_tokens", "must be at least 1"));
         }
         for (field, v) in [
@@ -250,6 +326,38 @@ impl LlmConfig {
 
     pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_secs)
+    }
+
+    pub(crate) fn max_call(&self) -> Duration {
+        Duration::from_secs_f64(self.max_call_secs)
+    }
+
+    /// The format asked first: `response_format`, or `none` when the
+    /// deprecated `json_mode = false` is set.
+    pub fn effective_response_format(&self) -> ResponseFormat {
+        match self.json_mode {
+            Some(false) => ResponseFormat::None,
+            _ => self.response_format,
+        }
+    }
+
+    /// `max_tokens`, or its default for this endpoint: 300 hosted, 48 local.
+    pub fn effective_max_tokens(&self) -> u32 {
+        self.max_tokens.unwrap_or(if self.is_local() {
+            DEFAULT_MAX_TOKENS.1
+        } else {
+            DEFAULT_MAX_TOKENS.0
+        })
+    }
+
+    /// `calls_per_minute`, or its default for this endpoint: 30 hosted,
+    /// 0 (no limit) on this machine.
+    pub fn effective_calls_per_minute(&self) -> u32 {
+        self.calls_per_minute.unwrap_or(if self.is_local() {
+            0
+        } else {
+            DEFAULT_HOSTED_CALLS_PER_MINUTE
+        })
     }
 }
 
@@ -372,6 +480,59 @@ mod tests {
         assert!(cfg.is_local());
         let (key, from) = ApiKey::from_lookup(env).unwrap();
         assert_eq!((key.expose(), from), ("gsk-groq", "GROQ_API_KEY"));
+    }
+
+    #[test]
+    fn response_format_and_its_fallbacks() {
+        let cfg: LlmConfig = toml::from_str("response_format = \"json_object\"").unwrap();
+        assert_eq!(cfg.effective_response_format(), ResponseFormat::JsonObject);
+        let cfg: LlmConfig = toml::from_str("json_mode = false").unwrap();
+        assert_eq!(cfg.effective_response_format(), ResponseFormat::None);
+        assert_eq!(
+            LlmConfig::default().effective_response_format(),
+            ResponseFormat::JsonSchema
+        );
+        let ladder: Vec<_> = std::iter::successors(Some(ResponseFormat::JsonSchema), |f| f.fallback())
+            .map(ResponseFormat::as_str)
+            .collect();
+        assert_eq!(ladder, ["json_schema", "json_object", "none"]);
+        assert!(toml::from_str::<LlmConfig>("response_format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn budget_default_depends_on_where_the_server_is() {
+        assert_eq!(LlmConfig::default().effective_calls_per_minute(), 30);
+        let local = LlmConfig {
+            base_url: "http://127.0.0.1:8080/v1".into(),
+            ..LlmConfig::default()
+        };
+        assert_eq!(local.effective_calls_per_minute(), 0);
+        assert_eq!(
+            (
+                LlmConfig::default().effective_max_tokens(),
+                local.effective_max_tokens()
+            ),
+            (300, 48)
+        );
+        let capped = LlmConfig {
+            calls_per_minute: Some(5),
+            ..local
+        };
+        assert_eq!(capped.effective_calls_per_minute(), 5);
+    }
+
+    #[test]
+    fn max_call_must_cover_the_patience() {
+        let cfg = LlmConfig {
+            timeout_secs: 60.0,
+            max_call_secs: 30.0,
+            ..LlmConfig::default()
+        };
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("llm.max_call_secs"));
     }
 
     #[test]

@@ -1,19 +1,23 @@
 //! Owns [`LlmStage`], the object the pipeline calls: it turns a row into a
-//! prompt, asks through the cache, the concurrency cap, the call budget and
-//! the circuit breaker, retries what is worth retrying, validates the answer
-//! against the label set, and always hands back an [`LlmOutcome`].
+//! prompt, asks through the cache, the adaptive concurrency limit, the call
+//! budget and the circuit breaker, waits patiently on a server that is up but
+//! busy, retries what is worth retrying, falls back to a simpler response
+//! format when a server refuses one, validates the answer against the label
+//! set, and always hands back an [`LlmOutcome`].
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use crate::cache::AnswerCache;
-use crate::client::{truncate, ChatMessage, ChatRequest, HttpClient, LlmClient, LlmError};
-use crate::config::{ApiKey, ConfigError, LlmConfig};
+use crate::client::{
+    truncate, ChatMessage, ChatRequest, Completion, HttpClient, Liveness, LlmClient, LlmError,
+};
+use crate::config::{ApiKey, ConfigError, LlmConfig, ResponseFormat};
+use crate::limiter::{Limiter, Signal};
 use crate::prompt::{self, Answer, LabelSpec, UNCLASSIFIED};
 use crate::resilience::{retry_delay, Breaker, Budget, RetryDelay};
 
@@ -94,6 +98,9 @@ impl LlmOutcome {
 /// Counters since the stage was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LlmStats {
+    /// The response format asked now (lower than configured once a server
+    /// refused it).
+    pub response_format: ResponseFormat,
     /// Rows handed to the stage.
     pub requests: u64,
     /// HTTP calls made (first attempts and retries).
@@ -117,10 +124,60 @@ pub struct LlmStats {
     pub budget_rejections: u64,
     /// Answers outside the label set or not understood.
     pub invalid_answers: u64,
+    /// Calls repeated with a simpler response format after a server refused one.
+    pub format_fallbacks: u64,
+    /// Liveness probes sent (a call had waited `timeout_secs`).
+    pub probes: u64,
+    /// Calls that outlived `timeout_secs` on a server that answered the probe:
+    /// queued or slow, waited for rather than failed.
+    pub queued_calls: u64,
+    /// Prompt tokens over all answered calls, as the server counted them.
+    pub prompt_tokens: u64,
+    /// ... of which the server took from its prompt cache.
+    pub cached_prompt_tokens: u64,
+    /// Largest prompt of one call.
+    pub prompt_tokens_max: u64,
+    /// Answer tokens over all answered calls.
+    pub completion_tokens: u64,
+    /// Answered calls whose server reported token counts.
+    pub calls_with_usage: u64,
+    /// Latency of answered calls, milliseconds: median, 99th percentile, most.
+    pub latency_ms_p50: u64,
+    pub latency_ms_p99: u64,
+    pub latency_ms_max: u64,
+    /// Calls in flight allowed now (adaptive), the most it reached, and how
+    /// often it was lowered.
+    pub concurrency_limit: usize,
+    pub concurrency_peak: usize,
+    pub concurrency_decreases: u64,
 }
+
+impl LlmStats {
+    /// Mean prompt tokens per call that reported them.
+    pub fn prompt_tokens_per_call(&self) -> f64 {
+        if self.calls_with_usage == 0 {
+            0.0
+        } else {
+            self.prompt_tokens as f64 / self.calls_with_usage as f64
+        }
+    }
+}
+
+/// Latencies kept for the percentiles (the first ones; a run that makes more
+/// calls reports on these).
+const MAX_LATENCIES: usize = 100_000;
 
 #[derive(Default)]
 struct Counters {
+    format_fallbacks: AtomicU64,
+    probes: AtomicU64,
+    queued_calls: AtomicU64,
+    prompt_tokens: AtomicU64,
+    cached_prompt_tokens: AtomicU64,
+    prompt_tokens_max: AtomicU64,
+    completion_tokens: AtomicU64,
+    calls_with_usage: AtomicU64,
+    latencies_ms: Mutex<Vec<u64>>,
     requests: AtomicU64,
     calls: AtomicU64,
     retries: AtomicU64,
@@ -152,8 +209,11 @@ struct Inner {
     /// `Err(reason)` when the stage is off.
     client: Result<Arc<dyn LlmClient>, String>,
     status: String,
-    json_mode: AtomicBool,
-    semaphore: Semaphore,
+    /// The response format asked now, as `format_code`; only ever lowered.
+    format: AtomicU8,
+    /// `response_format` bodies by format, built once.
+    format_bodies: [Option<serde_json::Value>; 3],
+    limiter: Limiter,
     budget: Budget,
     breaker: Breaker,
     cache: AnswerCache<LlmOutcome>,
@@ -174,7 +234,7 @@ impl fmt::Debug for LlmStage {
 }
 
 /// Longest example message put in a prompt.
-const MAX_EXAMPLE_CHARS: usize = 500;
+const MAX_EXAMPLE_CHARS: usize = 200;
 
 impl LlmStage {
     /// The stage as a user runs it: `config` with `LOGSIEVE_LLM_BASE_URL` /
@@ -286,20 +346,28 @@ impl LlmStage {
                 .unwrap_or_else(|| "(no description given)".to_string());
             specs.push(LabelSpec { name, description });
         }
+        prompt::by_priority(&mut specs);
         match &client {
             Ok(_) => tracing::info!(target: "logsieve_llm", labels = specs.len(), "{status}"),
             Err(_) => tracing::warn!(target: "logsieve_llm", "{status}"),
         }
         let now = Instant::now();
+        let format_bodies = [
+            ResponseFormat::JsonSchema,
+            ResponseFormat::JsonObject,
+            ResponseFormat::None,
+        ]
+        .map(|f| prompt::response_format(f, &specs));
         let inner = Inner {
             system_prompt: prompt::system_prompt(&specs),
             labels: specs,
             client,
             status,
-            json_mode: AtomicBool::new(config.json_mode),
-            semaphore: Semaphore::new(config.max_concurrency),
+            format: AtomicU8::new(format_code(config.effective_response_format())),
+            format_bodies,
+            limiter: Limiter::new(config.max_concurrency, config.adaptive_concurrency),
             budget: Budget::new(
-                config.calls_per_minute,
+                config.effective_calls_per_minute(),
                 Duration::from_secs_f64(config.budget_max_wait_secs),
                 now,
             ),
@@ -432,7 +500,32 @@ impl LlmStage {
     pub fn stats(&self) -> LlmStats {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (p50, p99, max) = {
+            let mut l = c.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            l.sort_unstable();
+            let at = |q: f64| match l.len() {
+                0 => 0,
+                n => l[((n as f64 * q).ceil() as usize).clamp(1, n) - 1],
+            };
+            (at(0.50), at(0.99), l.last().copied().unwrap_or(0))
+        };
+        let limiter = self.inner.limiter.stats();
         LlmStats {
+            response_format: self.inner.format(),
+            format_fallbacks: get(&c.format_fallbacks),
+            probes: get(&c.probes),
+            queued_calls: get(&c.queued_calls),
+            prompt_tokens: get(&c.prompt_tokens),
+            cached_prompt_tokens: get(&c.cached_prompt_tokens),
+            prompt_tokens_max: get(&c.prompt_tokens_max),
+            completion_tokens: get(&c.completion_tokens),
+            calls_with_usage: get(&c.calls_with_usage),
+            latency_ms_p50: p50,
+            latency_ms_p99: p99,
+            latency_ms_max: max,
+            concurrency_limit: limiter.concurrency_limit,
+            concurrency_peak: limiter.concurrency_peak,
+            concurrency_decreases: limiter.concurrency_decreases,
             requests: get(&c.requests),
             calls: get(&c.calls),
             retries: get(&c.retries),
@@ -511,11 +604,46 @@ impl Inner {
                 },
             ],
             temperature: self.config.temperature,
-            max_tokens: self.config.max_tokens,
-            json_mode: self.json_mode.load(Ordering::Relaxed),
+            max_tokens: self.config.effective_max_tokens(),
+            response_format: None,
         };
-        let text = self.call_with_retries(client, &mut request).await?;
-        Ok(self.outcome(prompt::parse_answer(&text, &self.labels)))
+        let answer = self.call_with_retries(client, &mut request).await?;
+        Ok(self.outcome(prompt::parse_answer(&answer.text, &self.labels)))
+    }
+
+    fn format(&self) -> ResponseFormat {
+        format_of(self.format.load(Ordering::Relaxed))
+    }
+
+    /// Counts an answered call: latency and token counts.
+    fn record_answer(&self, latency: Duration, answer: &Completion, format: ResponseFormat) {
+        let c = &self.counters;
+        let ms = latency.as_millis() as u64;
+        {
+            let mut l = c.latencies_ms.lock().unwrap_or_else(|e| e.into_inner());
+            if l.len() < MAX_LATENCIES {
+                l.push(ms);
+            }
+        }
+        let u = answer.usage;
+        if let Some(p) = u.prompt_tokens {
+            bump(&c.calls_with_usage);
+            c.prompt_tokens.fetch_add(p, Ordering::Relaxed);
+            c.prompt_tokens_max.fetch_max(p, Ordering::Relaxed);
+            c.cached_prompt_tokens
+                .fetch_add(u.cached_prompt_tokens.unwrap_or(0), Ordering::Relaxed);
+            c.completion_tokens
+                .fetch_add(u.completion_tokens.unwrap_or(0), Ordering::Relaxed);
+        }
+        tracing::debug!(
+            target: "logsieve_llm",
+            latency_ms = ms,
+            prompt_tokens = u.prompt_tokens,
+            cached_prompt_tokens = u.cached_prompt_tokens,
+            completion_tokens = u.completion_tokens,
+            response_format = format.as_str(),
+            "llm call answered"
+        );
     }
 
     fn outcome(&self, answer: Answer) -> LlmOutcome {
@@ -563,11 +691,12 @@ impl Inner {
         &self,
         client: &dyn LlmClient,
         request: &mut ChatRequest,
-    ) -> Result<String, String> {
+    ) -> Result<Completion, String> {
         let cfg = &self.config;
-        let timeout = cfg.timeout();
         let mut retry = 0u32;
         let mut attempts = 0u32;
+        // This row's format: starts at the stage's, steps down on a refusal.
+        let mut format = self.format();
         // Said in a budget refusal that comes mid-retry, so the cause is not lost.
         let mut last_error: Option<LlmError> = None;
         let after_last = |last: &Option<LlmError>| match last {
@@ -575,11 +704,12 @@ impl Inner {
             None => String::new(),
         };
         loop {
+            let started;
             let result = {
                 // The permit covers the budget wait too, so queued rows take
                 // budget in turn instead of all reserving at once.
-                let _permit = self
-                    .semaphore
+                let permit = self
+                    .limiter
                     .acquire()
                     .await
                     .map_err(|_| "llm stage shut down".to_string())?;
@@ -599,7 +729,7 @@ impl Inner {
                         bump(&self.counters.budget_rejections);
                         return Err(format!(
                             "llm call budget exhausted: {} calls/min, next call in {:.1}s, longer than budget_max_wait_secs = {}{}",
-                            cfg.calls_per_minute,
+                            cfg.effective_calls_per_minute(),
                             wait.as_secs_f64(),
                             cfg.budget_max_wait_secs,
                             after_last(&last_error)
@@ -608,27 +738,45 @@ impl Inner {
                 }
                 bump(&self.counters.calls);
                 attempts += 1;
-                match tokio::time::timeout(timeout, client.complete(request)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(LlmError::Timeout(timeout)),
-                }
+                request.response_format = self.format_bodies[format_code(format) as usize].clone();
+                started = Instant::now();
+                let (result, queued) = self.call_patiently(client, request).await;
+                let signal = match &result {
+                    // It came, but only after queueing: fewer calls in flight.
+                    Ok(_) if queued => Signal::Overload,
+                    Ok(_) => Signal::Success(started.elapsed()),
+                    Err(e) if e.is_overload() => Signal::Overload,
+                    Err(_) => Signal::Neutral,
+                };
+                self.limiter.record(&permit, signal);
+                result
             };
             let error = match result {
-                Ok(text) => {
+                Ok(answer) => {
                     self.breaker.record_success();
-                    return Ok(text);
+                    self.record_answer(started.elapsed(), &answer, format);
+                    if format_code(format) > self.format.fetch_max(format_code(format), Ordering::Relaxed) {
+                        tracing::warn!(
+                            target: "logsieve_llm",
+                            "the server refused a richer response_format; asking with {} from now on",
+                            format.as_str()
+                        );
+                    }
+                    return Ok(answer);
                 }
                 Err(e) => e,
             };
             bump(&self.counters.failed_calls);
-            if request.json_mode && error.rejects_json_mode() {
-                // The server is up; it just lacks JSON mode. Once, for good.
-                request.json_mode = false;
-                if self.json_mode.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(target: "logsieve_llm", "server rejects response_format; asking without JSON mode from now on");
+            if request.response_format.is_some() && error.rejects_response_format() {
+                if let Some(lower) = format.fallback() {
+                    // The server is up; it just lacks this format. Asked again
+                    // at once, one step lower; kept for the stage once it works.
+                    tracing::debug!(target: "logsieve_llm", "response_format {} refused ({error}); trying {}", format.as_str(), lower.as_str());
+                    format = lower;
+                    bump(&self.counters.format_fallbacks);
+                    bump(&self.counters.retries);
+                    continue;
                 }
-                bump(&self.counters.retries);
-                continue;
             }
             if self.breaker.record_failure(Instant::now(), &error.to_string()) {
                 bump(&self.counters.breaker_opens);
@@ -671,5 +819,78 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// One call, waited for as long as the server is up. Every
+    /// `timeout_secs` without an answer the server is probed: down (or a
+    /// client that cannot tell) fails the call, up means the request is
+    /// queued or slow and the wait goes on, to `max_call_secs` at most. The
+    /// flag says the call had to wait past `timeout_secs` on a live server.
+    async fn call_patiently(
+        &self,
+        client: &dyn LlmClient,
+        request: &ChatRequest,
+    ) -> (Result<Completion, LlmError>, bool) {
+        let patience = self.config.timeout();
+        let hard = self.config.max_call();
+        let start = Instant::now();
+        let call = client.complete(request);
+        tokio::pin!(call);
+        let mut queued = false;
+        loop {
+            let left = hard.saturating_sub(start.elapsed());
+            if let Ok(result) = tokio::time::timeout(patience.min(left), &mut call).await {
+                return (result, queued);
+            }
+            if start.elapsed() >= hard {
+                return (Err(LlmError::Timeout(hard)), queued);
+            }
+            bump(&self.counters.probes);
+            let probe = client.probe();
+            tokio::pin!(probe);
+            let liveness = tokio::select! {
+                result = &mut call => return (result, queued),
+                liveness = &mut probe => liveness,
+            };
+            match liveness {
+                Liveness::Alive => {
+                    if !queued {
+                        queued = true;
+                        bump(&self.counters.queued_calls);
+                        tracing::debug!(
+                            target: "logsieve_llm",
+                            waited_ms = start.elapsed().as_millis() as u64,
+                            "llm call still unanswered, the server is up: waiting on"
+                        );
+                    }
+                }
+                Liveness::Down(why) => {
+                    return (
+                        Err(LlmError::Unresponsive {
+                            waited: start.elapsed(),
+                            probe: why,
+                        }),
+                        queued,
+                    )
+                }
+                Liveness::Unknown => return (Err(LlmError::Timeout(patience)), queued),
+            }
+        }
+    }
+}
+
+fn format_code(f: ResponseFormat) -> u8 {
+    match f {
+        ResponseFormat::JsonSchema => 0,
+        ResponseFormat::JsonObject => 1,
+        ResponseFormat::None => 2,
+    }
+}
+
+fn format_of(code: u8) -> ResponseFormat {
+    match code {
+        0 => ResponseFormat::JsonSchema,
+        1 => ResponseFormat::JsonObject,
+        _ => ResponseFormat::None,
     }
 }

@@ -8,7 +8,7 @@ mod fake_server;
 use std::time::Duration;
 
 use fake_server::{FakeServer, Reply};
-use logsieve_llm::{ApiKey, LlmConfig, LlmOutcome, LlmRequest, LlmStage, Method};
+use logsieve_llm::{ApiKey, LlmConfig, LlmOutcome, LlmRequest, LlmStage, Method, ResponseFormat};
 
 const KEY: &str = "sk-test-never-print-4f9a";
 const MODEL_LABELS: [&str; 2] = ["Error", "User Action"];
@@ -21,7 +21,7 @@ fn config(server: &FakeServer) -> LlmConfig {
         max_retries: 2,
         backoff_base_secs: 0.001,
         backoff_max_secs: 0.01,
-        calls_per_minute: 0,
+        calls_per_minute: Some(0),
         breaker_failures: 0,
         // The labels only the LLM gives (the pipeline passes in its taxonomy's).
         labels: [
@@ -115,7 +115,26 @@ fn correct_answer_gives_canonical_label_reason_and_confidence() {
     );
     assert_eq!(sent.body["model"], "llama-3.3-70b-versatile");
     assert_eq!(sent.body["temperature"], 0.0);
-    assert_eq!(sent.body["response_format"]["type"], "json_object");
+    // The server is asked to hold the label to the set, Unclassified included.
+    let format = &sent.body["response_format"];
+    assert_eq!(format["type"], "json_schema");
+    let schema = &format["json_schema"]["schema"];
+    let allowed: Vec<&str> = schema["properties"]["label"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = stage.labels().iter().map(|l| l.name.as_str()).collect();
+    expected.push("Unclassified");
+    assert_eq!(allowed, expected);
+    for label in ["Error", "User Action", "Workflow Error", "Deprecation Warning"] {
+        assert!(allowed.contains(&label), "{allowed:?}");
+    }
+    assert_eq!(
+        schema["required"],
+        serde_json::json!(["label", "confidence", "reason"])
+    );
     let system = sent.content("system");
     for label in [
         "\"Error\"",
@@ -181,7 +200,8 @@ fn an_answer_below_min_confidence_comes_out_unclassified_with_what_it_said() {
 }
 
 #[test]
-fn slow_answer_times_out_and_is_retried_then_fails() {
+fn a_hung_server_fails_the_call_after_the_patience_and_a_failed_probe() {
+    // Neither the chat request nor the probe gets an answer in time.
     let server = FakeServer::start(|_| Reply::Slow(Duration::from_secs(5), r#"{"label":"Error"}"#.into()));
     let stage = stage(LlmConfig {
         timeout_secs: 0.2,
@@ -189,14 +209,92 @@ fn slow_answer_times_out_and_is_retried_then_fails() {
         ..config(&server)
     });
     let out = one(&stage, "slow line");
-    assert_failed(&out, "timed out");
+    assert_failed(&out, "did not answer a health probe");
     assert!(out.detail.contains("2 attempts"), "{}", out.detail);
-    assert_eq!(server.requests(), 2);
+    assert_eq!((server.requests(), server.probes()), (2, 2));
     let stats = stage.stats();
     assert_eq!(
         (stats.calls, stats.retries, stats.failed_calls, stats.failures),
         (2, 1, 2, 1)
     );
+    assert_eq!((stats.probes, stats.queued_calls), (2, 0));
+}
+
+#[test]
+fn a_request_queued_on_a_busy_server_is_waited_for_not_failed() {
+    // Regression (issue 13): a one-slot local server answering each request
+    // only after the ones before it; the probe answers at once.
+    let server = FakeServer::start(|r| {
+        if r.path.ends_with("/models") {
+            Reply::Status(200, vec![], r#"{"data":[]}"#.into())
+        } else {
+            Reply::Slow(
+                Duration::from_millis(900),
+                r#"{"label":"Error","confidence":0.8,"reason":"late but fine"}"#.into(),
+            )
+        }
+    });
+    let stage = stage(LlmConfig {
+        timeout_secs: 0.2,
+        max_retries: 0,
+        ..config(&server)
+    });
+    let out = one(&stage, "slow line");
+    assert_eq!(
+        (out.label.as_str(), out.method),
+        ("Error", Method::Llm),
+        "{out:?}"
+    );
+    let stats = stage.stats();
+    assert_eq!((stats.calls, stats.failed_calls, stats.queued_calls), (1, 0, 1));
+    assert!(stats.probes >= 2, "probed every 0.2 s: {stats:?}");
+    assert_eq!(server.requests(), 1);
+}
+
+#[test]
+fn a_busy_server_is_still_given_up_on_at_max_call_secs() {
+    let server = FakeServer::start(|r| {
+        if r.path.ends_with("/models") {
+            Reply::Status(200, vec![], "{}".into())
+        } else {
+            Reply::Slow(Duration::from_secs(5), r#"{"label":"Error"}"#.into())
+        }
+    });
+    let stage = stage(LlmConfig {
+        timeout_secs: 0.1,
+        max_call_secs: 0.4,
+        max_retries: 0,
+        ..config(&server)
+    });
+    let out = one(&stage, "slow line");
+    assert_failed(&out, "timed out after 400ms");
+    assert_eq!(stage.stats().queued_calls, 1);
+}
+
+#[test]
+fn a_dead_server_fails_at_once_without_waiting_for_the_patience() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // closed again: connections are refused
+    let stage = stage(LlmConfig {
+        base_url: format!("http://127.0.0.1:{port}/v1"),
+        timeout_secs: 60.0,
+        max_retries: 1,
+        backoff_base_secs: 0.001,
+        backoff_max_secs: 0.01,
+        calls_per_minute: Some(0),
+        breaker_failures: 0,
+        ..LlmConfig::default()
+    });
+    let started = std::time::Instant::now();
+    let out = one(&stage, "anyone there?");
+    assert_failed(&out, "connection failed");
+    assert!(out.detail.contains("2 attempts"), "{}", out.detail);
+    // Not a timing assertion on the stage's speed: only that it did not sit
+    // out the 60 s patience.
+    assert!(started.elapsed() < Duration::from_secs(50));
+    assert_eq!(stage.stats().probes, 0);
 }
 
 #[test]
@@ -283,7 +381,8 @@ fn malformed_response_body_fails_without_retry() {
 
 #[test]
 fn malformed_answer_json_is_unclassified_by_the_llm() {
-    let server = FakeServer::start(|_| content(r#"{"label": "Error", "reason": "#));
+    // (An object cut short after a complete label counts; see prompt.rs.)
+    let server = FakeServer::start(|_| content(r#"{"label": "Err"#));
     let stage = stage(config(&server));
     let out = one(&stage, "x");
     assert_eq!((out.label.as_str(), out.method), ("Unclassified", Method::Llm));
@@ -461,7 +560,7 @@ fn breaker_also_cuts_retries_short() {
 fn exhausted_budget_fails_rows_when_waiting_is_not_allowed() {
     let server = FakeServer::start(|_| content(r#"{"label":"Error"}"#));
     let stage = stage(LlmConfig {
-        calls_per_minute: 2,
+        calls_per_minute: Some(2),
         budget_max_wait_secs: 0.0,
         ..config(&server)
     });
@@ -474,7 +573,7 @@ fn exhausted_budget_fails_rows_when_waiting_is_not_allowed() {
 }
 
 #[test]
-fn server_without_json_mode_is_asked_again_without_it_once() {
+fn server_without_response_format_is_asked_one_step_lower_each_time_and_that_is_remembered() {
     let server = FakeServer::start(|r| {
         if r.body.get("response_format").is_some() {
             Reply::Status(
@@ -489,11 +588,154 @@ fn server_without_json_mode_is_asked_again_without_it_once() {
     let stage = stage(config(&server));
     assert_eq!(one(&stage, "first").label, "Error");
     assert_eq!(one(&stage, "second").label, "Error");
-    assert_eq!(server.requests(), 3, "one extra call, then JSON mode stays off");
     let sent = server.recorded();
-    assert!(sent[2].body.get("response_format").is_none());
+    let formats: Vec<&str> = sent
+        .iter()
+        .map(|r| r.body["response_format"]["type"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(
+        formats,
+        ["json_schema", "json_object", "none", "none"],
+        "one try per format, then the one that worked stays"
+    );
     let stats = stage.stats();
-    assert_eq!((stats.retries, stats.failures), (1, 0));
+    assert_eq!(
+        (
+            stats.retries,
+            stats.format_fallbacks,
+            stats.failures,
+            stats.response_format
+        ),
+        (2, 2, 0, ResponseFormat::None)
+    );
+}
+
+#[test]
+fn server_with_json_mode_but_no_schemas_keeps_json_mode() {
+    let server = FakeServer::start(|r| {
+        if r.body["response_format"]["type"] == "json_schema" {
+            Reply::Status(
+                400,
+                vec![],
+                r#"{"error":{"message":"`json_schema` is not supported with this model"}}"#.into(),
+            )
+        } else {
+            content(r#"{"label":"Error"}"#)
+        }
+    });
+    let stage = stage(config(&server));
+    assert_eq!(one(&stage, "first").label, "Error");
+    assert_eq!(one(&stage, "second").label, "Error");
+    assert_eq!(server.requests(), 3);
+    assert_eq!(
+        server.recorded()[2].body["response_format"]["type"],
+        "json_object"
+    );
+    assert_eq!(stage.stats().response_format, ResponseFormat::JsonObject);
+}
+
+#[test]
+fn a_bad_request_about_something_else_keeps_the_schema() {
+    let server = FakeServer::start(|_| {
+        Reply::Status(
+            400,
+            vec![],
+            r#"{"error":{"message":"context length exceeded"}}"#.into(),
+        )
+    });
+    let stage = stage(config(&server));
+    assert_failed(&one(&stage, "a very long line"), "HTTP 400");
+    assert_eq!(server.requests(), 1, "a 400 is not retried");
+    assert_eq!(stage.stats().response_format, ResponseFormat::JsonSchema);
+}
+
+#[test]
+fn a_refused_format_is_not_remembered_when_the_lower_one_fails_too() {
+    let server = FakeServer::start(|_| {
+        Reply::Status(
+            400,
+            vec![],
+            r#"{"error":{"message":"bad response_format"}}"#.into(),
+        )
+    });
+    let stage = stage(config(&server));
+    assert_failed(&one(&stage, "x"), "HTTP 400");
+    assert_eq!(server.requests(), 3, "schema, json_object, none");
+    assert_eq!(stage.stats().response_format, ResponseFormat::JsonSchema);
+}
+
+#[test]
+fn token_counts_and_latency_are_reported_per_call() {
+    let server = FakeServer::start(|_| {
+        Reply::RawBody(
+            serde_json::json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"label\":\"Error\"}"}}],
+                "usage": {"prompt_tokens": 300, "completion_tokens": 12, "prompt_tokens_details": {"cached_tokens": 250}}
+            })
+            .to_string(),
+        )
+    });
+    let stage = stage(config(&server));
+    for i in 0..3 {
+        assert_eq!(one(&stage, &format!("line {i}")).label, "Error");
+    }
+    let s = stage.stats();
+    assert_eq!(
+        (
+            s.calls_with_usage,
+            s.prompt_tokens,
+            s.cached_prompt_tokens,
+            s.completion_tokens,
+            s.prompt_tokens_max
+        ),
+        (3, 900, 750, 36, 300)
+    );
+    assert_eq!(s.prompt_tokens_per_call(), 300.0);
+    assert!(s.latency_ms_p50 <= s.latency_ms_p99 && s.latency_ms_p99 <= s.latency_ms_max);
+}
+
+#[test]
+fn the_prompt_prefix_is_the_same_for_every_row() {
+    // Servers cache prompt prefixes: the system message must not vary, and
+    // the user message must end with the line.
+    let server = FakeServer::start(|_| content(r#"{"label":"Error"}"#));
+    let stage = stage(config(&server));
+    stage.classify_many(vec![row("first line"), row("second line")]);
+    let sent = server.recorded();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].content("system"), sent[1].content("system"));
+    assert_eq!(sent[0].body["messages"][0]["role"], "system");
+    for r in &sent {
+        let user = r.content("user");
+        assert!(user.ends_with("</log>"), "{user}");
+        assert!(user.find("<examples>").unwrap() < user.find("<log>").unwrap());
+    }
+}
+
+#[test]
+fn concurrency_starts_at_one_and_grows_on_a_server_that_keeps_up() {
+    let server = FakeServer::start(|_| Reply::Slow(Duration::from_millis(20), r#"{"label":"Error"}"#.into()));
+    let stage = stage(LlmConfig {
+        max_concurrency: 4,
+        cache_capacity: 0,
+        ..config(&server)
+    });
+    assert_eq!(stage.stats().concurrency_limit, 1);
+    let outs = stage.classify_many((0..40).map(|i| row(&format!("row {i}"))).collect());
+    assert!(outs.iter().all(|o| o.label == "Error"));
+    let s = stage.stats();
+    assert!(s.concurrency_peak > 1 && s.concurrency_peak <= 4, "{s:?}");
+}
+
+#[test]
+fn fixed_concurrency_when_not_adaptive() {
+    let server = FakeServer::start(|_| content(r#"{"label":"Error"}"#));
+    let stage = stage(LlmConfig {
+        max_concurrency: 6,
+        adaptive_concurrency: false,
+        ..config(&server)
+    });
+    assert_eq!(stage.stats().concurrency_limit, 6);
 }
 
 #[test]

@@ -291,7 +291,7 @@ impl LlmClient for GateLlm {
         Box::pin(async move {
             let _ = self.entered.send(());
             self.release.acquire().await.expect("gate open").forget();
-            Ok(r#"{"label": "Workflow Error", "reason": "a lead conversion step failed"}"#.to_string())
+            Ok(r#"{"label": "Workflow Error", "reason": "a lead conversion step failed"}"#.into())
         })
     }
 }

@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logsieve_pipeline::io::{self, CountingReader, CsvWriter, Format, JsonlWriter, RowReader, RowWriter};
 use logsieve_pipeline::run::classify_stream;
 
-use crate::common::ConfigArgs;
+use crate::common::{llm_summary, ConfigArgs};
 use crate::interrupt::{self, open_input, StopAt, EXIT_INTERRUPTED};
 use crate::output::{refuse_same_file, Output};
 
@@ -155,6 +155,9 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             "note: {} of {} rows were flagged (see their `detail`); {} could not be classified",
             summary.flagged, summary.rows, summary.unreadable
         );
+    }
+    if let Some(line) = llm_summary(&pipeline) {
+        eprintln!("{line}");
     }
     if a.stats {
         let report = StatsReport {

@@ -12,7 +12,7 @@ use logsieve_pipeline::loso::leave_one_source_out;
 use logsieve_pipeline::train::TrainSettings;
 
 use crate::cmd::train::{input_parser, HybridArgs};
-use crate::common::{read_labelled_file, ConfigArgs, LabelledArgs};
+use crate::common::{llm_summary, read_labelled_file, ConfigArgs, LabelledArgs};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SplitArg {
@@ -106,8 +106,14 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         .collect();
     let (report, _) = evaluate(&pipeline, &rows);
     let secs = t0.elapsed().as_secs_f64();
+    if let Some(line) = llm_summary(&pipeline) {
+        eprintln!("{line}");
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut out = serde_json::to_value(&report)?;
+        out["seconds"] = serde_json::json!((secs * 1000.0).round() / 1000.0);
+        out["llm"] = serde_json::to_value(pipeline.llm().stats())?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
             "{} rows ({:?} split) in {:.1}s, {:.0} rows/s\n",

@@ -1,7 +1,9 @@
 //! A fake chat-completions server for the tests and the benchmark: plain
 //! HTTP/1.1 with keep-alive on 127.0.0.1, on its own thread and runtime (so
 //! blocking callers cannot starve it). A closure decides each reply; every
-//! request is counted and recorded.
+//! request is counted and recorded, except liveness probes (`GET /v1/models`),
+//! which are counted apart and answered by the same closure (so a test decides
+//! whether the server looks alive).
 
 #![allow(dead_code)]
 
@@ -79,6 +81,7 @@ pub struct FakeServer {
     /// `http://127.0.0.1:PORT/v1`
     pub base_url: String,
     count: Arc<AtomicUsize>,
+    probes: Arc<AtomicUsize>,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -88,10 +91,11 @@ impl FakeServer {
     pub fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
         let handler: Arc<Handler> = Arc::new(handler);
         let count = Arc::new(AtomicUsize::new(0));
+        let probes = Arc::new(AtomicUsize::new(0));
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (c, r) = (count.clone(), recorded.clone());
+        let (c, r, pr) = (count.clone(), recorded.clone(), probes.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -106,8 +110,8 @@ impl FakeServer {
                         let Ok((stream, _)) = listener.accept().await else {
                             continue;
                         };
-                        let (handler, c, r) = (handler.clone(), c.clone(), r.clone());
-                        tokio::spawn(serve(stream, handler, c, r));
+                        let (handler, c, r, pr) = (handler.clone(), c.clone(), r.clone(), pr.clone());
+                        tokio::spawn(serve(stream, handler, c, r, pr));
                     }
                 };
                 tokio::select! {
@@ -121,15 +125,21 @@ impl FakeServer {
         FakeServer {
             base_url: format!("http://{addr}/v1"),
             count,
+            probes,
             recorded,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
     }
 
-    /// Requests received so far.
+    /// Chat requests received so far.
     pub fn requests(&self) -> usize {
         self.count.load(Ordering::SeqCst)
+    }
+
+    /// Liveness probes (`GET /v1/models`) received so far.
+    pub fn probes(&self) -> usize {
+        self.probes.load(Ordering::SeqCst)
     }
 
     pub fn recorded(&self) -> Vec<Recorded> {
@@ -153,6 +163,7 @@ async fn serve(
     handler: Arc<Handler>,
     count: Arc<AtomicUsize>,
     recorded: Arc<Mutex<Vec<Recorded>>>,
+    probes: Arc<AtomicUsize>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::new(stream);
@@ -188,14 +199,21 @@ async fn serve(
         if stream.read_exact(&mut body).await.is_err() {
             return;
         }
-        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        let probe = path.ends_with("/models");
+        let n = if probe {
+            probes.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            count.fetch_add(1, Ordering::SeqCst) + 1
+        };
         let request = Recorded {
             n,
             path,
             authorization,
             body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         };
-        recorded.lock().unwrap().push(request.clone());
+        if !probe {
+            recorded.lock().unwrap().push(request.clone());
+        }
         let (status, headers, body) = match handler(&request) {
             Reply::Content(text) => (200, Vec::new(), completion(&text)),
             Reply::Slow(pause, text) => {

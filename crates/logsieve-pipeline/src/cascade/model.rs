@@ -180,9 +180,24 @@ impl ModelStage {
         vectors
             .into_iter()
             .map(|v| match v {
-                Some(v) if !v.is_empty() => self.examples.nearest(bank, &v, k),
+                Some(v) if !v.is_empty() => {
+                    prompt_examples(masker, self.examples.nearest(bank, &v, 2 * k), k)
+                }
                 _ => Vec::new(),
             })
             .collect()
     }
+}
+
+/// Examples as the LLM is shown them: masked (placeholders instead of ids,
+/// numbers and addresses: a third of the tokens, the same pattern), each
+/// masked text once, the `k` nearest.
+fn prompt_examples(masker: &Masker, nearest: Vec<(String, String)>, k: usize) -> Vec<(String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    nearest
+        .into_iter()
+        .map(|(m, l)| (masker.mask(&m).into_owned(), l))
+        .filter(|(m, _)| seen.insert(m.clone()))
+        .take(k)
+        .collect()
 }

@@ -99,7 +99,7 @@ impl LlmClient for Llm {
     fn complete<'a>(&'a self, _request: &'a ChatRequest) -> CompletionFuture<'a> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         Box::pin(async {
-            Ok(r#"{"label": "Error", "reason": "the test says so", "confidence": 0.9}"#.to_string())
+            Ok(r#"{"label": "Error", "reason": "the test says so", "confidence": 0.9}"#.into())
         })
     }
 }
