@@ -19,7 +19,7 @@ base=${1:-http://127.0.0.1:8000}
 duration=${DURATION:-10s}
 rows=${ROWS:-100000}
 here=$(cd "$(dirname "$0")/.." && pwd)
-synthetic=${SYNTHETIC:-/work/shared/datasets/synthetic_logs.csv}
+synthetic=${SYNTHETIC:-../shared/datasets/synthetic_logs.csv}
 [ -f "$synthetic" ] || synthetic="$here/data/seed_test.csv"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -42,12 +42,39 @@ pub struct ConfigArgs {
     pub llm_model: Option<String>,
 }
 
+/// The configuration file's text and where it came from; each crate reads
+/// its own tables from it (the cascade's `Config`, the server's
+/// `[server]`, the templates command's `max_templates`).
+pub struct ConfigFile {
+    pub text: String,
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        Ok(logsieve_pipeline::config::parse_toml(&self.text, &self.path)?)
+    }
+}
+
 impl ConfigArgs {
+    /// The `--config` file's text, or the built-in configuration's.
+    pub fn file(&self) -> Result<ConfigFile> {
+        Ok(match &self.config {
+            Some(p) => ConfigFile {
+                text: std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?,
+                path: p.clone(),
+            },
+            None => ConfigFile {
+                text: logsieve_pipeline::config::DEFAULT_CONFIG_TOML.to_string(),
+                path: PathBuf::from("<built-in config/default.toml>"),
+            },
+        })
+    }
+
+    /// The cascade's configuration, with the flags applied.
     pub fn load(&self) -> Result<Config> {
-        let mut cfg = match &self.config {
-            Some(p) => Config::load(p)?,
-            None => Config::builtin(),
-        };
+        let file = self.file()?;
+        let mut cfg = Config::from_toml(&file.text, &file.path)?;
         if let Some(r) = &self.rules {
             cfg.rules.path = Some(r.clone());
         }
@@ -164,9 +191,10 @@ pub fn mib(b: u64) -> f64 {
 /// `mine-rules` take them.
 #[derive(Debug, Args, Clone)]
 pub struct LabelledArgs {
-    /// Labelled CSV: source, log_message, target_label.
-    #[arg(long)]
-    pub data: PathBuf,
+    /// Labelled CSV: source, log_message, target_label (other columns
+    /// ignored). Repeat to use several files; each is split on its own.
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
     /// Share of rows held out by the stratified split.
     #[arg(long, default_value_t = logsieve_linear::split::DEFAULT_TEST_FRACTION)]
     pub test_fraction: f64,
@@ -175,14 +203,34 @@ pub struct LabelledArgs {
     pub seed: u64,
 }
 
+/// One labelled file as read.
+pub struct LabelledFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub rows: Vec<logsieve_pipeline::labelled::LabelledRow>,
+}
+
+/// Read one labelled file; errors name it.
+pub fn read_labelled_file(path: &std::path::Path) -> Result<LabelledFile> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let rows = logsieve_pipeline::labelled::read_labelled(bytes.as_slice())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(LabelledFile {
+        path: path.to_path_buf(),
+        bytes,
+        rows,
+    })
+}
+
 impl LabelledArgs {
-    /// The file's bytes and its labelled rows; errors name the file.
-    pub fn read(&self) -> Result<(Vec<u8>, Vec<logsieve_pipeline::labelled::LabelledRow>)> {
-        let bytes =
-            std::fs::read(&self.data).with_context(|| format!("{}: cannot read", self.data.display()))?;
-        let rows = logsieve_pipeline::labelled::read_labelled(bytes.as_slice())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.data.display()))?;
-        Ok((bytes, rows))
+    /// Every file with its bytes and rows.
+    pub fn read_each(&self) -> Result<Vec<LabelledFile>> {
+        self.data.iter().map(|p| read_labelled_file(p)).collect()
+    }
+
+    /// The rows of every file, in order.
+    pub fn read(&self) -> Result<Vec<logsieve_pipeline::labelled::LabelledRow>> {
+        Ok(self.read_each()?.into_iter().flat_map(|f| f.rows).collect())
     }
 }
 

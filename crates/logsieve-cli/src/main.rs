@@ -1,8 +1,12 @@
 //! `logsieve`: parse the command line, run the subcommand, print the error
-//! chain and exit non-zero on failure.
+//! chain and exit non-zero on failure. A closed output pipe
+//! (`logsieve classify big.csv | head`) ends the run quietly with 0, as Unix
+//! tools do.
 
 mod cmd;
 mod common;
+mod interrupt;
+mod output;
 
 use clap::Parser;
 
@@ -19,6 +23,7 @@ fn main() {
     let cli = cmd::Cli::parse();
     match cmd::run(cli) {
         Ok(code) => std::process::exit(code),
+        Err(e) if is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
@@ -27,4 +32,12 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Whether the error comes from writing to a reader that has gone away.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -244,7 +244,8 @@ fn jsonl_keeps_other_fields_and_reports_bad_lines() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4);
+    // Every line is a row, the blank one included.
+    assert_eq!(lines.len(), 5);
     assert_eq!(lines[0]["id"], 1);
     assert_eq!(lines[0]["target_label"], "User Action");
     let keys: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
@@ -260,19 +261,24 @@ fn jsonl_keeps_other_fields_and_reports_bad_lines() {
             "detail"
         ]
     );
-    assert_eq!(lines[1]["raw"], "{broken");
+    assert_eq!(lines[1]["raw"], "");
     assert!(lines[1]["detail"]
         .as_str()
         .unwrap()
-        .starts_with("line 3 column 2: invalid JSON"));
+        .contains("line 2: blank line"));
+    assert_eq!(lines[2]["raw"], "{broken");
     assert!(lines[2]["detail"]
         .as_str()
         .unwrap()
-        .contains("line 4: expected a JSON object, found an array"));
+        .starts_with("line 3 column 2: invalid JSON"));
     assert!(lines[3]["detail"]
         .as_str()
         .unwrap()
-        .contains("line 5: object has no `log_message` string"));
+        .contains("line 4: expected a JSON object, found an array"));
+    assert!(lines[4]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("line 5: the object has no `log_message`"));
     assert!(lines.iter().skip(1).all(|l| l["method"] == "none"));
 }
 
@@ -335,13 +341,29 @@ fn a_bad_rules_file_names_rule_and_line() {
     assert!(err.contains("r.toml:7: rule `bad`: invalid pattern"), "{err}");
 }
 
+/// Run `logsieve ARGS` (no input) and insist that it succeeds.
+fn ok(args: &[&str]) -> Output {
+    let out = bin().args(args).output().unwrap();
+    assert!(out.status.success(), "logsieve {args:?}: {}", text(&out.stderr));
+    out
+}
+
+/// `logsieve COMMAND --data DATA --out OUT` (train, mine-rules), which must succeed.
+fn on_labelled(command: &str, data: &Path, out: &Path) -> Output {
+    ok(&[
+        command,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 fn eval_json(args: &[&str]) -> serde_json::Value {
     let data = repo().join("data/synthetic_logs.csv");
     let mut all = vec!["eval", "--data", data.to_str().unwrap(), "--json"];
     all.extend_from_slice(args);
-    let out = bin().args(&all).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&ok(&all).stdout).unwrap()
 }
 
 #[test]
@@ -382,17 +404,7 @@ fn train_writes_an_artifact_that_classify_uses() {
     let data = dir.path().join("small.csv");
     std::fs::write(&data, format!("{header}\n{}\n", keep.join("\n"))).unwrap();
     let model = dir.path().join("model");
-    let out = bin()
-        .args([
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            model.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = on_labelled("train", &data, &model);
     let report = text(&out.stdout);
     assert!(report.contains("claimed by rules or routes"), "{report}");
     assert!(report.contains("confusion matrix"), "{report}");
@@ -486,18 +498,7 @@ fn templates_table_counts_and_snapshot_round_trips() {
 fn mined_rules_load_and_are_precise_on_held_out_rows() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("mined.toml");
-    let data = repo().join("data/synthetic_logs.csv");
-    let out = bin()
-        .args([
-            "mine-rules",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            rules.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = on_labelled("mine-rules", &repo().join("data/synthetic_logs.csv"), &rules);
     let report = text(&out.stdout);
     assert!(report.contains("precision 1.0000"), "{report}");
     let toml = std::fs::read_to_string(&rules).unwrap();
@@ -566,4 +567,375 @@ fn templates_max_templates_caps_the_miner_and_reports_evictions() {
         err.contains("50 lines, 50 templates, ") && !err.contains("evicted"),
         "{err}"
     );
+}
+
+#[test]
+fn a_closed_output_pipe_ends_the_run_quietly_with_zero() {
+    // `logsieve classify big.csv | head -1`: the reader goes away early.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, header, row) in [
+        (
+            "big.csv",
+            "source,log_message\n",
+            "ModernCRM,User User1 logged in.\n",
+        ),
+        (
+            "big.jsonl",
+            "",
+            "{\"source\":\"ModernCRM\",\"log_message\":\"User User1 logged in.\"}\n",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{header}{}", row.repeat(200_000))).unwrap();
+        let mut child = bin()
+            .args(["classify", path.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 64];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {:?} {}",
+            out.status,
+            text(&out.stderr)
+        );
+        assert!(
+            !text(&out.stderr).contains("Broken pipe"),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn templates_sniffs_json_lines_on_stdin_as_classify_does() {
+    let input = b"{\"log_message\": \"job 1 done\"}\n{\"log_message\": \"job 2 done\"}\n";
+    let out = run(&["templates", "--json"], input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["template"], "job <NUM> done", "{list}");
+    assert_eq!(list[0]["count"], 2);
+}
+
+#[test]
+fn mine_rules_masks_with_the_configured_masking_rules() {
+    // The configuration names masking rules that do not exist: mine-rules
+    // must read them (and fail naming them), not fall back to the built-in set.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[templates]\nmasking = \"no-such-masking.toml\"\n").unwrap();
+    let out = bin()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "mine-rules",
+            "--data",
+            repo().join("data/synthetic_logs.csv").to_str().unwrap(),
+            "--out",
+            dir.path().join("m.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no-such-masking.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+// ---- issue 12: nothing lost, nothing let in ----
+
+fn jsonl_input(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            format!("{{\"source\":\"ModernCRM\",\"log_message\":\"User User{i} logged in.\",\"n\":{i}}}\n")
+        })
+        .collect()
+}
+
+#[test]
+fn case1_output_naming_the_input_is_refused_or_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("s.jsonl");
+    let original = jsonl_input(5000);
+    std::fs::write(&input, &original).unwrap();
+    std::os::unix::fs::symlink(&input, dir.path().join("link.jsonl")).unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let runs: [(Vec<String>, bool); 4] = [
+        (
+            vec!["classify".into(), p("s.jsonl"), "-o".into(), p("s.jsonl")],
+            false,
+        ),
+        (
+            vec!["classify".into(), p("s.jsonl"), "-o".into(), p("link.jsonl")],
+            false,
+        ),
+        (
+            vec![
+                "classify".into(),
+                p("s.jsonl"),
+                "--format".into(),
+                "text".into(),
+                "--source".into(),
+                "A".into(),
+                "-o".into(),
+                p("s.jsonl"),
+            ],
+            false,
+        ),
+        // Through stdin: `logsieve classify -o s.jsonl < s.jsonl`.
+        (vec!["classify".into(), "-o".into(), p("s.jsonl")], true),
+    ];
+    for (args, via_stdin) in runs {
+        let mut cmd = bin();
+        cmd.args(&args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if via_stdin {
+            cmd.stdin(std::fs::File::open(&input).unwrap());
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("is the input file"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&input).unwrap(),
+            original,
+            "{args:?} changed the input"
+        );
+    }
+    // CSV too, and the input is untouched.
+    let csv = dir.path().join("s.csv");
+    std::fs::write(&csv, "source,log_message\nA,\"User User1 logged in.\"\n").unwrap();
+    let out = bin()
+        .args(["classify", csv.to_str().unwrap(), "-o", csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "source,log_message\nA,\"User User1 logged in.\"\n"
+    );
+}
+
+/// Bytes written to a pipe that its reader has not taken yet.
+fn unread(stdin: &std::process::ChildStdin) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { libc::ioctl(stdin.as_raw_fd(), libc::FIONREAD, &mut n) };
+    n
+}
+
+/// Start `classify --format text -o target` on a pipe, feed it `rows`
+/// lines, and wait until it has read them all (the pipe stays open).
+fn started_on_a_pipe(target: &Path, rows: usize) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = bin()
+        .args(["classify", "--format", "text", "--source", "ModernCRM", "-o"])
+        .arg(target)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 1..=rows {
+        writeln!(stdin, "User User{i} logged in.").unwrap();
+    }
+    stdin.flush().unwrap();
+    for _ in 0..600 {
+        if unread(&stdin) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Taken from the pipe; give the reader a moment to turn the bytes into rows.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    (child, stdin)
+}
+
+#[test]
+fn case2_an_interrupted_run_never_leaves_a_truncated_file_that_looks_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    // SIGINT: the rows read are finished and kept under `<target>.partial`, exit 130.
+    let target = dir.path().join("out.jsonl");
+    std::fs::write(&target, "old\n").unwrap();
+    let (child, stdin) = started_on_a_pipe(&target, 3);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "old\n",
+        "the target was touched"
+    );
+    let partial = std::fs::read_to_string(dir.path().join("out.jsonl.partial")).unwrap();
+    assert!(partial.ends_with('\n'), "{partial}");
+    let rows: Vec<serde_json::Value> = partial
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{partial}");
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["line"], i as u64 + 1);
+        assert_eq!(r["target_label"], "User Action");
+    }
+
+    // SIGTERM does the same.
+    let target = dir.path().join("term.jsonl");
+    let (child, stdin) = started_on_a_pipe(&target, 2);
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(!target.exists());
+    let partial = std::fs::read_to_string(dir.path().join("term.jsonl.partial")).unwrap();
+    assert_eq!(partial.lines().count(), 2);
+
+    // SIGKILL: nothing can be finished, and the target is as it was.
+    let target = dir.path().join("killed.jsonl");
+    std::fs::write(&target, "old\n").unwrap();
+    let (mut child, stdin) = started_on_a_pipe(&target, 3);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "old\n");
+    assert!(!dir.path().join("killed.jsonl.partial").exists());
+    // A new target is not created either.
+    let target = dir.path().join("new.jsonl");
+    let (mut child, stdin) = started_on_a_pipe(&target, 3);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    assert!(!target.exists());
+
+    // A finished run puts the whole file in place.
+    let target = dir.path().join("done.jsonl");
+    let out = run(
+        &[
+            "classify",
+            "--format",
+            "text",
+            "--source",
+            "ModernCRM",
+            "-o",
+            target.to_str().unwrap(),
+        ],
+        b"User User1 logged in.\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 1);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".done.jsonl"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn case7_json_lines_pass_through_byte_for_byte() {
+    let input = concat!(
+        "{\"source\":\"ModernCRM\",\"log_message\":\"User User1 logged in.\",\"big\":123456789012345678901234567890,\"z\":-0,\"d\":1,\"d\":2, \"f\" : 1.50}\n",
+        "\n",
+        "{\"source\":\"A\",\"log_message\":7}\n",
+        "{\"source\":\"A\",\"log_message\":true}\n",
+        "{\"source\":\"A\",\"log_message\":{\"x\":1}}\n",
+        "{\"source\":\"A\",\"log_message\":null}\n",
+    );
+    let out = run(&["classify"], input.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 6, "{s}");
+    assert!(
+        lines[0].starts_with(
+            "{\"source\":\"ModernCRM\",\"log_message\":\"User User1 logged in.\",\"big\":123456789012345678901234567890,\"z\":-0,\"d\":1,\"d\":2, \"f\" : 1.50,\"target_label\":\"User Action\""
+        ),
+        "{}",
+        lines[0]
+    );
+    let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(v[1]["method"], "none");
+    assert!(v[1]["detail"].as_str().unwrap().contains("line 2: blank line"));
+    for (row, kind) in [(2, "a number"), (3, "a boolean"), (4, "an object"), (5, "null")] {
+        assert_eq!(v[row]["method"], "none", "{}", lines[row]);
+        assert!(
+            v[row]["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`log_message` is {kind}, expected a string")),
+            "{}",
+            lines[row]
+        );
+    }
+    assert!(
+        text(&out.stderr).contains("5 of 6 rows were flagged"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn case8_two_log_message_columns_are_an_error_naming_both() {
+    let out = run(
+        &["classify"],
+        b"source,log_message,note,Log_Message\nA,User User1 logged in.,x,other\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "the header has 2 `log_message` columns (column 2 `log_message`, column 4 `Log_Message`)"
+        ),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+/// The built-in model on lines it was not trained on: a real system's
+/// lines get the taxonomy's labels, and a line like nothing it knows comes
+/// out Unclassified saying it is unfamiliar (with the similarity), not a
+/// confident guess.
+#[test]
+fn the_builtin_model_labels_unseen_lines_and_sets_unfamiliar_ones_apart() {
+    let input = "Accepted password for fztu from 119.137.62.142 port 49116 ssh2\n\
+                 User alice changed her password\n\
+                 The 'LegacyExport' endpoint is deprecated and will be removed in v5.0\n\
+                 qwerty uiop asdf\n";
+    let out = run(
+        &["classify", "--format", "text", "--source", "Laptop"],
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let labels: Vec<&str> = rows.iter().map(|r| r["target_label"].as_str().unwrap()).collect();
+    assert_eq!(
+        labels,
+        [
+            "User Action",
+            "User Action",
+            "Deprecation Warning",
+            "Unclassified"
+        ],
+        "{rows:?}"
+    );
+    let detail = rows[3]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("model unsure: unfamiliar line (similarity 0."),
+        "{detail}"
+    );
+    assert_eq!(rows[3]["method"], "none");
 }

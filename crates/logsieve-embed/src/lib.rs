@@ -1,7 +1,8 @@
 //! The embedding engine of the model stage.
 //!
-//! [`Embedder`] is the boundary the pipeline sees: texts in, L2-normalised
-//! sentence vectors out. [`MiniLm`] implements it for all-MiniLM-L6-v2 the way
+//! [`Embedder`] is the boundary the pipeline sees (as `Arc<dyn Embedder>`):
+//! texts in, L2-normalised sentence vectors out, and [`Embedder::health`]
+//! for the server's readiness. [`MiniLm`] implements it for all-MiniLM-L6-v2 the way
 //! sentence-transformers does (WordPiece, truncation at 256 tokens, BERT,
 //! mean pooling over the attention mask, L2 normalisation), batching by a
 //! token budget over length-sorted inputs so little compute goes to padding.
@@ -197,6 +198,17 @@ impl MiniLm {
 
     pub fn options(&self) -> BatchOptions {
         self.options
+    }
+
+    /// On the lean engine, run the matrix products on `backend` (instead of
+    /// the one `LOGSIEVE_LEAN_GEMM` chose); other engines are unchanged.
+    pub fn with_lean_backend(mut self, backend: lean::kernels::Backend) -> Self {
+        self.model = match self.model {
+            Model::Lean(m) => Model::Lean(m.with_backend(backend)),
+            #[cfg(feature = "candle")]
+            other => other,
+        };
+        self
     }
 
     pub fn engine(&self) -> Engine {

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use logsieve_embed::lean::kernels::Backend;
 use logsieve_embed::{BatchOptions, Embedder, Engine, MiniLm};
 
 #[derive(serde::Deserialize)]
@@ -87,21 +88,33 @@ fn matches_sentence_transformers_in_one_call() {
 
 #[test]
 fn engines_agree_row_by_row() {
+    // Every engine in the build, and the lean engine on both of its
+    // matrix-product backends: at least two variants in any build, so the
+    // comparison always runs.
     let cases = fixture();
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
-    let vectors: Vec<Vec<Vec<f32>>> = Engine::all()
-        .iter()
-        .map(|&e| {
-            let m = MiniLm::load_default_with(None, BatchOptions::default(), e).expect("model loads");
-            m.embed(&texts).unwrap()
-        })
-        .collect();
-    for other in &vectors[1..] {
-        for (a, b) in vectors[0].iter().zip(other) {
+    let mut variants: Vec<(String, Vec<Vec<f32>>)> = Vec::new();
+    for &e in Engine::all() {
+        let load = || MiniLm::load_default_with(None, BatchOptions::default(), e).expect("model loads");
+        if e == Engine::Lean {
+            for b in [Backend::MatrixMultiply, Backend::Gemm] {
+                let m = load().with_lean_backend(b);
+                variants.push((format!("lean/{}", b.name()), m.embed(&texts).unwrap()));
+            }
+        } else {
+            variants.push((e.name().to_string(), load().embed(&texts).unwrap()));
+        }
+    }
+    assert!(variants.len() >= 2, "nothing to compare: {}", variants.len());
+    let (first, reference) = &variants[0];
+    for (name, other) in &variants[1..] {
+        assert_eq!(other.len(), reference.len());
+        for ((a, b), text) in reference.iter().zip(other).zip(&texts) {
+            let c = cosine(a, b);
             assert!(
-                cosine(a, b) >= 0.99999,
-                "engines disagree: cosine {}",
-                cosine(a, b)
+                c >= 0.99999,
+                "{first} and {name} disagree on {:?}: cosine {c}",
+                truncate(text)
             );
         }
     }

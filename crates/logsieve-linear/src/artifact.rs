@@ -8,12 +8,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hybrid::{Bank, HybridModel, BANK_FILE};
 use crate::report::Report;
 use crate::LinearModel;
 
 pub const FORMAT: &str = "logsieve-classifier";
-/// The version this build writes. Version 1 (no `examples`) is still read.
-pub const FORMAT_VERSION: u32 = 2;
+/// The version this build writes. Version 1 (no `examples`) and 2 (linear
+/// model only) are still read; 3 adds the hybrid model and its bank file.
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 pub const FILE_NAME: &str = "classifier.json";
@@ -93,6 +95,46 @@ pub struct TrainingInfo {
     pub logsieve_version: String,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
+    /// Every data file trained on, with its sha256 and rows (format 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_files: Vec<DataFile>,
+    /// Rows per source the model was fitted on (format 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows_per_source: Vec<(String, usize)>,
+    /// Distinct (text, label) units fitted (format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<usize>,
+    /// The calibration folds' out-of-fold figures (format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_fold: Option<crate::selective::Selective>,
+}
+
+/// One training data file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    pub path: String,
+    pub sha256: String,
+    pub rows: usize,
+}
+
+/// Which classifier the artifact holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelKind {
+    /// Calibrated vector + words model ([`HybridModel`]); `kind: "hybrid"`.
+    Hybrid(Box<HybridModel>),
+    /// Plain logistic regression on the vector (formats 1 and 2).
+    Linear(LinearModel),
+}
+
+impl ModelKind {
+    pub fn labels(&self) -> &[String] {
+        match self {
+            Self::Hybrid(m) => &m.labels,
+            Self::Linear(m) => &m.labels,
+        }
+    }
 }
 
 /// A labelled training row kept for the LLM's prompt (few-shot examples).
@@ -112,7 +154,7 @@ pub struct Artifact {
     pub embedding: EmbeddingInfo,
     /// Below this top probability a row falls through to the next stage.
     pub model_threshold: f32,
-    pub model: LinearModel,
+    pub model: ModelKind,
     pub training: TrainingInfo,
     /// The model stage on the held-out split.
     pub heldout: Option<Report>,
@@ -140,26 +182,14 @@ impl Artifact {
                 a.format_version
             )));
         }
-        let k = a.model.labels.len();
-        if k < 2 || a.model.weights.len() != k || a.model.bias.len() != k {
-            return Err(invalid(format!(
-                "{k} labels but {} weight rows and {} biases",
-                a.model.weights.len(),
-                a.model.bias.len()
-            )));
-        }
-        if let Some((i, _)) = a
-            .model
-            .weights
-            .iter()
-            .enumerate()
-            .find(|(_, w)| w.len() != a.embedding.dim)
-        {
-            return Err(invalid(format!(
-                "weight row {i} has {} values, embedding dim is {}",
-                a.model.weights[i].len(),
-                a.embedding.dim
-            )));
+        match &a.model {
+            ModelKind::Linear(m) => m.validate(a.embedding.dim).map_err(invalid)?,
+            ModelKind::Hybrid(m) => {
+                if m.kind != "hybrid" {
+                    return Err(invalid(format!("model kind `{}`, expected `hybrid`", m.kind)));
+                }
+                m.validate(a.embedding.dim).map_err(invalid)?
+            }
         }
         if !(0.0..=1.0).contains(&a.model_threshold) {
             return Err(invalid(format!(
@@ -172,7 +202,33 @@ impl Artifact {
 
     /// The classifier this artifact holds, as the pipeline takes it.
     pub fn classifier(&self) -> std::sync::Arc<dyn crate::Classifier> {
-        std::sync::Arc::new(self.model.clone())
+        match &self.model {
+            ModelKind::Linear(m) => std::sync::Arc::new(m.clone()),
+            ModelKind::Hybrid(m) => std::sync::Arc::new((**m).clone()),
+        }
+    }
+
+    /// Give a hybrid model its bank (the bytes of [`BANK_FILE`]), checked
+    /// against the sha256 and shape the artifact recorded. No-op for a
+    /// linear model.
+    pub fn attach_bank(&mut self, bytes: &[u8], origin: &str) -> Result<(), ArtifactError> {
+        let dim = self.embedding.dim;
+        if let ModelKind::Hybrid(m) = &mut self.model {
+            let invalid = |message: String| ArtifactError::Invalid {
+                path: origin.to_string(),
+                message,
+            };
+            m.bank = Bank::from_bytes(bytes, &m.bank_sha256, origin).map_err(invalid)?;
+            if m.bank.rows() != m.bank_rows || m.bank.dim != dim {
+                return Err(invalid(format!(
+                    "bank is {}×{}, the artifact expects {}×{dim}",
+                    m.bank.rows(),
+                    m.bank.dim,
+                    m.bank_rows
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Load `classifier.json` from a directory (or the file itself).
@@ -186,7 +242,16 @@ impl Artifact {
             path: file.display().to_string(),
             source,
         })?;
-        Self::from_json(&text, &file.display().to_string())
+        let mut a = Self::from_json(&text, &file.display().to_string())?;
+        if matches!(a.model, ModelKind::Hybrid(_)) {
+            let bank_path = file.with_file_name(BANK_FILE);
+            let bytes = std::fs::read(&bank_path).map_err(|source| ArtifactError::Io {
+                path: bank_path.display().to_string(),
+                source,
+            })?;
+            a.attach_bank(&bytes, &bank_path.display().to_string())?;
+        }
+        Ok(a)
     }
 
     /// Write `classifier.json` into `dir` (created if needed).
@@ -196,7 +261,20 @@ impl Artifact {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let text = serde_json::to_string_pretty(self).expect("artifact serialises");
+        let mut this = std::borrow::Cow::Borrowed(self);
+        if let ModelKind::Hybrid(m) = &self.model {
+            let bank_path = dir.join(BANK_FILE);
+            let sha = m.bank.save(&bank_path).map_err(|source| ArtifactError::Io {
+                path: bank_path.display().to_string(),
+                source,
+            })?;
+            if let ModelKind::Hybrid(m) = &mut this.to_mut().model {
+                m.bank_sha256 = sha;
+                m.bank_rows = m.bank.rows();
+            }
+        }
+        let self_ = this.as_ref();
+        let text = serde_json::to_string_pretty(self_).expect("artifact serialises");
         let file = dir.join(FILE_NAME);
         std::fs::write(&file, text + "\n").map_err(|source| ArtifactError::Io {
             path: file.display().to_string(),
@@ -221,11 +299,11 @@ mod tests {
                 input: EncoderInput::Raw,
             },
             model_threshold: 0.5,
-            model: LinearModel {
+            model: ModelKind::Linear(LinearModel {
                 labels: vec!["a".into(), "b".into()],
                 weights: vec![vec![1.0, 0.0], vec![0.0, 1.0]],
                 bias: vec![0.0, 0.0],
-            },
+            }),
             training: TrainingInfo {
                 data: "d.csv".into(),
                 data_sha256: "11".into(),
@@ -240,6 +318,10 @@ mod tests {
                 max_iterations: 100,
                 logsieve_version: "0".into(),
                 created_unix: 0,
+                data_files: Vec::new(),
+                rows_per_source: Vec::new(),
+                units: None,
+                out_of_fold: None,
             },
             heldout: None,
             examples: vec![Example {
@@ -255,8 +337,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         sample().save(dir.path()).unwrap();
         let back = Artifact::load(dir.path()).unwrap();
-        assert_eq!(back.model.labels, vec!["a", "b"]);
-        assert_eq!(back.model.weights[1], vec![0.0, 1.0]);
+        assert_eq!(back.model.labels(), ["a", "b"]);
+        let ModelKind::Linear(m) = &back.model else {
+            panic!("linear")
+        };
+        assert_eq!(m.weights[1], vec![0.0, 1.0]);
         assert_eq!(back.examples, sample().examples);
     }
 
@@ -281,7 +366,9 @@ mod tests {
             "{e}"
         );
         let mut a = sample();
-        a.model.weights[0].push(3.0);
+        if let ModelKind::Linear(m) = &mut a.model {
+            m.weights[0].push(3.0);
+        }
         let e = Artifact::from_json(&serde_json::to_string(&a).unwrap(), "x.json")
             .unwrap_err()
             .to_string();

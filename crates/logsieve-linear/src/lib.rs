@@ -12,8 +12,13 @@
 //! and evaluation print, and [`split`] the stratified, seeded split.
 
 pub mod artifact;
+pub mod calibrate;
+pub mod hybrid;
+pub mod lexical;
 pub mod predict;
 pub mod report;
+pub mod selective;
+pub mod softmax;
 pub mod split;
 
 use linfa::prelude::*;
@@ -24,17 +29,32 @@ use serde::{Deserialize, Serialize};
 pub use artifact::{Artifact, ArtifactError, EncoderInput};
 pub use predict::{decide, Prediction, Unsure};
 
+/// What the model stage knows of one line: the text the encoder saw
+/// (masked or raw, as the classifier was trained) and its sentence vector.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub text: &'a str,
+    pub vector: &'a [f32],
+}
+
+impl<'a> Input<'a> {
+    /// A vector with no text (classifiers that read only the vector).
+    pub fn vector(vector: &'a [f32]) -> Self {
+        Self { text: "", vector }
+    }
+}
+
 /// A vector in, one probability per label out (same order as `labels()`).
 /// Object safe: the pipeline holds an `Arc<dyn Classifier>`.
 pub trait Classifier: Send + Sync {
     fn labels(&self) -> &[String];
-    fn predict_proba(&self, x: &[f32]) -> Vec<f32>;
+    fn predict_proba(&self, x: Input<'_>) -> Vec<f32>;
 
     /// The top two labels. A classifier that can tell it is out of its depth
     /// (e.g. the line is unlike its training data) sets
     /// [`Prediction::unsure`]; the default ranks [`Classifier::predict_proba`]
     /// and is never unsure by itself ([`decide`] adds the threshold).
-    fn predict(&self, x: &[f32]) -> Prediction {
+    fn predict(&self, x: Input<'_>) -> Prediction {
         Prediction::rank(&self.predict_proba(x))
     }
 }
@@ -93,6 +113,25 @@ pub struct LinearModel {
 }
 
 impl LinearModel {
+    /// Check the shapes against the embedding's dimension.
+    pub fn validate(&self, dim: usize) -> Result<(), String> {
+        let k = self.labels.len();
+        if k < 2 || self.weights.len() != k || self.bias.len() != k {
+            return Err(format!(
+                "{k} labels but {} weight rows and {} biases",
+                self.weights.len(),
+                self.bias.len()
+            ));
+        }
+        if let Some((i, w)) = self.weights.iter().enumerate().find(|(_, w)| w.len() != dim) {
+            return Err(format!(
+                "weight row {i} has {} values, embedding dim is {dim}",
+                w.len()
+            ));
+        }
+        Ok(())
+    }
+
     pub fn dim(&self) -> usize {
         self.weights.first().map(Vec::len).unwrap_or(0)
     }
@@ -172,7 +211,8 @@ impl Classifier for LinearModel {
         &self.labels
     }
 
-    fn predict_proba(&self, x: &[f32]) -> Vec<f32> {
+    fn predict_proba(&self, x: Input<'_>) -> Vec<f32> {
+        let x = x.vector;
         let logits: Vec<f32> = self
             .weights
             .iter()
@@ -232,11 +272,11 @@ mod tests {
         .unwrap();
         assert_eq!(m.labels, vec!["a", "b", "c"]);
         for (v, l) in x.iter().zip(&y) {
-            let p = m.predict(v);
+            let p = m.predict(Input::vector(v));
             assert_eq!(&m.labels[p.label], l);
             assert!(p.probability > 0.5);
         }
-        let p = m.predict_proba(&x[0]);
+        let p = m.predict_proba(Input::vector(&x[0]));
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
 

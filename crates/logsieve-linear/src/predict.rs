@@ -113,7 +113,7 @@ impl fmt::Display for Describe<'_> {
 
 /// The model stage's decision on one vector: the classifier's prediction,
 /// unsure below `threshold`.
-pub fn decide(classifier: &dyn crate::Classifier, x: &[f32], threshold: f32) -> Prediction {
+pub fn decide(classifier: &dyn crate::Classifier, x: crate::Input<'_>, threshold: f32) -> Prediction {
     classifier.predict(x).at_threshold(threshold)
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use fake_server::{FakeServer, Reply};
 use logsieve_llm::{ApiKey, LlmConfig, LlmRequest, LlmStage, Method};
 
-const DEFAULT_CSV: &str = "/work/shared/datasets/synthetic_logs.csv";
+const DEFAULT_CSV: &str = "../shared/datasets/synthetic_logs.csv";
 const MODEL_LABELS: [&str; 7] = [
     "HTTP Status",
     "Critical Error",

@@ -351,21 +351,25 @@ impl HttpClient {
         let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
         if status == reqwest::StatusCode::BAD_REQUEST {
             if let Some(text) = groq_failed_generation(&body) {
-                return Ok(text.into());
+                return Ok(self.redact(text).into());
             }
         }
         if !status.is_success() {
             return Err(LlmError::Status {
                 status: status.as_u16(),
                 retry_after,
-                body: self.redact(truncate(&String::from_utf8_lossy(&body), MAX_ERROR_BODY)),
+                // Redacted before it is cut, so that no part of the key survives a cut.
+                body: truncate(
+                    &self.redact(String::from_utf8_lossy(&body).into_owned()),
+                    MAX_ERROR_BODY,
+                ),
             });
         }
         let parsed: WireResponse = serde_json::from_slice(&body).map_err(|e| {
-            LlmError::Malformed(self.redact(format!(
+            LlmError::Malformed(format!(
                 "{e}; body starts {:?}",
-                truncate(&String::from_utf8_lossy(&body), 120)
-            )))
+                truncate(&self.redact(String::from_utf8_lossy(&body).into_owned()), 120)
+            ))
         })?;
         let usage = Usage {
             prompt_tokens: parsed.usage.as_ref().and_then(|u| u.prompt_tokens),
@@ -383,8 +387,10 @@ impl HttpClient {
             .next()
             .ok_or_else(|| LlmError::Malformed("no choices in the answer".into()))?
             .message;
+        // The answer is text from outside too: an endpoint that echoes
+        // what it was sent must not carry the key into `detail`.
         Ok(Completion {
-            text: message.content.unwrap_or_default(),
+            text: self.redact(message.content.unwrap_or_default()),
             usage,
         })
     }
@@ -404,6 +410,16 @@ impl HttpClient {
     fn redact_error(&self, e: LlmError) -> LlmError {
         match e {
             LlmError::Transport(m) => LlmError::Transport(self.redact(m)),
+            LlmError::Malformed(m) => LlmError::Malformed(self.redact(m)),
+            LlmError::Status {
+                status,
+                retry_after,
+                body,
+            } => LlmError::Status {
+                status,
+                retry_after,
+                body: self.redact(body),
+            },
             other => other,
         }
     }

@@ -125,8 +125,9 @@ pub struct LlmConfig {
     /// Label vocabulary of the LLM: label -> one-line description. Every key
     /// is an allowed answer (this is how LLM-only labels such as
     /// `Workflow Error` are added); labels the pipeline passes in are allowed
-    /// too and take their description from here when present. Setting this
-    /// table replaces the defaults.
+    /// too and take their description from here when present. Empty by
+    /// default: the pipeline then fills it from its taxonomy
+    /// (config/labels.toml); setting it replaces those.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -157,7 +158,7 @@ impl Default for LlmConfig {
             max_examples: 5,
             min_example_similarity: 0.0,
             max_message_chars: 2_000,
-            labels: default_labels(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -198,53 +199,6 @@ impl ResponseFormat {
             ResponseFormat::None => "none",
         }
     }
-}
-
-/// Descriptions of the labels logsieve ships with: the one-line definitions
-/// of `docs/taxonomy.md` (as in `config/labels.toml`). `Workflow Error` and
-/// `Deprecation Warning` are LLM-only on the seed data (too rare to train on).
-pub fn default_labels() -> BTreeMap<String, String> {
-    [
-        (
-            "Deprecation Warning",
-            "A feature, API, option or version is deprecated, obsolete, or will stop being supported.",
-        ),
-        (
-            "Security Alert",
-            "Authentication or authorisation failed or was refused, or an attack, intrusion or abuse is suspected.",
-        ),
-        (
-            "HTTP Status",
-            "The record of an HTTP request or response, with its method, path or status code.",
-        ),
-        (
-            "Critical Error",
-            "A failure that stops a system, service, node or hardware part, or risks losing data.",
-        ),
-        (
-            "Workflow Error",
-            "A job, task, workflow, pipeline or business process failed, was aborted or could not proceed.",
-        ),
-        (
-            "Error",
-            "An operation failed or something is wrong: exceptions, I/O or network failures, timeouts, invalid data, retries after a failure.",
-        ),
-        (
-            "Resource Usage",
-            "A measurement, level, limit or allocation of a resource: memory, CPU, disk, bandwidth, temperature, fans, power, quotas.",
-        ),
-        (
-            "User Action",
-            "Something a human user did or had done: logged in or out, opened or closed a session, changed a setting, created an account, used the device.",
-        ),
-        (
-            "System Notification",
-            "Routine operation, as most log lines are: start-up, shut-down, state changes, progress, scheduling, connections, data transferred or stored, configuration.",
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
 }
 
 /// Why an [`LlmConfig`] cannot be used. Names the field at fault.
@@ -489,8 +443,8 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.base_url, "https://api.groq.com/openai/v1");
         assert!(cfg.model.starts_with("llama"));
-        assert!(cfg.labels.contains_key("Workflow Error"));
-        assert!(cfg.labels.contains_key("Deprecation Warning"));
+        // Label descriptions are the pipeline's taxonomy's, not this crate's.
+        assert!(cfg.labels.is_empty());
     }
 
     #[test]

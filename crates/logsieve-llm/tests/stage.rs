@@ -23,6 +23,13 @@ fn config(server: &FakeServer) -> LlmConfig {
         backoff_max_secs: 0.01,
         calls_per_minute: Some(0),
         breaker_failures: 0,
+        // The labels only the LLM gives (the pipeline passes in its taxonomy's).
+        labels: [
+            ("Workflow Error", "A business process step failed."),
+            ("Deprecation Warning", "A feature is deprecated."),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into(),
         ..LlmConfig::default()
     }
 }
@@ -871,4 +878,42 @@ fn readme_toml_example_is_a_valid_config() {
     let root: Root = toml::from_str(block).unwrap();
     root.llm.validate().unwrap();
     assert!(root.llm.labels.contains_key("Workflow Error"));
+}
+
+#[test]
+fn case6_the_api_key_never_leaves_in_an_answer() {
+    // An endpoint that echoes the Authorization header in its answers: in
+    // the reason of a good answer, in a malformed one, in an error body and
+    // in a JSON-mode failure.
+    let server = FakeServer::start(|r| {
+        let auth = r.authorization.clone().unwrap_or_default();
+        match r.n % 4 {
+            1 => Reply::Content(
+                serde_json::json!({"label": "Error", "reason": format!("you sent {auth}")}).to_string(),
+            ),
+            2 => Reply::Content(format!("no JSON here, just {auth}")),
+            3 => Reply::Status(401, vec![], format!(r#"{{"error":{{"message":"bad key {auth}"}}}}"#)),
+            _ => Reply::Status(
+                400,
+                vec![],
+                serde_json::json!({"error": {"code": "json_validate_failed", "failed_generation": format!("Error because {auth}")}})
+                    .to_string(),
+            ),
+        }
+    });
+    let stage = stage(LlmConfig {
+        max_retries: 0,
+        ..config(&server)
+    });
+    for i in 0..4 {
+        let out = one(&stage, &format!("Lead conversion failed for prospect ID {i}"));
+        let shown = format!("{out:?}");
+        assert!(!shown.contains(KEY), "the key leaked: {shown}");
+    }
+    assert!(server.requests() >= 4, "every kind of answer was tried");
+    let sent = format!("Bearer {KEY}");
+    assert!(server
+        .recorded()
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some(sent.as_str())));
 }

@@ -1,5 +1,12 @@
-//! The one TOML configuration: rules, model, input limits and per-source
-//! routes. Unknown fields are rejected; CLI flags override the file.
+//! The cascade's part of the one TOML configuration: rules, model, input
+//! limits, per-source routes, templates and the LLM. Unknown fields are
+//! rejected, with line and column; CLI flags override the file.
+//!
+//! Each table belongs to the crate that uses it: `[server]` is
+//! `logsieve_server::ServerConfig`'s and `[templates] max_templates` the
+//! `templates` command's; this struct lets them pass ([`Owned`]) and those
+//! owners read them from the same text with [`parse_toml`]. Reading the file
+//! is the caller's business (the CLI's).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,12 +18,6 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/default.toml
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
 }
@@ -33,54 +34,19 @@ pub struct Config {
     pub templates: TemplatesConfig,
     /// The LLM stage (see crates/logsieve-llm/README.md).
     pub llm: logsieve_llm::LlmConfig,
-    /// `logsieve serve` (see crates/logsieve-server/README.md).
-    pub server: ServerConfig,
+    /// `[server]`: `logsieve serve`'s, read by `logsieve_server::ServerConfig`.
+    #[serde(skip_serializing)]
+    server: Owned,
 }
 
-/// The HTTP service's settings; `logsieve serve` flags and `LOGSIEVE_*`
-/// environment variables override them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Address to listen on.
-    pub host: String,
-    /// Port to listen on (0 picks a free one).
-    pub port: u16,
-    /// Largest JSON request body (`/classify-single`, `/v1/classify`), in bytes; larger is 413.
-    pub max_body_bytes: usize,
-    /// Largest upload (`/classify`, `/v1/logs`), in bytes; larger is 413. Uploads are
-    /// streamed, so this bounds the work, not the memory.
-    pub max_upload_bytes: u64,
-    /// Requests (or upload chunks) queued or being classified at once; one more is 429.
-    pub queue_capacity: usize,
-    /// The batcher merges queued requests into one classify call of at most this many rows
-    /// (a single larger request goes alone).
-    pub max_batch_rows: usize,
-    /// ... and at most this many message bytes (a rough token budget: ~4 bytes a token).
-    pub max_batch_bytes: usize,
-    /// Threads running the classifier, each taking batches from the one queue.
-    pub workers: usize,
-    /// A request waiting longer than this for its result gets 504, in milliseconds.
-    /// Uploads: applies to the wait before the response starts.
-    pub request_timeout_ms: u64,
-    /// Origins allowed by CORS (`*` for any); empty sends no CORS headers.
-    pub cors_origins: Vec<String>,
-}
+/// A table or field another crate reads from the same file: accepted here
+/// whatever it holds (its owner checks it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Owned;
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            host: "127.0.0.1".into(),
-            port: 8000,
-            max_body_bytes: 2 * 1024 * 1024,
-            max_upload_bytes: 1024 * 1024 * 1024,
-            queue_capacity: 256,
-            max_batch_rows: 256,
-            max_batch_bytes: 256 * 1024,
-            workers: 1,
-            request_timeout_ms: 30_000,
-            cors_origins: Vec::new(),
-        }
+impl<'de> Deserialize<'de> for Owned {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Owned)
     }
 }
 
@@ -92,10 +58,9 @@ pub struct TemplatesConfig {
     /// Decisions kept in the template cache (LRU, keyed by source and masked
     /// text); 0 turns the cache off.
     pub cache_capacity: usize,
-    /// `logsieve templates`: most templates the miner keeps; past it the
-    /// least recently matched one is evicted (bounded memory on endless
-    /// streams). 0: unlimited. `--max-templates` overrides it.
-    pub max_templates: usize,
+    /// `max_templates`: the `templates` command's (it reads it itself).
+    #[serde(skip_serializing, rename = "max_templates")]
+    max_templates: Owned,
 }
 
 impl Default for TemplatesConfig {
@@ -103,7 +68,7 @@ impl Default for TemplatesConfig {
         Self {
             masking: None,
             cache_capacity: 100_000,
-            max_templates: 0,
+            max_templates: Owned,
         }
     }
 }
@@ -178,6 +143,23 @@ pub enum Route {
     Llm,
 }
 
+/// Deserialise `text` (the file at `path`) as `T`; an error names the file,
+/// line and column. For each crate's view of the one configuration file.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: match e.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
+                format!("line {line} column {col}: {}", e.message())
+            }
+            None => e.message().to_string(),
+        },
+    })
+}
+
 impl Config {
     /// The built-in configuration.
     pub fn builtin() -> Self {
@@ -185,25 +167,16 @@ impl Config {
             .expect("built-in config is valid")
     }
 
-    /// Parse TOML; relative paths are resolved against the file's directory.
+    /// Parse TOML; relative paths (rules, classifier, embedding model,
+    /// masking rules) are resolved against the file's directory.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: match e.span() {
-                Some(span) => {
-                    let before = &text[..span.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let col = before.len() - before.rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
-                    format!("line {line} column {col}: {}", e.message())
-                }
-                None => e.message().to_string(),
-            },
-        })?;
+        let mut cfg: Config = parse_toml(text, path)?;
         if let Some(base) = path.parent().filter(|p| p.exists()) {
             for p in [
                 &mut cfg.rules.path,
                 &mut cfg.model.classifier,
                 &mut cfg.model.embedding_dir,
+                &mut cfg.templates.masking,
             ]
             .into_iter()
             .flatten()
@@ -222,14 +195,6 @@ impl Config {
             }
         }
         Ok(cfg)
-    }
-
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
     }
 
     pub fn route(&self, source: &str) -> Route {
@@ -252,7 +217,7 @@ mod tests {
     #[test]
     fn local_llm_config_is_the_default_but_for_its_llm_table() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/local-llm.toml");
-        let local = Config::load(&path).unwrap();
+        let local = Config::from_toml(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
         let mut builtin = Config::builtin();
         assert_eq!(local.llm.min_example_similarity, 0.45);
         assert!(local.llm.is_local());
@@ -272,20 +237,26 @@ mod tests {
     }
 
     #[test]
-    fn builtin_server_table_matches_the_defaults() {
-        assert_eq!(Config::builtin().server, ServerConfig::default());
-        let e = Config::from_toml("[server]\nprot = 80\n", Path::new("c.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("line 2") && e.contains("prot"), "{e}");
+    fn tables_other_crates_own_pass_through() {
+        let c = Config::from_toml(
+            "[server]\nport = 80\n[templates]\nmax_templates = 5000\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.templates.cache_capacity, 100_000);
     }
 
     #[test]
-    fn templates_max_templates_defaults_to_unlimited() {
-        assert_eq!(Config::builtin().templates.max_templates, 0);
-        let c = Config::from_toml("[templates]\nmax_templates = 5000\n", Path::new("c.toml")).unwrap();
-        assert_eq!(c.templates.max_templates, 5000);
-        assert_eq!(c.templates.cache_capacity, 100_000);
+    fn paths_are_resolved_against_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let c = Config::from_toml(
+            "[rules]\npath = \"r.toml\"\n[templates]\nmasking = \"m.toml\"\n",
+            &file,
+        )
+        .unwrap();
+        assert_eq!(c.rules.path, Some(dir.path().join("r.toml")));
+        assert_eq!(c.templates.masking, Some(dir.path().join("m.toml")));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-/// The label of a row no stage could decide.
-pub const UNCLASSIFIED: &str = "Unclassified";
+/// The label of a row no stage could decide (one constant: the LLM stage's,
+/// whose answers may be it too).
+pub use logsieve_llm::UNCLASSIFIED;
 
 /// Which stage decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -33,7 +33,8 @@ pub struct MethodScore {
 pub struct EvalReport {
     pub rows: usize,
     pub report: Report,
-    /// Labels the cascade can give without an LLM (classifier and rules).
+    /// Labels the cascade can give without an LLM (classifier and rules) to
+    /// rows that no route sends to the LLM.
     pub learnable_labels: Vec<String>,
     /// Macro F1 over the learnable labels present in the data.
     pub macro_f1_learnable: f64,
@@ -65,7 +66,18 @@ pub fn evaluate(p: &Pipeline, rows: &[LabelledRow]) -> (EvalReport, Vec<Decision
     let truth: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
     let pred: Vec<&str> = decisions.iter().map(|d| d.target_label.as_str()).collect();
     let report = Report::new(&truth, &pred);
-    let learnable = p.known_labels();
+    // Labels the cascade knows, among rows it may decide without an LLM (a
+    // route that sends a source to the LLM leaves its rows to it).
+    let reachable: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| p.config().route(&r.source) != crate::config::Route::Llm)
+        .map(|r| r.label.as_str())
+        .collect();
+    let learnable: Vec<String> = p
+        .known_labels()
+        .into_iter()
+        .filter(|l| reachable.contains(l.as_str()))
+        .collect();
     let learnable_refs: Vec<&str> = learnable.iter().map(String::as_str).collect();
     let by_method = Method::ALL
         .iter()

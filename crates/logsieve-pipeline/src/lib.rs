@@ -13,12 +13,16 @@ pub mod eval;
 pub mod examples;
 pub mod io;
 pub mod labelled;
+pub mod labels;
+pub mod loso;
 pub mod run;
 pub mod train;
+pub mod train_hybrid;
+pub mod units;
 
 pub use cascade::{
     CacheCounts, EncoderUnavailable, Item, MethodCounts, ModelParts, Pipeline, PipelineBuilder,
     PipelineError, StatsSnapshot, DEFAULT_CLASSIFIER_JSON,
 };
-pub use config::{Config, Route, ServerConfig};
+pub use config::{Config, Route};
 pub use decision::{Decision, Method, UNCLASSIFIED};

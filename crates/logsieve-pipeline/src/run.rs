@@ -40,6 +40,85 @@ pub fn clip(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// How a chunk's items become decisions, in two steps so that one chunk's
+/// slow part (the LLM) can overlap the next chunk's rules and model:
+/// `start` on chunk N+1 runs before `finish` on chunk N.
+trait ChunkStage {
+    /// Whether `finish` on chunk N waits until chunk N+1 is read and started
+    /// (else each chunk is finished and written before the next is read).
+    const OVERLAP: bool;
+    type Pending;
+    /// Begin classifying `items` (the work may go on in the background).
+    fn start(&mut self, items: &[Item<'_>]) -> Result<Self::Pending, RunError>;
+    /// One decision per readable row of `chunk` (the chunk `start` was
+    /// given the items of), in order.
+    fn finish(
+        &mut self,
+        pending: Self::Pending,
+        chunk: &[InputRow],
+        max_bytes: usize,
+    ) -> Result<Vec<Decision>, RunError>;
+}
+
+/// The pipeline itself: rules and model in `start`, the LLM's requests on a
+/// thread of their own until `finish`.
+struct PipelineStage<'p, 's, 'env> {
+    pipeline: &'p Pipeline,
+    scope: &'s std::thread::Scope<'s, 'env>,
+}
+
+impl<'s, 'env: 's> ChunkStage for PipelineStage<'env, 's, 'env> {
+    const OVERLAP: bool = true;
+    type Pending = (
+        Partial,
+        Option<std::thread::ScopedJoinHandle<'s, Vec<logsieve_llm::LlmOutcome>>>,
+    );
+
+    fn start(&mut self, items: &[Item<'_>]) -> Result<Self::Pending, RunError> {
+        let (partial, requests) = self.pipeline.prepare(items);
+        let llm = self.pipeline.llm();
+        let answers = (!requests.is_empty()).then(|| self.scope.spawn(move || llm.classify_many(requests)));
+        Ok((partial, answers))
+    }
+
+    fn finish(
+        &mut self,
+        (partial, answers): Self::Pending,
+        _: &[InputRow],
+        _: usize,
+    ) -> Result<Vec<Decision>, RunError> {
+        let outcomes = match answers {
+            Some(h) => h.join().unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(self.pipeline.complete(partial, outcomes))
+    }
+}
+
+/// A classify function (the server's batching queue): all the work in
+/// `finish`, one chunk at a time.
+struct FnStage<F>(F);
+
+impl<F, E> ChunkStage for FnStage<F>
+where
+    F: FnMut(&[Item]) -> Result<Vec<Decision>, E>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    const OVERLAP: bool = false;
+    type Pending = ();
+
+    fn start(&mut self, _: &[Item<'_>]) -> Result<(), RunError> {
+        Ok(())
+    }
+
+    fn finish(&mut self, _: (), chunk: &[InputRow], max_bytes: usize) -> Result<Vec<Decision>, RunError> {
+        let items = readable_items(chunk, max_bytes);
+        let decided = (self.0)(&items).map_err(|e| RunError::Classify(Box::new(e)))?;
+        assert_eq!(decided.len(), items.len(), "one decision per item");
+        Ok(decided)
+    }
+}
+
 /// Classify every row of `reader` into `writer`. `on_chunk` is called after
 /// each chunk (for progress bars). A fatal input error stops reading; the rows
 /// before it are written and the error is returned in the summary.
@@ -51,57 +130,75 @@ pub fn classify_stream(
     pipeline: &Pipeline,
     reader: &mut dyn RowReader,
     writer: &mut dyn RowWriter,
-    mut on_chunk: impl FnMut(&RunSummary),
+    on_chunk: impl FnMut(&RunSummary),
 ) -> Result<RunSummary, RunError> {
-    let chunk_rows = pipeline.config().input.chunk_rows.max(1);
-    let max_bytes = pipeline.config().input.max_message_bytes.max(1);
+    std::thread::scope(|scope| {
+        let stage = PipelineStage { pipeline, scope };
+        run_chunks(pipeline.config(), reader, writer, on_chunk, stage)
+    })
+}
+
+/// [`classify_stream`] with the classification done by `classify` (one
+/// decision per item, in order) instead of a `Pipeline` at hand: the server
+/// sends each chunk through its batching queue. `config` gives the chunk
+/// size and message limit. The next chunk is read while one is classified.
+pub fn classify_stream_with<E>(
+    config: &crate::Config,
+    reader: &mut dyn RowReader,
+    writer: &mut dyn RowWriter,
+    on_chunk: impl FnMut(&RunSummary),
+    classify: impl FnMut(&[Item]) -> Result<Vec<Decision>, E>,
+) -> Result<RunSummary, RunError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    run_chunks(config, reader, writer, on_chunk, FnStage(classify))
+}
+
+/// The one streaming loop: read a chunk, start it, finish and write the one
+/// before, until the input ends or a fatal input error stops it.
+fn run_chunks<S: ChunkStage>(
+    config: &crate::Config,
+    reader: &mut dyn RowReader,
+    writer: &mut dyn RowWriter,
+    mut on_chunk: impl FnMut(&RunSummary),
+    mut stage: S,
+) -> Result<RunSummary, RunError> {
+    let chunk_rows = config.input.chunk_rows.max(1);
+    let max_bytes = config.input.max_message_bytes.max(1);
     let mut summary = RunSummary::default();
     let mut fatal: Option<InputError> = None;
-    std::thread::scope(|scope| -> Result<(), RunError> {
-        let mut in_flight: Option<InFlight<'_>> = None;
-        loop {
-            let chunk = read_chunk(reader, chunk_rows, max_bytes, &mut fatal);
-            let next = if chunk.is_empty() {
-                None
-            } else {
-                let items = readable_items(&chunk, max_bytes);
-                let (partial, requests) = pipeline.prepare(&items);
-                let llm = pipeline.llm();
-                let answers =
-                    (!requests.is_empty()).then(|| scope.spawn(move || llm.classify_many(requests)));
-                Some(InFlight {
-                    chunk,
-                    partial,
-                    answers,
-                })
-            };
-            if let Some(prev) = in_flight.take() {
-                write_chunk(pipeline, prev, writer, &mut summary)?;
-                on_chunk(&summary);
-            }
-            match next {
-                Some(n) => in_flight = Some(n),
-                None => break,
-            }
-            if fatal.is_some() {
-                if let Some(last) = in_flight.take() {
-                    write_chunk(pipeline, last, writer, &mut summary)?;
-                    on_chunk(&summary);
-                }
-                break;
-            }
-        }
+    let mut in_flight: Option<(Vec<InputRow>, S::Pending)> = None;
+    let mut flush = |(chunk, pending): (Vec<InputRow>, S::Pending), stage: &mut S| -> Result<(), RunError> {
+        let decided = stage.finish(pending, &chunk, max_bytes)?;
+        write_rows(&chunk, decided, writer, &mut summary)?;
+        on_chunk(&summary);
         Ok(())
-    })?;
+    };
+    loop {
+        let chunk = read_chunk(reader, chunk_rows, max_bytes, &mut fatal);
+        let next = if chunk.is_empty() {
+            None
+        } else {
+            let pending = stage.start(&readable_items(&chunk, max_bytes))?;
+            Some((chunk, pending))
+        };
+        let done = next.is_none() || fatal.is_some();
+        if let Some(prev) = in_flight.take() {
+            flush(prev, &mut stage)?;
+        }
+        match next {
+            Some(n) if S::OVERLAP && !done => in_flight = Some(n),
+            Some(n) => flush(n, &mut stage)?,
+            None => {}
+        }
+        if done {
+            break;
+        }
+    }
     writer.finish()?;
     summary.fatal = fatal.map(|e| e.to_string());
     Ok(summary)
-}
-
-struct InFlight<'s> {
-    chunk: Vec<InputRow>,
-    partial: Partial,
-    answers: Option<std::thread::ScopedJoinHandle<'s, Vec<logsieve_llm::LlmOutcome>>>,
 }
 
 /// The (source, message) pairs of a chunk's readable rows, messages clipped.
@@ -152,20 +249,6 @@ fn read_chunk(
     chunk
 }
 
-fn write_chunk(
-    pipeline: &Pipeline,
-    f: InFlight<'_>,
-    writer: &mut dyn RowWriter,
-    summary: &mut RunSummary,
-) -> Result<(), RunError> {
-    let outcomes = match f.answers {
-        Some(h) => h.join().unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let decided = pipeline.complete(f.partial, outcomes);
-    write_rows(&f.chunk, decided, writer, summary)
-}
-
 /// Write a chunk's rows with their decisions (one per readable row, in order).
 fn write_rows(
     chunk: &[InputRow],
@@ -194,41 +277,4 @@ fn write_rows(
         writer.write(row, &d)?;
     }
     Ok(())
-}
-
-/// [`classify_stream`] with the classification done by `classify` (one
-/// decision per item, in order) instead of a `Pipeline` at hand: the server
-/// sends each chunk through its batching queue. `config` gives the chunk
-/// size and message limit. Chunks go one at a time.
-pub fn classify_stream_with<E>(
-    config: &crate::Config,
-    reader: &mut dyn RowReader,
-    writer: &mut dyn RowWriter,
-    mut on_chunk: impl FnMut(&RunSummary),
-    mut classify: impl FnMut(&[Item]) -> Result<Vec<Decision>, E>,
-) -> Result<RunSummary, RunError>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let chunk_rows = config.input.chunk_rows.max(1);
-    let max_bytes = config.input.max_message_bytes.max(1);
-    let mut summary = RunSummary::default();
-    let mut fatal: Option<InputError> = None;
-    loop {
-        let chunk = read_chunk(reader, chunk_rows, max_bytes, &mut fatal);
-        if chunk.is_empty() {
-            break;
-        }
-        let items = readable_items(&chunk, max_bytes);
-        let decided = classify(&items).map_err(|e| RunError::Classify(Box::new(e)))?;
-        assert_eq!(decided.len(), items.len(), "one decision per item");
-        write_rows(&chunk, decided, writer, &mut summary)?;
-        on_chunk(&summary);
-        if fatal.is_some() {
-            break;
-        }
-    }
-    writer.finish()?;
-    summary.fatal = fatal.map(|e| e.to_string());
-    Ok(summary)
 }

@@ -70,7 +70,12 @@ fn reaches_llm(p: &Pipeline, source: &str) -> bool {
 /// The few-shot example bank: for each label, up to `per_label` rows with
 /// distinct masked text, most frequent templates first, from the rows the
 /// model or the LLM would see (`usable`).
-fn example_bank(p: &Pipeline, rows: &[LabelledRow], usable: &[usize], per_label: usize) -> Vec<Example> {
+pub(crate) fn example_bank_of(
+    p: &Pipeline,
+    rows: &[LabelledRow],
+    usable: &[usize],
+    per_label: usize,
+) -> Vec<Example> {
     // (label, masked text) -> (first row, rows with it)
     let mut templates: HashMap<(&str, String), (usize, usize)> = HashMap::new();
     for &i in usable {
@@ -102,7 +107,11 @@ fn example_bank(p: &Pipeline, rows: &[LabelledRow], usable: &[usize], per_label:
 }
 
 /// The text the encoder is trained on for a message.
-fn encoder_input<'a>(p: &Pipeline, message: &'a str, input: EncoderInput) -> std::borrow::Cow<'a, str> {
+pub(crate) fn encoder_input<'a>(
+    p: &Pipeline,
+    message: &'a str,
+    input: EncoderInput,
+) -> std::borrow::Cow<'a, str> {
     match input {
         EncoderInput::Masked => p.masker().mask(message),
         EncoderInput::Raw => std::borrow::Cow::Borrowed(message),
@@ -149,7 +158,7 @@ pub fn train(
     let heldout = (!xte.is_empty()).then(|| {
         let pred: Vec<String> = xte
             .iter()
-            .map(|v| model.labels[model.predict(v).label].clone())
+            .map(|v| model.labels[model.predict(logsieve_linear::Input::vector(v)).label].clone())
             .collect();
         Report::new(&yte, &pred)
     });
@@ -175,7 +184,7 @@ pub fn train(
         .filter(|&i| s.refit_all || !is_test[i])
         .filter(|&i| reaches_llm(p, &rows[i].source) || reaches_model(p, &rows[i].source, &rows[i].message))
         .collect();
-    let examples = example_bank(p, rows, &usable, s.examples_per_label);
+    let examples = example_bank_of(p, rows, &usable, s.examples_per_label);
     let artifact = Artifact {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -187,7 +196,7 @@ pub fn train(
             input: s.input,
         },
         model_threshold: s.threshold,
-        model,
+        model: logsieve_linear::artifact::ModelKind::Linear(model),
         training: TrainingInfo {
             data: data_name.into(),
             data_sha256: hex::encode(Sha256::digest(data_bytes)),
@@ -205,6 +214,10 @@ pub fn train(
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            data_files: Vec::new(),
+            rows_per_source: Vec::new(),
+            units: None,
+            out_of_fold: None,
         },
         heldout,
         examples,
@@ -368,7 +381,7 @@ mod tests {
             .build()
             .unwrap();
         let t = train(&p, &rows(), "d.csv", b"", &settings(true)).unwrap();
-        assert!(!t.artifact.model.labels.contains(&"Lead Failure".to_string()));
+        assert!(!t.artifact.model.labels().contains(&"Lead Failure".to_string()));
         let dir = tempfile::tempdir().unwrap();
         save(&t, dir.path()).unwrap();
         let mut cfg = Config::builtin();

@@ -16,10 +16,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logsieve_pipeline::{Decision, Item, Pipeline, ServerConfig};
+use logsieve_pipeline::{Decision, Item, Pipeline};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::metrics::Metrics;
+use crate::ServerConfig;
 
 /// One (source, message) pair to classify.
 pub type Row = (String, String);

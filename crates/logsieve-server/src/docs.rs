@@ -1,4 +1,5 @@
-//! API documentation that works offline: the OpenAPI document, Swagger UI
+//! API documentation that works offline: the OpenAPI document (derived from
+//! the handlers, see `openapi`), Swagger UI
 //! at `/docs` and ReDoc at `/redoc`. The UI bundles are vendored from the
 //! npm packages `swagger-ui-dist` 5.35.0 and `redoc` 2.5.4 (see
 //! assets/*.LICENSE) and served from the binary: no CDN.
@@ -8,9 +9,6 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::AppError;
-
-/// The OpenAPI 3.1 document, kept next to the handlers it describes.
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 const SWAGGER_HTML: &str = r##"<!doctype html>
 <html lang="en">
@@ -42,14 +40,23 @@ const REDOC_HTML: &str = r#"<!doctype html>
 </html>
 "#;
 
+/// `GET /openapi.json`: the description derived from the handlers.
+#[utoipa::path(get, path = "/openapi.json", tag = "docs",
+    responses((status = 200, description = "This document", content_type = "application/json", body = String)))]
 pub async fn openapi() -> Response {
-    ([(CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+    ([(CONTENT_TYPE, "application/json")], crate::openapi::document()).into_response()
 }
 
+/// `GET /docs`: Swagger UI.
+#[utoipa::path(get, path = "/docs", tag = "docs",
+    responses((status = 200, description = "Swagger UI (served locally)", content_type = "text/html", body = String)))]
 pub async fn swagger() -> Html<&'static str> {
     Html(SWAGGER_HTML)
 }
 
+/// `GET /redoc`: ReDoc.
+#[utoipa::path(get, path = "/redoc", tag = "docs",
+    responses((status = 200, description = "ReDoc (served locally)", content_type = "text/html", body = String)))]
 pub async fn redoc() -> Html<&'static str> {
     Html(REDOC_HTML)
 }

@@ -1,7 +1,10 @@
 //! The one error type handlers return, and the one JSON shape every error
-//! has: `{"error":{"code":"…","message":"…"}}` (plus `line`/`column` where
-//! known). The table in [`AppError::status`] maps kinds to status codes;
-//! 5xx bodies stay generic and the real cause goes to the log.
+//! has: `{"error":{"code":"…","message":"…"}}`, plus `line` and `column`
+//! (numbers, 1-based) and `field` (a column or field name) where known. The
+//! table in [`AppError::status`] maps kinds to status codes; 5xx bodies
+//! stay generic and the real cause goes to the log. [`one_shape`] puts
+//! errors that did not come from here (a layer's bare 415, a rejection's
+//! plain text) into the same shape.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,15 +25,18 @@ pub enum AppError {
     PayloadTooLarge { limit: u64 },
     #[error("unsupported content type `{got}`; expected {expected}")]
     UnsupportedMediaType { got: String, expected: &'static str },
-    #[error("unsupported content encoding `{0}`; expected gzip or identity")]
-    UnsupportedEncoding(String),
+    #[error("unsupported content encoding `{got}`; expected {expected}")]
+    UnsupportedEncoding { got: String, expected: &'static str },
     /// Bad input: unparsable JSON, missing fields or columns.
-    #[error("{}{message}", location(*line, column.as_deref()))]
+    #[error("{}{message}", location(*line, *column, field.as_deref()))]
     Validation {
         message: String,
         line: Option<u64>,
-        column: Option<String>,
+        column: Option<u64>,
+        field: Option<String>,
     },
+    #[error("the request body stalled: no data for {0} ms")]
+    BodyTimeout(u64),
     #[error("the classifier queue is full; retry later")]
     Overloaded,
     #[error("the service is not ready: {0}")]
@@ -58,12 +64,21 @@ impl From<EncoderUnavailable> for AppError {
     }
 }
 
-fn location(line: Option<u64>, column: Option<&str>) -> String {
-    match (line, column) {
-        (Some(l), Some(c)) => format!("line {l} column {c}: "),
-        (Some(l), None) => format!("line {l}: "),
-        _ => String::new(),
+fn location(line: Option<u64>, column: Option<u64>, field: Option<&str>) -> String {
+    let mut s = String::new();
+    if let Some(l) = line {
+        s.push_str(&format!("line {l}"));
     }
+    if let Some(c) = column {
+        s.push_str(&format!("{}column {c}", if s.is_empty() { "" } else { " " }));
+    }
+    if let Some(f) = field {
+        s.push_str(&format!("{}field `{f}`", if s.is_empty() { "" } else { " " }));
+    }
+    if !s.is_empty() {
+        s.push_str(": ");
+    }
+    s
 }
 
 impl AppError {
@@ -77,8 +92,9 @@ impl AppError {
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
+            UnsupportedEncoding { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
             Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+            BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
@@ -97,16 +113,36 @@ impl AppError {
         AppError::Validation {
             message: format!("invalid JSON: {message}"),
             line: Some(e.line() as u64),
-            column: Some(e.column().to_string()),
+            column: Some(e.column() as u64),
+            field: None,
+        }
+    }
+
+    /// Bad input with no place to name.
+    pub fn validation(message: impl Into<String>) -> Self {
+        AppError::Validation {
+            message: message.into(),
+            line: None,
+            column: None,
+            field: None,
         }
     }
 
     /// An upload that cannot be read as rows (no header, no `log_message` column).
+    /// A numeric column is a `column`, a named one a `field`.
     pub fn input(e: logsieve_pipeline::io::InputError) -> Self {
+        let (column, field) = match e.column {
+            Some(c) => match c.parse::<u64>() {
+                Ok(n) => (Some(n), None),
+                Err(_) => (None, Some(c)),
+            },
+            None => (None, None),
+        };
         AppError::Validation {
             message: e.message,
             line: Some(e.line),
-            column: e.column,
+            column,
+            field,
         }
     }
 }
@@ -130,16 +166,23 @@ impl IntoResponse for AppError {
             error["message"] = generic.into();
         } else {
             error["message"] = self.to_string().into();
-            if let AppError::Validation { line, column, .. } = &self {
+            if let AppError::Validation {
+                line, column, field, ..
+            } = &self
+            {
                 if let Some(l) = line {
                     error["line"] = (*l).into();
                 }
                 if let Some(c) = column {
-                    error["column"] = c.clone().into();
+                    error["column"] = (*c).into();
+                }
+                if let Some(f) = field {
+                    error["field"] = f.clone().into();
                 }
             }
         }
         let mut resp = (status, Json(serde_json::json!({ "error": error }))).into_response();
+        resp.extensions_mut().insert(Shaped);
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -156,6 +199,63 @@ impl IntoResponse for AppError {
     }
 }
 
+/// Marks a response whose body is already the one error shape.
+#[derive(Clone, Copy)]
+struct Shaped;
+
+/// Middleware: an error response that did not come from [`AppError`] (a
+/// layer's bare 415, an extractor's plain-text rejection, a 408 or 413 from
+/// a body limit) gets the one JSON shape, its text kept as the message.
+pub async fn one_shape(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) || resp.extensions().get::<Shaped>().is_some()
+    {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let encoded = parts.headers.contains_key(axum::http::header::CONTENT_ENCODING);
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(b) if !encoded => String::from_utf8_lossy(&b).trim().to_string(),
+        _ => String::new(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "validation",
+        StatusCode::TOO_MANY_REQUESTS => "overloaded",
+        StatusCode::SERVICE_UNAVAILABLE => "not_ready",
+        StatusCode::GATEWAY_TIMEOUT => "timeout",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), body = %text, "error response from a layer");
+        "internal error".to_string()
+    } else if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut resp = (
+        status,
+        Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response();
+    use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+    for (k, v) in parts.headers.iter() {
+        if k != CONTENT_TYPE && k != CONTENT_LENGTH && k != CONTENT_ENCODING {
+            resp.headers_mut().append(k.clone(), v.clone());
+        }
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,18 +268,34 @@ mod tests {
                 line,
                 column,
                 message,
+                ..
             } => {
                 assert_eq!(line, Some(2));
-                assert_eq!(column.as_deref(), Some("8"));
+                assert_eq!(column, Some(8));
                 assert!(!message.contains(" at line "), "{message}");
             }
             other => panic!("{other:?}"),
         }
     }
 
-    #[test]
-    fn server_errors_do_not_leak_causes() {
-        let resp = AppError::Internal("secret path /etc/x".into()).into_response();
-        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    async fn body_of(e: AppError) -> (StatusCode, String) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn server_errors_do_not_leak_causes() {
+        let (status, body) = body_of(AppError::Internal("secret path /etc/x".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!body.contains("secret") && !body.contains("/etc/x"), "{body}");
+        let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(j["error"]["code"], "internal");
+        assert_eq!(j["error"]["message"], "internal error");
+        let cause = EncoderUnavailable::NotConfigured;
+        let (status, body) = body_of(cause.into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!body.contains("no encoder configured"), "{body}");
     }
 }

@@ -3,17 +3,23 @@
 //!
 //! Layers, as in TEI: HTTP handlers (`routes`, `upload`) → the batching
 //! queue (`batcher`, classifier threads) → `logsieve_pipeline::Pipeline`.
-//! No classification runs on an async worker.
+//! No classification runs on an async worker. The API description
+//! (`/openapi.json`) is derived from the handlers (`openapi`): routes are
+//! registered from their `#[utoipa::path]` attributes. The configuration's
+//! `[server]` table is this crate's (`config`).
 
 mod auth;
 pub mod batcher;
+pub mod config;
 mod docs;
 pub mod error;
 pub mod metrics;
+mod multipart_guard;
+pub mod openapi;
 mod routes;
+pub mod timeouts;
 mod upload;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,14 +27,18 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use logsieve_pipeline::{EncoderUnavailable, Pipeline, ServerConfig};
+use logsieve_pipeline::{EncoderUnavailable, Pipeline};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use batcher::Batcher;
+pub use config::ServerConfig;
+pub use config::ServerConfig as Config;
 pub use error::AppError;
-pub use logsieve_pipeline::ServerConfig as Config;
 
 /// Everything a handler needs; one `Arc<AppState>` is shared by all.
 pub struct AppState {
@@ -85,62 +95,130 @@ impl AppState {
     }
 }
 
+/// Routes served but left out of the API description: trailing-slash
+/// aliases of documented routes, and the documentation pages' assets.
+pub const UNDOCUMENTED: [&str; 4] = ["/docs/", "/docs/assets/{file}", "/classify/", "/classify-single/"];
+
+/// The documented routes by the middleware they get: public, bulk (gzip),
+/// single lines, metrics (compressed answers). Each is registered through
+/// `routes!`, from the handler's `#[utoipa::path]`, so serving a route means
+/// describing it.
+struct RouteGroups {
+    public: OpenApiRouter<Arc<AppState>>,
+    bulk: OpenApiRouter<Arc<AppState>>,
+    single: OpenApiRouter<Arc<AppState>>,
+    metrics: OpenApiRouter<Arc<AppState>>,
+}
+
+fn route_groups() -> RouteGroups {
+    RouteGroups {
+        public: OpenApiRouter::new()
+            .routes(routes!(routes::root))
+            .routes(routes!(routes::health))
+            .routes(routes!(routes::ready))
+            .routes(routes!(docs::openapi))
+            .routes(routes!(docs::swagger))
+            .routes(routes!(docs::redoc)),
+        bulk: OpenApiRouter::new()
+            .routes(routes!(upload::classify_upload))
+            .routes(routes!(routes::classify_batch))
+            .routes(routes!(upload::ingest_logs)),
+        single: OpenApiRouter::new().routes(routes!(routes::classify_single)),
+        metrics: OpenApiRouter::new().routes(routes!(routes::metrics)),
+    }
+}
+
+/// Every documented route, without middleware: what the API description is
+/// made from.
+pub(crate) fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
+    let g = route_groups();
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(g.public)
+        .merge(g.bulk)
+        .merge(g.single)
+        .merge(g.metrics)
+}
+
 /// The router: every endpoint, its limits and middleware.
 pub fn app(state: Arc<AppState>) -> Router {
-    let public = Router::new()
-        .route("/", get(routes::health))
-        .route("/health", get(routes::health))
-        .route("/ready", get(routes::ready))
-        .route("/openapi.json", get(docs::openapi))
-        .route("/docs", get(docs::swagger))
+    let g = route_groups();
+    let public = g
+        .public
         .route("/docs/", get(docs::swagger))
-        .route("/redoc", get(docs::redoc))
         .route("/docs/assets/{file}", get(docs::asset));
     // Bulk routes take `Content-Encoding: gzip` bodies (log shippers
     // compress; limits count the decompressed bytes) and answer gzip to
     // `Accept-Encoding: gzip`. Single lines skip both layers: they save
     // nothing there and cost per-request work on the hottest route.
-    let bulk = Router::new()
-        .route("/classify", post(upload::classify_upload))
+    let bulk = g
+        .bulk
         .route("/classify/", post(upload::classify_upload))
-        .route("/v1/classify", post(routes::classify_batch))
-        .route("/v1/logs", post(upload::ingest_logs))
         .layer(RequestDecompressionLayer::new())
         .layer(middleware::from_fn(only_gzip_bodies))
         .layer(CompressionLayer::new());
-    let protected = Router::new()
-        .route("/classify-single", post(routes::classify_single))
+    let protected = g
+        .single
         .route("/classify-single/", post(routes::classify_single))
-        .route("/metrics", get(routes::metrics).layer(CompressionLayer::new()))
+        .merge(g.metrics.layer(CompressionLayer::new()))
         .merge(bulk)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    let mut router = public
-        .merge(protected)
+    let body_timeout = Duration::from_millis(state.config.body_timeout_ms.max(1));
+    let (router, _) = public.merge(protected).split_for_parts();
+    let mut router = router
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // JSON bodies; uploads read the body as a stream and count it themselves.
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            body_timeout,
+            timeouts::body_timeout,
+        ))
+        .layer(middleware::from_fn(error::one_shape))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track));
     if let Some(cors) = cors_layer(&state.config.cors_origins) {
         router = router.layer(cors);
     }
-    router.with_state(state)
+    // Outermost: the connection is busy until the answer is sent in full.
+    router
+        .layer(middleware::from_fn(timeouts::track_busy))
+        .with_state(state)
 }
 
-/// A body in an encoding other than gzip is refused in the one error shape
-/// (before the decompression layer would answer 415 with no body).
+/// A body in an encoding other than one gzip layer is refused in the one
+/// error shape (before the decompression layer would answer 415 with no
+/// body): `gzip, gzip` and the like included.
 async fn only_gzip_bodies(
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: middleware::Next,
 ) -> Result<axum::response::Response, AppError> {
-    if let Some(v) = req.headers().get(axum::http::header::CONTENT_ENCODING) {
-        let v = v.to_str().unwrap_or("?").to_string();
-        let ok = v
-            .split(',')
+    let values: Vec<String> = req
+        .headers()
+        .get_all(axum::http::header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?").to_string())
+        .collect();
+    if !values.is_empty() {
+        let codings: Vec<String> = values
+            .iter()
+            .flat_map(|v| v.split(','))
             .map(|c| c.trim().to_ascii_lowercase())
-            .all(|c| matches!(c.as_str(), "gzip" | "x-gzip" | "identity" | ""));
+            .filter(|c| !c.is_empty() && c != "identity")
+            .collect();
+        let ok = codings.len() <= 1 && codings.iter().all(|c| c == "gzip" || c == "x-gzip");
         if !ok {
-            return Err(AppError::UnsupportedEncoding(v));
+            return Err(AppError::UnsupportedEncoding {
+                got: values.join(", "),
+                expected: "a single `gzip` (or `identity`)",
+            });
+        }
+        // The decompression layer knows exactly `gzip`: say it that way.
+        let headers = req.headers_mut();
+        headers.remove(axum::http::header::CONTENT_ENCODING);
+        if !codings.is_empty() {
+            headers.insert(
+                axum::http::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
         }
     }
     Ok(next.run(req).await)
@@ -212,14 +290,18 @@ pub fn run(pipeline: Pipeline, config: ServerConfig, token: Option<String>) -> R
 }
 
 /// Serve on `listener` until `shutdown` resolves; in-flight requests finish.
+/// Connections are capped and timed out as the config says (see `timeouts`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let mut limits = timeouts::Limits::from_config(&state.config);
+    limits.max_connections = timeouts::fit_descriptor_limit(limits.max_connections);
+    let listener = timeouts::GuardedListener::new(listener, limits);
     axum::serve(
         listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        app(state).into_make_service_with_connect_info::<timeouts::ConnMeta>(),
     )
     .with_graceful_shutdown(shutdown)
     .await

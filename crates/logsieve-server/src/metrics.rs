@@ -1,7 +1,9 @@
 //! Prometheus metrics: the server's own series (requests, latency, rows,
 //! batch sizes) in a registry, plus the pipeline's and the LLM stage's
 //! counters read at scrape time. The `track` middleware records every
-//! request by its route pattern (never the raw path: bounded cardinality).
+//! request by its route pattern (never the raw path) and its method from a
+//! closed set, so no request can add a series: unknown methods are `other`,
+//! unmatched paths `unmatched`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -199,6 +201,23 @@ impl Default for Metrics {
     }
 }
 
+/// The `method` label: the standard methods by name, anything else `other`.
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Middleware: count and time every request by its route pattern.
 pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
@@ -206,7 +225,7 @@ pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let t0 = Instant::now();
     let resp = next.run(req).await;
     st.metrics
@@ -215,7 +234,7 @@ pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         .observe(t0.elapsed().as_secs_f64());
     st.metrics
         .requests
-        .with_label_values(&[route.as_str(), method.as_str(), resp.status().as_str()])
+        .with_label_values(&[route.as_str(), method, resp.status().as_str()])
         .inc();
     resp
 }

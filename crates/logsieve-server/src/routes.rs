@@ -14,44 +14,102 @@ use axum::Json;
 use logsieve_pipeline::run::clip;
 use logsieve_pipeline::Decision;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::batcher::{BatchError, Row};
 use crate::error::NotReady;
+use crate::openapi::{ClassifyErrors, ErrorBody};
 use crate::{AppError, AppState};
 
-/// `GET /`, `GET /health`: alive, and which stages are on.
-pub async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
+/// Liveness, and which stages are on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+    pub version: &'static str,
+    pub stages: Stages,
+    pub queue: Queue,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stages {
+    /// Rules loaded.
+    pub rules: usize,
+    pub model_loaded: bool,
+    /// `loading`, `loaded` or `failed`.
+    pub model: &'static str,
+    /// Whether the LLM stage is on, and why not.
+    pub llm: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queue {
+    pub in_flight: usize,
+    pub capacity: usize,
+}
+
+/// `GET /health`: alive, and which stages are on.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "Liveness and which stages are on", body = Health)))]
+pub async fn health(State(st): State<Arc<AppState>>) -> Json<Health> {
     let model = match st.encoder.get() {
-        None => "loading".to_string(),
-        Some(Ok(())) => "loaded".to_string(),
-        Some(Err(_)) => "failed".to_string(),
+        None => "loading",
+        Some(Ok(())) => "loaded",
+        Some(Err(_)) => "failed",
     };
-    Json(serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "stages": {
-            "rules": st.pipeline.rules().specs().len(),
-            "model_loaded": matches!(st.encoder.get(), Some(Ok(()))),
-            "model": model,
-            "llm": st.pipeline.llm().status(),
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        stages: Stages {
+            rules: st.pipeline.rules().specs().len(),
+            model_loaded: matches!(st.encoder.get(), Some(Ok(()))),
+            model,
+            llm: st.pipeline.llm().status().to_string(),
         },
-        "queue": { "in_flight": st.batcher.in_flight(), "capacity": st.batcher.capacity() },
-    }))
+        queue: Queue {
+            in_flight: st.batcher.in_flight(),
+            capacity: st.batcher.capacity(),
+        },
+    })
+}
+
+/// `GET /`: the same as `/health`.
+#[utoipa::path(get, path = "/", tag = "service",
+    responses((status = 200, description = "Same as /health", body = Health)))]
+pub async fn root(st: State<Arc<AppState>>) -> Json<Health> {
+    health(st).await
+}
+
+/// `/ready`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    pub status: &'static str,
 }
 
 /// `GET /ready`: 200 once the encoder has loaded and passed its health
 /// check (`Embedder::health`, run once by the loader
 /// thread, so this never touches the encoder), 503 before or if either
 /// failed.
-pub async fn ready(State(st): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, AppError> {
+#[utoipa::path(get, path = "/ready", tag = "service",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Encoder loading, or it failed to load or its health check", body = ErrorBody),
+    ))]
+pub async fn ready(State(st): State<Arc<AppState>>) -> Result<Json<Ready>, AppError> {
     match st.encoder.get() {
         None => Err(NotReady::Loading.into()),
         Some(Err(e)) => Err(e.clone().into()),
-        Some(Ok(())) => Ok(Json(serde_json::json!({ "status": "ready" }))),
+        Some(Ok(())) => Ok(Json(Ready { status: "ready" })),
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "service", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus metrics", content_type = "text/plain", body = String),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -70,19 +128,25 @@ pub async fn method_not_allowed() -> AppError {
 
 /// One row in, as the reference server takes it.
 /// Other fields (timestamps, hosts) are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct LogIn {
+    #[schema(example = "ModernCRM")]
     pub source: String,
+    #[schema(example = "User User1 logged in.")]
     pub log_message: String,
 }
 
 /// One decision out.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Decision)]
 pub struct DecisionOut {
+    #[schema(example = "User Action")]
     pub target_label: String,
+    /// `rule`, `model`, `llm` or `none`.
     pub method: &'static str,
-    /// Rounded to 4 decimals, as in CSV output.
+    /// 0–1, rounded to 4 decimals, as in CSV output.
     pub confidence: f64,
+    /// The rule id, the model's runner-up, or why the row fell through.
     pub detail: String,
 }
 
@@ -97,12 +161,12 @@ impl From<Decision> for DecisionOut {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchIn {
     pub logs: Vec<LogIn>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchOut {
     pub results: Vec<DecisionOut>,
 }
@@ -123,7 +187,10 @@ fn json_body<T: serde::de::DeserializeOwned>(
     if let Some(enc) = headers.get(axum::http::header::CONTENT_ENCODING) {
         let enc = enc.to_str().unwrap_or("?");
         if !enc.trim().eq_ignore_ascii_case("identity") {
-            return Err(AppError::UnsupportedEncoding(enc.to_string()));
+            return Err(AppError::UnsupportedEncoding {
+                got: enc.to_string(),
+                expected: "identity: this route takes plain bodies (gzip is for /classify, /v1/classify and /v1/logs)",
+            });
         }
     }
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -134,7 +201,9 @@ fn json_body<T: serde::de::DeserializeOwned>(
         });
     }
     let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if crate::timeouts::is_body_timeout(&e) {
+            AppError::BodyTimeout(st.config.body_timeout_ms)
+        } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AppError::PayloadTooLarge {
                 limit: st.config.max_body_bytes as u64,
             }
@@ -176,6 +245,13 @@ pub async fn classify_rows(st: &AppState, rows: Vec<Row>) -> Result<Vec<Decision
 }
 
 /// `POST /classify-single`: `{"source","log_message"}` → one decision.
+#[utoipa::path(post, path = "/classify-single", tag = "classify", security(("bearer" = [])),
+    description = "Also at /classify-single/.",
+    request_body = LogIn,
+    responses(
+        (status = 200, description = "The decision", body = DecisionOut),
+        ClassifyErrors,
+    ))]
 pub async fn classify_single(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -190,6 +266,12 @@ pub async fn classify_single(
 }
 
 /// `POST /v1/classify`: `{"logs":[…]}` → `{"results":[…]}`, in order.
+#[utoipa::path(post, path = "/v1/classify", tag = "classify", security(("bearer" = [])),
+    request_body = BatchIn,
+    responses(
+        (status = 200, description = "One decision per line, in input order", body = BatchOut),
+        ClassifyErrors,
+    ))]
 pub async fn classify_batch(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -26,12 +26,15 @@ use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use futures_util::{Stream, StreamExt, TryStreamExt};
-use logsieve_pipeline::io::{self as pio, CsvWriter, Format, JsonlWriter, RowWriter};
+use logsieve_pipeline::io::{
+    self as pio, CsvWriter, Format, JsonlWriter, ReaderOptions, RowReader, RowWriter,
+};
 use logsieve_pipeline::run::{classify_stream_with, RunError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batcher::{BatchError, Row};
+use crate::openapi::{ClassifyErrors, UploadForm};
 use crate::{AppError, AppState};
 
 type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -69,14 +72,28 @@ fn check_length(st: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     }
 }
 
-/// Count bytes as they pass; past `limit` the stream fails (and `exceeded` is set).
-fn limited(s: ByteStream, limit: u64, exceeded: Arc<AtomicBool>) -> ByteStream {
+/// What went wrong with the body itself while it was read.
+#[derive(Default)]
+struct BodyFlags {
+    /// It passed `max_upload_bytes`.
+    exceeded: AtomicBool,
+    /// It stalled: no data within `body_timeout_ms`.
+    stalled: AtomicBool,
+}
+
+/// Count bytes as they pass; past `limit` the stream fails (and `exceeded`
+/// is set). A stalled body (the body-read timeout) sets `stalled`.
+fn limited(s: ByteStream, limit: u64, flags: Arc<BodyFlags>) -> ByteStream {
     let mut seen = 0u64;
     Box::pin(s.map(move |r| {
-        let b = r?;
+        let b = r.inspect_err(|e| {
+            if crate::timeouts::is_body_timeout(e) {
+                flags.stalled.store(true, Ordering::Relaxed);
+            }
+        })?;
         seen += b.len() as u64;
         if seen > limit {
-            exceeded.store(true, Ordering::Relaxed);
+            flags.exceeded.store(true, Ordering::Relaxed);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("the upload exceeds the limit of {limit} bytes"),
@@ -90,56 +107,112 @@ fn body_stream(body: Body) -> ByteStream {
     Box::pin(body.into_data_stream().map_err(io::Error::other))
 }
 
+/// The format of a multipart `file` part, from its content type or name.
+fn part_format(field: &multer::Field<'_>) -> Format {
+    let name = field.file_name();
+    let part_mime = field.content_type().map(|m| m.essence_str().to_ascii_lowercase());
+    match (name, part_mime.as_deref()) {
+        (_, Some(m)) if jsonl_mime(m) => Format::Jsonl,
+        (Some(n), _) => match pio::sniff_format(Some(n), b"") {
+            Format::Jsonl => Format::Jsonl,
+            _ => Format::Csv,
+        },
+        _ => Format::Csv,
+    }
+}
+
+/// The next `file` part of a multipart body, skipping other fields.
+async fn next_file_part(
+    parts: &mut multer::Multipart<'static>,
+) -> Result<Option<multer::Field<'static>>, multer::Error> {
+    loop {
+        match parts.next_field().await? {
+            Some(f) if f.name() == Some("file") => return Ok(Some(f)),
+            Some(_) => continue,
+            None => return Ok(None),
+        }
+    }
+}
+
+/// What an upload reads rows from.
+enum Source {
+    /// A raw body.
+    Body(ByteStream),
+    /// A multipart body: its `file` parts one after the other, from `first`.
+    Parts {
+        parts: multer::Multipart<'static>,
+        first: Box<multer::Field<'static>>,
+    },
+}
+
 /// `POST /classify`, `/classify/`: the upload with four columns added.
+///
+/// A multipart body with several `file` parts has them classified one
+/// after the other, into one answer: they must have the same format (and,
+/// for CSV, the same header); the first part's name names the answer.
+#[utoipa::path(post, path = "/classify", tag = "classify", security(("bearer" = [])),
+    description = "Multipart form with field `file` (as the reference FastAPI server), or a raw text/csv or application/x-ndjson body. The response is the input with target_label, method, confidence and detail added, as an attachment. Also at /classify/.",
+    request_body(content(
+        (UploadForm = "multipart/form-data"),
+        (String = "text/csv"),
+        (String = "application/x-ndjson"),
+    )),
+    responses(
+        (status = 200, description = "The classified file", content(
+            (String = "text/csv"),
+            (String = "application/x-ndjson"),
+        )),
+        ClassifyErrors,
+    ))]
 pub async fn classify_upload(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
     check_length(&st, &headers)?;
+    let flags = Arc::new(BodyFlags::default());
     let (ct, mime) = content_type(&headers);
-    let (input, format, name): (ByteStream, Format, Option<String>) = if mime == "multipart/form-data" {
+    let (source, format, name): (Source, Format, Option<String>) = if mime == "multipart/form-data" {
         let boundary = multer::parse_boundary(&ct)
             .map_err(|e| AppError::BadRequest(format!("bad multipart content type: {e}")))?;
-        let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
-        loop {
-            match parts.next_field().await {
-                Ok(Some(field)) if field.name() == Some("file") => {
-                    let name = field.file_name().map(str::to_string);
-                    let part_mime = field.content_type().map(|m| m.essence_str().to_ascii_lowercase());
-                    let format = match (name.as_deref(), part_mime.as_deref()) {
-                        (_, Some(m)) if jsonl_mime(m) => Format::Jsonl,
-                        (Some(n), _) => match pio::sniff_format(Some(n), b"") {
-                            Format::Jsonl => Format::Jsonl,
-                            _ => Format::Csv,
-                        },
-                        _ => Format::Csv,
-                    };
-                    let s: ByteStream = Box::pin(field.map_err(io::Error::other));
-                    break (s, format, name);
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {
-                    return Err(AppError::Validation {
-                        message: "the multipart body has no `file` field".into(),
-                        line: None,
-                        column: None,
-                    })
-                }
-                Err(e) => return Err(AppError::BadRequest(format!("unreadable multipart body: {e}"))),
+        let input = limited(body_stream(body), st.config.max_upload_bytes, flags.clone());
+        let guarded = crate::multipart_guard::Guard::new(input, &boundary);
+        let mut parts = multer::Multipart::new(guarded, boundary);
+        match next_file_part(&mut parts).await {
+            Ok(Some(first)) => {
+                let name = first.file_name().map(str::to_string);
+                let format = part_format(&first);
+                (
+                    Source::Parts {
+                        parts,
+                        first: Box::new(first),
+                    },
+                    format,
+                    name,
+                )
             }
+            Ok(None) => return Err(AppError::validation("the multipart body has no `file` field")),
+            Err(_) if flags.exceeded.load(Ordering::Relaxed) => {
+                return Err(AppError::PayloadTooLarge {
+                    limit: st.config.max_upload_bytes,
+                })
+            }
+            Err(_) if flags.stalled.load(Ordering::Relaxed) => {
+                return Err(AppError::BodyTimeout(st.config.body_timeout_ms))
+            }
+            Err(e) => return Err(AppError::BadRequest(format!("unreadable multipart body: {e}"))),
         }
     } else if matches!(mime.as_str(), "text/csv" | "application/csv") {
-        (body_stream(body), Format::Csv, None)
+        (Source::Body(body_stream(body)), Format::Csv, None)
     } else if jsonl_mime(&mime) {
-        (body_stream(body), Format::Jsonl, None)
+        (Source::Body(body_stream(body)), Format::Jsonl, None)
     } else {
         return Err(AppError::UnsupportedMediaType {
             got: if ct.is_empty() { "(none)".into() } else { ct },
             expected: "multipart/form-data (field `file`), text/csv or application/x-ndjson",
         });
     };
-    let body = stream_classify(&st, input, format).await?;
+    let body = stream_classify(&st, source, format, flags).await?;
     let (kind, ext) = match format {
         Format::Jsonl => ("application/x-ndjson", "jsonl"),
         _ => ("text/csv; charset=utf-8", "csv"),
@@ -156,6 +229,13 @@ pub async fn classify_upload(
 
 /// `POST /v1/logs`: NDJSON in (one object per line with `source` and
 /// `log_message`; other fields kept), NDJSON out, for log shippers.
+#[utoipa::path(post, path = "/v1/logs", tag = "classify", security(("bearer" = [])),
+    description = "One JSON object per line with `source` and `log_message`; other fields are kept and the four decision fields added. Streamed. Send `Content-Encoding: gzip` to post compressed batches (Vector's http sink, Fluent Bit's http output).",
+    request_body(content((String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "The lines with their decisions", content((String = "application/x-ndjson"))),
+        ClassifyErrors,
+    ))]
 pub async fn ingest_logs(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -169,7 +249,8 @@ pub async fn ingest_logs(
             expected: "application/x-ndjson",
         });
     }
-    let body = stream_classify(&st, body_stream(body), Format::Jsonl).await?;
+    let flags = Arc::new(BodyFlags::default());
+    let body = stream_classify(&st, Source::Body(body_stream(body)), Format::Jsonl, flags).await?;
     let mut resp = Response::new(body);
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -202,15 +283,21 @@ fn safe_stem(name: Option<&str>) -> String {
 
 /// Start classifying `input` on a blocking thread; the response body once
 /// the first rows are through (or the error that stopped them).
-async fn stream_classify(st: &Arc<AppState>, input: ByteStream, format: Format) -> Result<Body, AppError> {
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let input = limited(input, st.config.max_upload_bytes, exceeded.clone());
-    // Created here: the bridge needs the runtime's handle.
-    let src = SyncIoBridge::new(StreamReader::new(input));
+async fn stream_classify(
+    st: &Arc<AppState>,
+    source: Source,
+    format: Format,
+    flags: Arc<BodyFlags>,
+) -> Result<Body, AppError> {
+    let source = match source {
+        Source::Body(input) => Source::Body(limited(input, st.config.max_upload_bytes, flags.clone())),
+        parts => parts, // limited before multer saw it
+    };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let task_st = st.clone();
-    tokio::task::spawn_blocking(move || run_upload(&task_st, src, format, ready_tx, tx, &exceeded));
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || run_upload(&task_st, handle, source, format, ready_tx, tx, &flags));
     match tokio::time::timeout(st.request_timeout(), ready_rx).await {
         Err(_) => Err(AppError::Timeout(st.config.request_timeout_ms)),
         Ok(Err(_)) => Err(AppError::Internal(
@@ -249,28 +336,183 @@ fn batch_error(e: BatchError, st: &AppState) -> AppError {
     }
 }
 
+/// A blocking row reader over a byte stream, each line (record) kept to
+/// `options.max_line_bytes`.
+fn stream_reader(
+    input: ByteStream,
+    handle: &tokio::runtime::Handle,
+    format: Format,
+    options: ReaderOptions,
+) -> Result<Box<dyn RowReader>, pio::InputError> {
+    let src = SyncIoBridge::new_with_handle(StreamReader::new(input), handle.clone());
+    pio::reader_with(BufReader::with_capacity(64 * 1024, src), format, None, options)
+}
+
+/// The rows of every `file` part of a multipart body, one part after the
+/// other. Later parts must have the first one's format and header; notes and
+/// errors about them name the part.
+struct PartsReader {
+    parts: multer::Multipart<'static>,
+    current: Option<Box<dyn RowReader>>,
+    handle: tokio::runtime::Handle,
+    format: Format,
+    options: ReaderOptions,
+    header: Option<Vec<String>>,
+    /// The current part: its number (1-based) and file name.
+    part: usize,
+    name: String,
+}
+
+impl PartsReader {
+    fn start(
+        parts: multer::Multipart<'static>,
+        first: multer::Field<'static>,
+        handle: tokio::runtime::Handle,
+        format: Format,
+        options: ReaderOptions,
+    ) -> Result<Self, pio::InputError> {
+        let name = first.file_name().unwrap_or("").to_string();
+        let current = stream_reader(
+            Box::pin(first.map_err(io::Error::other)),
+            &handle,
+            format,
+            options,
+        )?;
+        let header = current.header().map(<[String]>::to_vec);
+        Ok(Self {
+            parts,
+            current: Some(current),
+            handle,
+            format,
+            options,
+            header,
+            part: 1,
+            name,
+        })
+    }
+
+    fn which(&self) -> String {
+        format!("file part {} (`{}`)", self.part, self.name)
+    }
+
+    /// Open the next `file` part; `Ok(false)` when there is none.
+    fn next_part(&mut self) -> Result<bool, pio::InputError> {
+        let field = match self.handle.block_on(next_file_part(&mut self.parts)) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(pio::InputError::new(0, format!("unreadable multipart body: {e}"))),
+        };
+        self.part += 1;
+        self.name = field.file_name().unwrap_or("").to_string();
+        let format = part_format(&field);
+        if format != self.format {
+            return Err(pio::InputError::new(
+                1,
+                format!(
+                    "{} is {format:?} but the first file part is {:?}; send one format per request",
+                    self.which(),
+                    self.format
+                ),
+            ));
+        }
+        let reader = stream_reader(
+            Box::pin(field.map_err(io::Error::other)),
+            &self.handle,
+            format,
+            self.options,
+        )
+        .map_err(|mut e| {
+            e.message = format!("{}: {}", self.which(), e.message);
+            e
+        })?;
+        let header = reader.header().map(<[String]>::to_vec);
+        if header != self.header {
+            return Err(pio::InputError::new(
+                1,
+                format!(
+                    "{}: its header ({}) differs from the first file part's ({}); send files with one header per request",
+                    self.which(),
+                    header.unwrap_or_default().join(", "),
+                    self.header.clone().unwrap_or_default().join(", ")
+                ),
+            ));
+        }
+        self.current = Some(reader);
+        Ok(true)
+    }
+}
+
+impl RowReader for PartsReader {
+    fn next_row(&mut self) -> Option<Result<pio::InputRow, pio::InputError>> {
+        loop {
+            let next = self.current.as_mut()?.next_row();
+            match next {
+                Some(Ok(mut row)) => {
+                    if self.part > 1 && !row.note.is_empty() {
+                        row.note = format!("{}: {}", self.which(), row.note);
+                    }
+                    return Some(Ok(row));
+                }
+                Some(Err(mut e)) => {
+                    if self.part > 1 {
+                        e.message = format!("{}: {}", self.which(), e.message);
+                    }
+                    return Some(Err(e));
+                }
+                None => {
+                    // The part's stream must be gone before multer reads on.
+                    self.current = None;
+                    match self.next_part() {
+                        Ok(true) => continue,
+                        Ok(false) => return None,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn header(&self) -> Option<&[String]> {
+        self.header.as_deref()
+    }
+}
+
 fn run_upload(
     st: &AppState,
-    src: impl io::Read,
+    handle: tokio::runtime::Handle,
+    source: Source,
     format: Format,
     ready_tx: oneshot::Sender<Result<(), AppError>>,
     tx: mpsc::Sender<io::Result<Bytes>>,
-    exceeded: &AtomicBool,
+    flags: &BodyFlags,
 ) {
     let mut ready: Ready = Some(ready_tx);
-    let too_large = || AppError::PayloadTooLarge {
-        limit: st.config.max_upload_bytes,
+    // A request's memory must not depend on its body: no line is kept
+    // beyond what is classified of it.
+    let options = ReaderOptions {
+        max_line_bytes: Some(st.pipeline.config().input.max_message_bytes.max(1)),
     };
-    let input = BufReader::with_capacity(64 * 1024, src);
-    let mut reader = match pio::reader(input, format, None) {
+    let body_error = |fallback: AppError| {
+        if flags.exceeded.load(Ordering::Relaxed) {
+            AppError::PayloadTooLarge {
+                limit: st.config.max_upload_bytes,
+            }
+        } else if flags.stalled.load(Ordering::Relaxed) {
+            AppError::BodyTimeout(st.config.body_timeout_ms)
+        } else {
+            fallback
+        }
+    };
+    let opened: Result<Box<dyn RowReader>, pio::InputError> = match source {
+        Source::Body(input) => stream_reader(input, &handle, format, options),
+        Source::Parts { parts, first } => {
+            PartsReader::start(parts, *first, handle.clone(), format, options).map(|r| Box::new(r) as _)
+        }
+    };
+    let mut reader = match opened {
         Ok(r) => r,
         Err(e) => {
-            let e = if exceeded.load(Ordering::Relaxed) {
-                too_large()
-            } else {
-                AppError::input(e)
-            };
-            answer(&mut ready, Err(e));
+            answer(&mut ready, Err(body_error(AppError::input(e))));
             return;
         }
     };
@@ -338,15 +580,7 @@ fn run_upload(
                 answer(&mut ready, Ok(())); // input with no rows
             }
             Some(f) => {
-                let e = if exceeded.load(Ordering::Relaxed) {
-                    too_large()
-                } else {
-                    AppError::Validation {
-                        message: f.clone(),
-                        line: None,
-                        column: None,
-                    }
-                };
+                let e = body_error(AppError::validation(f.clone()));
                 tracing::warn!(rows = summary.rows, error = %e, "upload stopped early");
                 if ready.is_some() {
                     answer(&mut ready, Err(e));

@@ -1,7 +1,7 @@
 //! Grouping accuracy and warm throughput of the template miner on loghub-2k,
 //! beside Drain's published GA. One configuration for every system.
 //!
-//! cargo run --release -p logsieve-templates --example loghub_ga -- /work/shared/datasets/loghub-2k
+//! cargo run --release -p logsieve-templates --example loghub_ga -- ../shared/datasets/loghub-2k
 //!     [--lines N] [--only SYSTEM] [--errors SYSTEM [--raw]] [--no-throughput] [--config MINER_JSON] [--shuffle SEED]
 //!     [--threads N]  (raw log l/s: N threads sharing one miner, in total)
 
@@ -50,7 +50,7 @@ fn main() {
     let dir = PathBuf::from(
         args.first()
             .map(String::as_str)
-            .unwrap_or("/work/shared/datasets/loghub-2k"),
+            .unwrap_or("../shared/datasets/loghub-2k"),
     );
     let flag = |name: &str| {
         args.iter()

@@ -1,7 +1,7 @@
 //! Prints each input line (stdin) masked with the built-in rules: a quick
 //! way to check masking on a new log format.
 //!
-//! head -5 /work/shared/datasets/loghub-2k/BGL/BGL_2k.log | cargo run -p logsieve-templates --example mask_lines
+//! head -5 ../shared/datasets/loghub-2k/BGL/BGL_2k.log | cargo run -p logsieve-templates --example mask_lines
 
 use std::io::BufRead;
 

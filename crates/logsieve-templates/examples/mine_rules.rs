@@ -1,7 +1,7 @@
 //! Mines rules from a labelled CSV (`source`, `log_message`, `target_label`
 //! columns, as in synthetic_logs.csv) and prints them as rules TOML.
 //!
-//! cargo run --release -p logsieve-templates --example mine_rules -- /work/shared/datasets/synthetic_logs.csv [MIN_SUPPORT]
+//! cargo run --release -p logsieve-templates --example mine_rules -- ../shared/datasets/synthetic_logs.csv [MIN_SUPPORT]
 
 use logsieve_templates::{mine_rules, rules_to_toml, MineOptions};
 

@@ -34,7 +34,7 @@ pub use miner::{
     SNAPSHOT_FORMAT_VERSION, WILDCARD,
 };
 pub use output::{templates_json, templates_table, LineAnnotator, LineRecord};
-pub use rules::{mine_rules, rules_to_toml, MineOptions, MinedRule};
+pub use rules::{mine_rules, mine_rules_with, rules_to_toml, MineOptions, MinedRule};
 
 /// `NAME` of a typed placeholder `<NAME>`: a capital letter, then capitals,
 /// digits or `_`.

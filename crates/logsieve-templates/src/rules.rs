@@ -81,7 +81,13 @@ pub struct MinedRule {
 /// Mines rules from `(source, message, label)` rows. Rules come out in
 /// order of support, largest first.
 pub fn mine_rules(rows: &[(&str, &str, &str)], opts: &MineOptions) -> Vec<MinedRule> {
-    let miner = Miner::new(opts.miner.clone(), Masker::builtin());
+    mine_rules_with(rows, opts, Masker::builtin())
+}
+
+/// [`mine_rules`] with these masking rules (the configuration's) instead of
+/// the built-in ones.
+pub fn mine_rules_with(rows: &[(&str, &str, &str)], opts: &MineOptions, masker: Masker) -> Vec<MinedRule> {
+    let miner = Miner::new(opts.miner.clone(), masker);
     let ids: Vec<u64> = rows
         .iter()
         .map(|(_, msg, _)| miner.add(msg).template_id)

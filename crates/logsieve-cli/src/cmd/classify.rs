@@ -1,17 +1,25 @@
 //! `logsieve classify`: label every row of an input, streaming.
+//!
+//! The output file is written beside its target under a temporary name and
+//! renamed into place only when the run finishes, so the target never holds
+//! a half-written file: a run that stops early (a fatal input error, a write
+//! error, SIGINT/SIGTERM) leaves what it wrote under `<target>.partial`, and
+//! one that is killed leaves the target as it was. An output naming the
+//! input itself is refused before anything is opened for writing.
 
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use logsieve_pipeline::io::{self, CountingReader, CsvWriter, Format, JsonlWriter, RowWriter};
+use logsieve_pipeline::io::{self, CountingReader, CsvWriter, Format, JsonlWriter, RowReader, RowWriter};
 use logsieve_pipeline::run::classify_stream;
 
-use crate::common::{llm_summary, open_input, ConfigArgs};
+use crate::common::{llm_summary, ConfigArgs};
+use crate::interrupt::{self, open_input, StopAt, EXIT_INTERRUPTED};
+use crate::output::{refuse_same_file, Output};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,8 +58,12 @@ struct StatsReport {
 }
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
+    // First, so that a signal at any point from here is a clean stop.
+    let stop = interrupt::install().context("installing signal handlers")?;
+    let out_path = a.output.clone().filter(|p| p.as_os_str() != "-");
+    refuse_same_file(a.input.as_deref(), out_path.as_deref())?;
     let pipeline = cfg.pipeline()?;
-    let (input, len, name) = open_input(a.input.as_ref())?;
+    let (input, len, name) = open_input(a.input.as_ref(), stop.clone())?;
     let shown = name.clone().unwrap_or_else(|| "<stdin>".into());
     let mut input = std::io::BufReader::with_capacity(256 * 1024, CountingReader::new(input));
     let counter = input.get_ref().counter.clone();
@@ -67,15 +79,13 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         f => f,
     });
     anyhow::ensure!(out_format != Format::Text, "--output-format must be csv or jsonl");
-    let mut reader =
-        io::reader(input, format, a.source.clone()).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
-    let out: Box<dyn Write> = match &a.output {
-        Some(p) if p.as_os_str() != "-" => {
-            Box::new(File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)
-        }
-        _ => Box::new(std::io::stdout().lock()),
+    let reader = io::reader(input, format, a.source.clone()).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    let mut reader = StopAt {
+        inner: reader,
+        stop: stop.clone(),
     };
-    let out = BufWriter::with_capacity(256 * 1024, out);
+    let mut output = Output::open(out_path.as_deref())?;
+    let out = BufWriter::with_capacity(256 * 1024, output.writer()?);
     let mut writer: Box<dyn RowWriter> = match out_format {
         Format::Csv => {
             let h = reader.header().map(<[String]>::to_vec);
@@ -98,11 +108,44 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         ProgressBar::hidden()
     };
     let t0 = Instant::now();
-    let summary = classify_stream(&pipeline, reader.as_mut(), writer.as_mut(), |s| {
+    let result = classify_stream(&pipeline, &mut reader, writer.as_mut(), |s| {
         bar.set_position(counter.load(Ordering::Relaxed));
         bar.set_message(format!("{} rows", s.rows));
-    })?;
+    });
+    drop(writer);
     bar.finish_and_clear();
+    let interrupted = stop.load(Ordering::Relaxed);
+    let summary = match result {
+        Ok(s) if s.fatal.is_none() && !interrupted => {
+            output.commit()?;
+            s
+        }
+        Ok(s) => {
+            let kept = output.keep_partial()?;
+            if interrupted {
+                eprintln!(
+                    "interrupted: the {} rows read were classified and written{}",
+                    s.rows,
+                    kept.map(|p| format!(" to {}", p.display())).unwrap_or_default()
+                );
+                return Ok(EXIT_INTERRUPTED);
+            }
+            if let Some(p) = kept {
+                eprintln!(
+                    "note: the run stopped early; the {} rows written are in {}",
+                    s.rows,
+                    p.display()
+                );
+            }
+            s
+        }
+        Err(e) => {
+            if let Ok(Some(p)) = output.keep_partial() {
+                eprintln!("note: what was written before the error is in {}", p.display());
+            }
+            return Err(e.into());
+        }
+    };
     let secs = t0.elapsed().as_secs_f64();
     if summary.rows == 0 && summary.fatal.is_none() {
         eprintln!("warning: {shown}: no rows after the header");

@@ -1,11 +1,18 @@
-//! `logsieve eval`: run the whole cascade on labelled rows and score it.
+//! `logsieve eval`: run the whole cascade on labelled rows and score it, or
+//! (`--leave-one-out source`) hold out each source in turn, train on the
+//! rest and score the model stage on it.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
+use logsieve_linear::TrainOptions;
 use logsieve_pipeline::eval::{evaluate, select, Split};
+use logsieve_pipeline::loso::leave_one_source_out;
+use logsieve_pipeline::train::TrainSettings;
 
-use crate::common::{llm_summary, ConfigArgs, LabelledArgs};
+use crate::cmd::train::{input_parser, HybridArgs};
+use crate::common::{llm_summary, read_labelled_file, ConfigArgs, LabelledArgs};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SplitArg {
@@ -14,13 +21,33 @@ pub enum SplitArg {
     Train,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LeaveOut {
+    /// Each source (system) of --data in turn.
+    Source,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub labelled: LabelledArgs,
-    /// Which rows: all, or the test/train part of training's stratified split.
+    /// Which rows: all, or the test/train part of training's stratified split (per file).
     #[arg(long, value_enum, default_value = "all")]
     pub split: SplitArg,
+    /// Hold out each source of --data in turn: train the hybrid model on the
+    /// other sources and --train-data, score the held-out source's lines
+    /// (model stage alone, no rules, no LLM).
+    #[arg(long, value_enum)]
+    pub leave_one_out: Option<LeaveOut>,
+    /// Labelled files always in training with --leave-one-out (the seed set).
+    #[arg(long)]
+    pub train_data: Vec<PathBuf>,
+    #[command(flatten)]
+    pub hybrid: HybridArgs,
+    #[arg(long, default_value_t = 500)]
+    pub max_iterations: u64,
+    #[arg(long, default_value = "masked", value_parser = input_parser())]
+    pub input: logsieve_linear::EncoderInput,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -28,14 +55,55 @@ pub struct Args {
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let pipeline = cfg.pipeline()?;
-    let (_, rows) = a.labelled.read()?;
+    let t0 = Instant::now();
+    if a.leave_one_out.is_some() {
+        let data = a.labelled.read()?;
+        let mut always = Vec::new();
+        for p in &a.train_data {
+            always.extend(read_labelled_file(p)?.rows);
+        }
+        let settings = TrainSettings {
+            test_fraction: a.labelled.test_fraction,
+            seed: a.labelled.seed,
+            options: TrainOptions::default(),
+            refit_all: true,
+            threshold: cfg.threshold.unwrap_or(0.5),
+            input: a.input,
+            examples_per_label: 0,
+        };
+        let report = leave_one_source_out(
+            &pipeline,
+            &always,
+            &data,
+            &a.hybrid.labels()?,
+            &settings,
+            &a.hybrid.options(a.max_iterations),
+        )?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!(
+                "leave-one-source-out over {} sources ({} lines), {} always-in rows, in {:.1}s\n",
+                report.sources.len(),
+                data.len(),
+                always.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            print!("{}", report.to_text());
+        }
+        return Ok(0);
+    }
     let split = match a.split {
         SplitArg::All => Split::All,
         SplitArg::Test => Split::Test,
         SplitArg::Train => Split::Train,
     };
-    let rows = select(&rows, split, a.labelled.test_fraction, a.labelled.seed);
-    let t0 = Instant::now();
+    let rows: Vec<_> = a
+        .labelled
+        .read_each()?
+        .into_iter()
+        .flat_map(|f| select(&f.rows, split, a.labelled.test_fraction, a.labelled.seed))
+        .collect();
     let (report, _) = evaluate(&pipeline, &rows);
     let secs = t0.elapsed().as_secs_f64();
     if let Some(line) = llm_summary(&pipeline) {

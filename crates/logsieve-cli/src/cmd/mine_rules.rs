@@ -1,13 +1,14 @@
 //! `logsieve mine-rules`: templates whose lines all carry one label become
 //! regex rules (literal parts escaped, variables as character classes),
-//! mined on the training part of the split and scored on the held-out part.
+//! mined on the training part of the split and scored on the held-out part,
+//! with the configuration's masking rules.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use logsieve_linear::split::stratified_split;
 use logsieve_rules::Rules;
-use logsieve_templates::{mine_rules, rules_to_toml, MineOptions};
+use logsieve_templates::{mine_rules_with, rules_to_toml, MineOptions};
 
 use crate::common::{ConfigArgs, LabelledArgs};
 
@@ -29,8 +30,10 @@ pub struct Args {
     pub all: bool,
 }
 
-pub fn run(_cfg: &ConfigArgs, a: Args) -> Result<i32> {
-    let (_, rows) = a.labelled.read()?;
+pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
+    // Templates are mined on the text the configuration masks.
+    let masker = crate::common::masker(&cfg.load()?)?;
+    let rows = a.labelled.read()?;
     let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
     let is_test = if a.all {
         vec![false; rows.len()]
@@ -48,7 +51,7 @@ pub fn run(_cfg: &ConfigArgs, a: Args) -> Result<i32> {
         min_purity: a.min_purity,
         ..MineOptions::default()
     };
-    let mined = mine_rules(&train, &opts);
+    let mined = mine_rules_with(&train, &opts, masker);
     let toml = rules_to_toml(&mined);
     std::fs::write(&a.out, &toml).with_context(|| format!("{}: cannot write", a.out.display()))?;
     // The file must load as logsieve rules.

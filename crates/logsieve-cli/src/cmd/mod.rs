@@ -7,7 +7,7 @@ mod mine_rules;
 mod model;
 mod serve;
 mod templates;
-mod train;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 

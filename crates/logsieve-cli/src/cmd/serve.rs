@@ -33,6 +33,18 @@ pub struct Args {
     /// Largest upload in bytes; larger is 413 [server.max_upload_bytes].
     #[arg(long, env = "LOGSIEVE_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// Open connections at once; one more is answered 503 and closed [server.max_connections].
+    #[arg(long, env = "LOGSIEVE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Milliseconds a request's headers may take [server.header_timeout_ms].
+    #[arg(long, env = "LOGSIEVE_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds a keep-alive connection may stay idle [server.idle_timeout_ms].
+    #[arg(long, env = "LOGSIEVE_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Milliseconds a request body (or a client reading its answer) may stall [server.body_timeout_ms].
+    #[arg(long, env = "LOGSIEVE_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
     /// CORS origin to allow (repeat, or comma-separate; `*` for any) [server.cors_origins].
     #[arg(long = "cors-origin", env = "LOGSIEVE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -40,7 +52,8 @@ pub struct Args {
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let config = cfg.load()?;
-    let mut server = config.server.clone();
+    let file = cfg.file()?;
+    let mut server = logsieve_server::ServerConfig::from_toml(&file.text, &file.path)?;
     if let Some(h) = a.host {
         server.host = h;
     }
@@ -64,6 +77,18 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     }
     if let Some(n) = a.max_upload_bytes {
         server.max_upload_bytes = n;
+    }
+    if let Some(n) = a.max_connections {
+        server.max_connections = n;
+    }
+    if let Some(n) = a.header_timeout_ms {
+        server.header_timeout_ms = n;
+    }
+    if let Some(n) = a.idle_timeout_ms {
+        server.idle_timeout_ms = n;
+    }
+    if let Some(n) = a.body_timeout_ms {
+        server.body_timeout_ms = n;
     }
     if !a.cors_origins.is_empty() {
         server.cors_origins = a.cors_origins;

@@ -2,7 +2,7 @@
 //! counts (table or JSON), or `--per-line` one JSON object per input line,
 //! in input order, with `template_id`, `template` and its parameters.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -18,7 +18,8 @@ pub struct Args {
     /// CSV / JSON lines (the `log_message` field). `-` or nothing: stdin.
     pub input: Option<PathBuf>,
     /// Input format: text, csv or jsonl. Default: from the file name (.csv,
-    /// .jsonl), else text.
+    /// .jsonl, .log, …), else JSON lines when the input starts with `{`, else
+    /// text (as `classify` sniffs, with text instead of CSV as the fallback).
     #[arg(long)]
     pub format: Option<Format>,
     /// One JSON object per input line instead of the template list.
@@ -44,12 +45,29 @@ pub struct Args {
     pub output: Option<PathBuf>,
 }
 
+/// This command's part of the configuration file: `[templates]
+/// max_templates` (the rest of the table is the cascade's).
+#[derive(serde::Deserialize)]
+struct TemplatesFile {
+    #[serde(default)]
+    templates: TemplatesTable,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct TemplatesTable {
+    /// Most templates the miner keeps; past it the least recently matched
+    /// one is evicted (bounded memory on endless streams). 0: unlimited.
+    /// `--max-templates` overrides it.
+    #[serde(default)]
+    max_templates: usize,
+}
+
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let config = cfg.load()?;
     let masker = crate::common::masker(&config)?;
-    let cap = a
-        .max_templates
-        .or((config.templates.max_templates > 0).then_some(config.templates.max_templates));
+    let file: TemplatesFile = cfg.file()?.parse()?;
+    let configured = file.templates.max_templates;
+    let cap = a.max_templates.or((configured > 0).then_some(configured));
     let miner = match &a.restore {
         Some(p) => {
             let m = Miner::load(p, masker)?;
@@ -68,13 +86,14 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     };
     let (input, _, name) = open_input(a.input.as_ref())?;
     let shown = name.clone().unwrap_or_else(|| "<stdin>".into());
-    let format = a.format.unwrap_or(
-        match name.as_deref().and_then(|n| n.rsplit_once('.')).map(|x| x.1) {
-            Some("csv") => Format::Csv,
-            Some("jsonl" | "ndjson") => Format::Jsonl,
-            _ => Format::Text,
-        },
-    );
+    let mut input = input;
+    let format = match a.format {
+        Some(f) => f,
+        None => {
+            let head = input.fill_buf().context("reading input")?;
+            io::sniff_format_or(name.as_deref(), head, Format::Text)
+        }
+    };
     let mut reader =
         io::reader(input, format, Some(String::new())).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
     let out: Box<dyn Write> = match &a.output {

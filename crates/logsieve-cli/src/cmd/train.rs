@@ -1,28 +1,89 @@
-//! `logsieve train`: fit the model stage on labelled rows, print the
-//! held-out report, write the artifact.
+//! `logsieve train`: fit the model stage on labelled rows (one or more
+//! files), print the held-out report, write the artifact.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use logsieve_linear::hybrid::HybridOptions;
 use logsieve_linear::{Balance, EncoderInput, TrainOptions};
+use logsieve_pipeline::labels::{builtin_labels, parse_labels, LabelSpec};
 use logsieve_pipeline::train::{save, train, TrainSettings};
+use logsieve_pipeline::train_hybrid::{train_hybrid, DataSet};
+use sha2::{Digest, Sha256};
 
 use crate::common::{ConfigArgs, LabelledArgs};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Kind {
+    /// Vector + words, label prototypes, calibrated, aware of unfamiliar lines.
+    Hybrid,
+    /// Logistic regression on the vector alone (the seed design).
+    Linear,
+}
+
+/// The hybrid model's settings, shared by `train` and `eval --leave-one-out`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HybridArgs {
+    /// Inverse L2 strength (scikit-learn's C) of the hybrid model.
+    #[arg(long, default_value_t = 10.0)]
+    pub c: f64,
+    /// Weight of each label prototype row (a distinct training text weighs 1).
+    #[arg(long, default_value_t = 3.0)]
+    pub prototype_weight: f64,
+    /// Source-grouped folds for calibration.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Below this similarity to every training text and prototype a line is unfamiliar.
+    #[arg(long, default_value_t = 0.35)]
+    pub min_similarity: f32,
+    /// Label definitions and prototypes (TOML, as config/labels.toml); default: built in.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+}
+
+impl HybridArgs {
+    pub fn options(&self, max_iterations: u64) -> HybridOptions {
+        HybridOptions {
+            c: self.c,
+            prototype_weight: self.prototype_weight,
+            folds: self.folds,
+            max_iterations,
+            min_similarity: self.min_similarity,
+            ..HybridOptions::default()
+        }
+    }
+
+    pub fn labels(&self) -> Result<Vec<LabelSpec>> {
+        match &self.labels {
+            None => Ok(builtin_labels()),
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
+                Ok(parse_labels(&text, &p.display().to_string())?)
+            }
+        }
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub labelled: LabelledArgs,
-    /// Directory to write classifier.json into.
+    /// Directory to write classifier.json (and the hybrid model's bank) into.
     #[arg(long)]
     pub out: PathBuf,
-    /// L2 penalty (sklearn's 1/C).
+    /// Which classifier.
+    #[arg(long, value_enum, default_value = "hybrid")]
+    pub kind: Kind,
+    #[command(flatten)]
+    pub hybrid: HybridArgs,
+    /// L2 penalty of the linear model (sklearn's 1/C).
     #[arg(long, default_value_t = 1.0)]
     pub alpha: f64,
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 500)]
     pub max_iterations: u64,
-    /// Train on rows as they are instead of balancing rare labels.
+    /// Linear model: train on rows as they are instead of balancing rare labels.
     #[arg(long)]
     pub no_balance: bool,
     /// After the held-out report, refit on every row (the held-out part included).
@@ -41,7 +102,7 @@ pub struct Args {
     pub json: bool,
 }
 
-fn input_parser() -> impl clap::builder::TypedValueParser<Value = EncoderInput> {
+pub(crate) fn input_parser() -> impl clap::builder::TypedValueParser<Value = EncoderInput> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new([EncoderInput::Masked.as_str(), EncoderInput::Raw.as_str()])
         .map(|s| s.parse::<EncoderInput>().expect("one of the possible values"))
@@ -49,7 +110,7 @@ fn input_parser() -> impl clap::builder::TypedValueParser<Value = EncoderInput> 
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let pipeline = cfg.pipeline()?;
-    let (bytes, rows) = a.labelled.read()?;
+    let files = a.labelled.read_each()?;
     let settings = TrainSettings {
         test_fraction: a.labelled.test_fraction,
         seed: a.labelled.seed,
@@ -68,26 +129,59 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         examples_per_label: a.examples_per_label,
     };
     let t0 = Instant::now();
-    let name = a
-        .labelled
-        .data
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let trained = train(&pipeline, &rows, &name, &bytes, &settings)?;
+    let name = |p: &PathBuf| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let rows_total: usize = files.iter().map(|f| f.rows.len()).sum();
+    let trained = match a.kind {
+        Kind::Linear => {
+            if files.len() != 1 {
+                anyhow::bail!("--kind linear trains on one --data file, got {}", files.len());
+            }
+            let f = &files[0];
+            train(&pipeline, &f.rows, &name(&f.path), &f.bytes, &settings)?
+        }
+        Kind::Hybrid => {
+            let data: Vec<DataSet> = files
+                .into_iter()
+                .map(|f| DataSet {
+                    name: name(&f.path),
+                    sha256: hex::encode(Sha256::digest(&f.bytes)),
+                    rows: f.rows,
+                })
+                .collect();
+            train_hybrid(
+                &pipeline,
+                &data,
+                &a.hybrid.labels()?,
+                &settings,
+                &a.hybrid.options(a.max_iterations),
+            )?
+        }
+    };
     save(&trained, &a.out)?;
     let art = &trained.artifact;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&art.heldout)?);
     } else {
         println!(
-            "{} rows; {} claimed by rules or routes; model fitted on {} rows ({}) in {:.1}s",
-            rows.len(),
-            trained.claimed,
+            "{rows_total} rows; model fitted on {} rows ({}{}) in {:.1}s",
             art.training.rows_fitted,
             art.training.fitted_on,
+            art.training
+                .units
+                .map(|u| format!(", {u} distinct texts"))
+                .unwrap_or_default(),
             t0.elapsed().as_secs_f64()
         );
+        if let Some(o) = &art.training.out_of_fold {
+            println!(
+                "calibration folds (sources held out): accuracy {:.3}, coverage {:.3} at {:.2} with selective accuracy {:.3}, ECE {:.3}",
+                o.accuracy, o.coverage, o.threshold, o.selective_accuracy, o.ece
+            );
+        }
         if let Some(r) = &art.heldout {
             println!(
                 "\nmodel stage on the held-out {:.0}% (seed {}):\n{}",

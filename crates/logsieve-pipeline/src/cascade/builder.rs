@@ -28,6 +28,8 @@ use crate::examples::ExampleBank;
 
 /// The model trained from the seed dataset, built into the binary.
 pub const DEFAULT_CLASSIFIER_JSON: &str = include_str!("../../../../models/default/classifier.json");
+/// The built-in model's familiarity bank (see `logsieve_linear::hybrid`).
+pub const DEFAULT_BANK: &[u8] = include_bytes!("../../../../models/default/bank.safetensors");
 
 /// Why a pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +77,11 @@ impl ModelParts {
 
     /// The built-in model (compiled in; reads no file).
     pub fn builtin() -> Result<Self, logsieve_linear::ArtifactError> {
-        let a = Artifact::from_json(
+        let mut a = Artifact::from_json(
             DEFAULT_CLASSIFIER_JSON,
             "<built-in models/default/classifier.json>",
         )?;
+        a.attach_bank(DEFAULT_BANK, "<built-in models/default/bank.safetensors>")?;
         Ok(Self::from_artifact(&a))
     }
 }
@@ -227,7 +230,16 @@ impl PipelineBuilder {
                 labels.extend(parts.examples.iter().map(|e| e.label.clone()));
                 labels.sort();
                 labels.dedup();
-                LlmStage::new(config.llm.clone(), &labels, self.api_key)?
+                let mut llm = config.llm.clone();
+                // Unless the configuration describes the labels itself, the
+                // LLM knows the taxonomy's (LLM-only labels included).
+                if llm.labels.is_empty() {
+                    llm.labels = crate::labels::builtin_labels()
+                        .into_iter()
+                        .map(|l| (l.name, l.description))
+                        .collect();
+                }
+                LlmStage::new(llm, &labels, self.api_key)?
             }
         };
         let masker = self.masker.unwrap_or_else(Masker::builtin);

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use logsieve_embed::{EmbedError, Embedder};
-use logsieve_linear::{decide, Classifier, EncoderInput};
+use logsieve_linear::{decide, Classifier, EncoderInput, Input};
 use logsieve_templates::Masker;
 
 use super::stats::Stats;
@@ -94,7 +94,14 @@ impl ModelStage {
     /// the encoder failed, and every verdict says why).
     pub(crate) fn judge(&self, texts: &[&str], stats: &Stats) -> (Vec<Verdict>, Vec<Vec<f32>>) {
         match self.embed(texts, stats) {
-            Ok(vectors) => (vectors.iter().map(|v| self.verdict(v)).collect(), vectors),
+            Ok(vectors) => (
+                texts
+                    .iter()
+                    .zip(&vectors)
+                    .map(|(t, v)| self.verdict(Input { text: t, vector: v }))
+                    .collect(),
+                vectors,
+            ),
             Err(e) => {
                 let reason = e.to_string();
                 (
@@ -108,8 +115,8 @@ impl ModelStage {
         }
     }
 
-    /// The classifier's verdict on one vector.
-    pub(crate) fn verdict(&self, v: &[f32]) -> Verdict {
+    /// The classifier's verdict on one line.
+    pub(crate) fn verdict(&self, v: Input<'_>) -> Verdict {
         let labels = self.classifier.labels();
         let p = decide(self.classifier.as_ref(), v, self.threshold);
         let detail = p.describe(labels).to_string();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use logsieve_embed::{EmbedError, Embedder};
-use logsieve_linear::{Classifier, EncoderInput, Prediction, Unsure};
+use logsieve_linear::{Classifier, EncoderInput, Input, Prediction, Unsure};
 use logsieve_llm::{ChatRequest, CompletionFuture, LlmClient, LlmStage};
 
 use super::*;
@@ -68,12 +68,14 @@ impl Classifier for Proportional {
     fn labels(&self) -> &[String] {
         &self.labels
     }
-    fn predict_proba(&self, x: &[f32]) -> Vec<f32> {
+    fn predict_proba(&self, x: Input<'_>) -> Vec<f32> {
+        let x = x.vector;
         let sum: f32 = x.iter().sum();
         x.iter().map(|v| v / sum).collect()
     }
-    fn predict(&self, x: &[f32]) -> Prediction {
-        let mut p = Prediction::rank(&self.predict_proba(x));
+    fn predict(&self, input: Input<'_>) -> Prediction {
+        let x = input.vector;
+        let mut p = Prediction::rank(&self.predict_proba(input));
         if let Some(floor) = self.familiar_above {
             let best = x.iter().copied().fold(0.0, f32::max);
             if best < floor {

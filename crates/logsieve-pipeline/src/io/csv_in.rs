@@ -3,12 +3,18 @@
 
 use std::io::BufRead;
 
-use super::quote::{OpenQuote, QuoteFix};
-use super::{InputError, InputRow, Payload, RowReader, BAD_UTF8};
+use super::quote::{Clips, OpenQuote, QuoteFix};
+use super::{clipped_note, InputError, InputRow, Payload, ReaderOptions, RowReader, BAD_UTF8};
 
 pub struct CsvReader<'a> {
     rdr: csv::Reader<QuoteFix<Box<dyn BufRead + 'a>>>,
     open_quote: OpenQuote,
+    /// Records cut at the line limit, in order.
+    clips: Clips,
+    /// Newlines skipped in records cut before this one: the csv crate's
+    /// line numbers are this many short.
+    line_shift: u64,
+    limit: Option<usize>,
     header: Vec<String>,
     source_col: Option<usize>,
     message_col: usize,
@@ -30,8 +36,18 @@ fn header_name(raw: &[u8], first: bool) -> String {
 
 impl<'a> CsvReader<'a> {
     pub fn new<R: BufRead + 'a>(input: R, default_source: Option<String>) -> Result<Self, InputError> {
-        let fix = QuoteFix::new(Box::new(input) as Box<dyn BufRead + 'a>);
+        Self::with_options(input, default_source, ReaderOptions::default())
+    }
+
+    /// [`Self::new`] with a bound on the bytes kept per record.
+    pub fn with_options<R: BufRead + 'a>(
+        input: R,
+        default_source: Option<String>,
+        options: ReaderOptions,
+    ) -> Result<Self, InputError> {
+        let fix = QuoteFix::new(Box::new(input) as Box<dyn BufRead + 'a>).with_limit(options.max_line_bytes);
         let open_quote = fix.open_quote.clone();
+        let clips = fix.clips.clone();
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -51,8 +67,36 @@ impl<'a> CsvReader<'a> {
             .enumerate()
             .map(|(i, f)| header_name(f, i == 0))
             .collect();
-        let find = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
-        let Some(message_col) = find("log_message") else {
+        // A cut header is no row; later lines shift by what it skipped.
+        let mut line_shift = 0;
+        let header_clip = clips.borrow().front().copied().filter(|c| c.out_line == 1);
+        if let Some(c) = header_clip {
+            line_shift = c.skipped_newlines;
+            clips.borrow_mut().pop_front();
+        }
+        let find = |name: &str| -> Result<Option<usize>, InputError> {
+            let at: Vec<usize> = (0..header.len())
+                .filter(|&i| header[i].eq_ignore_ascii_case(name))
+                .collect();
+            match at.as_slice() {
+                [] => Ok(None),
+                [i] => Ok(Some(*i)),
+                many => Err(InputError::new(
+                    1,
+                    format!(
+                        "the header has {} `{name}` columns ({}); which one to use is unclear, so keep one",
+                        many.len(),
+                        many.iter()
+                            .map(|&i| format!("column {} `{}`", i + 1, header[i]))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+            }
+        };
+        let message_col = find("log_message")?;
+        let source_col = find("source")?;
+        let Some(message_col) = message_col else {
             return Err(InputError::new(
                 1,
                 format!(
@@ -61,7 +105,6 @@ impl<'a> CsvReader<'a> {
                 ),
             ));
         };
-        let source_col = find("source");
         if source_col.is_none() && default_source.is_none() {
             return Err(InputError::new(
                 1,
@@ -74,6 +117,9 @@ impl<'a> CsvReader<'a> {
         Ok(Self {
             rdr,
             open_quote,
+            clips,
+            line_shift,
+            limit: options.max_line_bytes,
             header,
             source_col,
             message_col,
@@ -131,12 +177,34 @@ impl RowReader for CsvReader<'_> {
         // Look one record ahead: an unterminated quote swallows the rest of
         // the input into the last record, which is only known at the end.
         self.peeked = Some(self.read());
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let out_line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let line = out_line + self.line_shift;
+        // Was this record cut? (Clips of earlier records were taken when they were read.)
+        let clip = {
+            let mut clips = self.clips.borrow_mut();
+            while clips.front().is_some_and(|c| c.out_line < out_line) {
+                let c = clips.pop_front().expect("front");
+                self.line_shift += c.skipped_newlines;
+            }
+            clips
+                .front()
+                .copied()
+                .filter(|c| c.out_line == out_line)
+                .inspect(|_| {
+                    clips.pop_front();
+                })
+        };
+        if let Some(c) = clip {
+            self.line_shift += c.skipped_newlines;
+        }
         // A blank line is no row.
         if rec.len() == 1 && rec[0].is_empty() {
             return self.next_row();
         }
         let mut row = InputRow::new(line, String::new(), String::new(), Payload::Csv(rec.clone()));
+        if let (Some(c), Some(limit)) = (clip, self.limit) {
+            row.add_note(clipped_note(line, c.total, limit));
+        }
         let is_last = matches!(self.peeked, Some(Ok(None)));
         if let (true, Some((qline, qcol))) = (is_last, self.open_quote.get()) {
             if qline >= line {
@@ -190,5 +258,55 @@ impl RowReader for CsvReader<'_> {
             None => self.default_source.clone().unwrap_or_default(),
         };
         Some(Ok(row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(input: &str, limit: Option<usize>) -> Vec<InputRow> {
+        let options = ReaderOptions {
+            max_line_bytes: limit,
+        };
+        let mut r = CsvReader::with_options(input.as_bytes(), None, options).unwrap();
+        std::iter::from_fn(|| r.next_row()).map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_long_record_is_cut_while_reading_and_later_lines_keep_their_numbers() {
+        let long = "a".repeat(100);
+        let input = format!("source,log_message\nA,short\nB,\"{long}\nb\nc\",x\nC,after\n");
+        let rows = read(&input, Some(20));
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1].line, 3);
+        assert!(rows[1].message.len() < 20 && rows[1].message.starts_with("aaa"));
+        assert!(rows[1].note.contains("the row is 110 bytes"), "{}", rows[1].note);
+        assert_eq!((rows[2].line, rows[2].message.as_str()), (6, "after"));
+        // Without a limit the same input reads whole.
+        let whole = read(&input, None);
+        assert_eq!(whole[1].message, format!("{long}\nb\nc"));
+        assert_eq!(whole[2].line, 6);
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_character() {
+        let input = format!("source,log_message\nA,{}\n", "é".repeat(50));
+        let rows = read(&input, Some(31));
+        assert!(rows[0].note.contains("over the limit"), "{}", rows[0].note);
+        assert!(!rows[0].note.contains("UTF-8"), "{}", rows[0].note);
+    }
+
+    #[test]
+    fn two_log_message_columns_are_an_error_naming_both() {
+        let e = CsvReader::new("source,log_message,Log_Message\nA,b,c\n".as_bytes(), None)
+            .err()
+            .unwrap();
+        assert!(
+            e.message
+                .contains("column 2 `log_message`, column 3 `Log_Message`"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -7,14 +7,22 @@
 //! `log_message`) is still written, with the reason. Only input that cannot
 //! be read as rows at all (no header, no `log_message` column, an
 //! unterminated quote) is a fatal [`InputError`], naming line and column.
+//!
+//! [`ReaderOptions::max_line_bytes`] bounds what a reader buffers per line
+//! (per record, for CSV): the first bytes are kept, the rest is skipped
+//! while reading and counted, and the row says so. The server sets it so
+//! that a request's memory does not depend on its body; the CLI leaves it
+//! off and keeps every line whole.
 
 mod csv_in;
+mod json_in;
 mod quote;
 mod writer;
 
 use std::io::{BufRead, Read};
 
 pub use csv_in::CsvReader;
+pub use json_in::{JsonObject, JsonlReader};
 pub use writer::{CsvWriter, JsonlWriter, RowWriter};
 
 use crate::decision::Decision;
@@ -65,8 +73,10 @@ impl InputError {
 pub enum Payload {
     /// The CSV record as read (original bytes).
     Csv(csv::ByteRecord),
-    /// A JSON object as read (field order kept).
-    Json(serde_json::Map<String, serde_json::Value>),
+    /// A JSON object as read: its text and where its fields are, so that
+    /// output passes every field through byte for byte (numbers, `-0`,
+    /// duplicate keys and spacing included).
+    Json(JsonObject),
     /// A line that was not a JSON object: its text.
     Raw(String),
     /// A plain text line.
@@ -118,8 +128,24 @@ pub trait RowReader {
     }
 }
 
-/// Decide a format from a file name, else from the first bytes.
+/// How readers treat long lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReaderOptions {
+    /// Keep at most this many bytes of a line (of a record, for CSV); the
+    /// rest is skipped while reading, counted, and noted on the row. `None`:
+    /// lines are kept whole, whatever their size.
+    pub max_line_bytes: Option<usize>,
+}
+
+/// Decide a format from a file name, else from the first bytes (`{`: JSON
+/// lines), else CSV. [`sniff_format_or`] for another fallback.
 pub fn sniff_format(name: Option<&str>, head: &[u8]) -> Format {
+    sniff_format_or(name, head, Format::Csv)
+}
+
+/// [`sniff_format`] with `fallback` when neither the name nor the first
+/// bytes tell (`logsieve templates` reads plain text then).
+pub fn sniff_format_or(name: Option<&str>, head: &[u8], fallback: Format) -> Format {
     if let Some(ext) = name
         .and_then(|n| n.rsplit_once('.'))
         .map(|(_, e)| e.to_ascii_lowercase())
@@ -135,37 +161,140 @@ pub fn sniff_format(name: Option<&str>, head: &[u8]) -> Format {
     if first == Some(&b'{') {
         Format::Jsonl
     } else {
-        Format::Csv
+        fallback
     }
 }
 
 /// Build a reader for `format`. `source` is the source for text input (and
-/// for CSV/JSON rows lacking one).
+/// for CSV/JSON rows lacking one). Lines are kept whole.
 pub fn reader<'a, R: BufRead + 'a>(
     input: R,
     format: Format,
     default_source: Option<String>,
 ) -> Result<Box<dyn RowReader + 'a>, InputError> {
+    reader_with(input, format, default_source, ReaderOptions::default())
+}
+
+/// [`reader`] with options (a bound on the bytes kept per line).
+pub fn reader_with<'a, R: BufRead + 'a>(
+    input: R,
+    format: Format,
+    default_source: Option<String>,
+    options: ReaderOptions,
+) -> Result<Box<dyn RowReader + 'a>, InputError> {
     Ok(match format {
-        Format::Csv => Box::new(CsvReader::new(input, default_source)?),
-        Format::Jsonl => Box::new(JsonlReader::new(input, default_source)),
-        Format::Text => Box::new(TextReader::new(input, default_source.unwrap_or_default())),
+        Format::Csv => Box::new(CsvReader::with_options(input, default_source, options)?),
+        Format::Jsonl => Box::new(JsonlReader::new(input, default_source).with_options(options)),
+        Format::Text => {
+            Box::new(TextReader::new(input, default_source.unwrap_or_default()).with_options(options))
+        }
     })
 }
 
-/// Read one line (up to and including `\n`) as lossy UTF-8, noting bad bytes.
-fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<(String, bool)>> {
+/// One line as read: its text (lossy UTF-8), whether bytes were invalid,
+/// and its length in the input when it was longer than what was kept.
+struct Line {
+    text: String,
+    bad_utf8: bool,
+    /// `Some(bytes the line had)` when it was cut at the limit.
+    clipped: Option<u64>,
+}
+
+/// Read one line (up to and including `\n`), keeping at most `limit` bytes
+/// of it (cut on a character boundary) and skipping the rest; the line
+/// ending (`\n`, `\r\n`) is not part of the text.
+fn read_line<R: BufRead>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: Option<usize>,
+) -> std::io::Result<Option<Line>> {
     buf.clear();
-    if r.read_until(b'\n', buf)? == 0 {
+    let limit = limit.unwrap_or(usize::MAX);
+    // Bytes of the line before its `\n`, and the last of them.
+    let mut total: u64 = 0;
+    let mut last: Option<u8> = None;
+    let mut any = false;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            break;
+        }
+        any = true;
+        let (take, newline) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        let content = take - usize::from(newline);
+        if content > 0 {
+            last = Some(avail[content - 1]);
+        }
+        let room = limit.saturating_sub(buf.len());
+        buf.extend_from_slice(&avail[..content.min(room)]);
+        total += content as u64;
+        r.consume(take);
+        if newline {
+            break;
+        }
+    }
+    if !any {
         return Ok(None);
     }
-    while matches!(buf.last(), Some(b'\n' | b'\r')) {
-        buf.pop();
+    let cr = u64::from(last == Some(b'\r'));
+    let mut clipped = None;
+    if total - cr <= buf.len() as u64 {
+        // Whole (at most the `\r` of a `\r\n` was left out).
+        while buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    } else {
+        trim_partial_char(buf);
+        clipped = Some(total - cr);
     }
     Ok(Some(match std::str::from_utf8(buf) {
-        Ok(s) => (s.to_string(), false),
-        Err(_) => (String::from_utf8_lossy(buf).into_owned(), true),
+        Ok(s) => Line {
+            text: s.to_string(),
+            bad_utf8: false,
+            clipped,
+        },
+        Err(_) => Line {
+            text: String::from_utf8_lossy(buf).into_owned(),
+            bad_utf8: true,
+            clipped,
+        },
     }))
+}
+
+/// Drop an incomplete UTF-8 sequence at the end of `buf` (left by a cut).
+pub(crate) fn trim_partial_char(buf: &mut Vec<u8>) {
+    let n = buf.len();
+    for back in 1..=n.min(4) {
+        let b = buf[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead
+        }
+        let want = match b {
+            0x00..=0x7F => 1,
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        if back < want {
+            buf.truncate(n - back);
+        }
+        return;
+    }
+}
+
+/// The note on a row cut at the line limit.
+pub(crate) fn clipped_note(line: u64, total: u64, limit: usize) -> String {
+    format!(
+        "line {line}: the row is {total} bytes, over the limit of {limit}; only its first bytes were read (the rest is not in the output)"
+    )
 }
 
 const BAD_UTF8: &str = "invalid UTF-8, replaced with U+FFFD";
@@ -176,6 +305,7 @@ pub struct TextReader<R> {
     source: String,
     line: u64,
     buf: Vec<u8>,
+    options: ReaderOptions,
 }
 
 impl<R: BufRead> TextReader<R> {
@@ -185,105 +315,32 @@ impl<R: BufRead> TextReader<R> {
             source,
             line: 0,
             buf: Vec::new(),
+            options: ReaderOptions::default(),
         }
+    }
+
+    pub fn with_options(mut self, options: ReaderOptions) -> Self {
+        self.options = options;
+        self
     }
 }
 
 impl<R: BufRead> RowReader for TextReader<R> {
     fn next_row(&mut self) -> Option<Result<InputRow, InputError>> {
-        match read_line(&mut self.input, &mut self.buf) {
+        match read_line(&mut self.input, &mut self.buf, self.options.max_line_bytes) {
             Err(e) => Some(Err(InputError::new(self.line + 1, format!("read error: {e}")))),
             Ok(None) => None,
-            Ok(Some((text, bad))) => {
+            Ok(Some(l)) => {
                 self.line += 1;
-                let mut row = InputRow::new(self.line, self.source.clone(), text, Payload::Text);
-                if bad {
+                let mut row = InputRow::new(self.line, self.source.clone(), l.text, Payload::Text);
+                if l.bad_utf8 {
                     row.add_note(format!("line {}: {BAD_UTF8}", self.line));
+                }
+                if let (Some(total), Some(limit)) = (l.clipped, self.options.max_line_bytes) {
+                    row.add_note(clipped_note(self.line, total, limit));
                 }
                 Some(Ok(row))
             }
-        }
-    }
-}
-
-/// JSON lines: one object per line with `source` and `log_message`.
-pub struct JsonlReader<R> {
-    input: R,
-    default_source: Option<String>,
-    line: u64,
-    buf: Vec<u8>,
-}
-
-impl<R: BufRead> JsonlReader<R> {
-    pub fn new(input: R, default_source: Option<String>) -> Self {
-        Self {
-            input,
-            default_source,
-            line: 0,
-            buf: Vec::new(),
-        }
-    }
-}
-
-fn json_text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
-impl<R: BufRead> RowReader for JsonlReader<R> {
-    fn next_row(&mut self) -> Option<Result<InputRow, InputError>> {
-        loop {
-            let (text, bad) = match read_line(&mut self.input, &mut self.buf) {
-                Err(e) => return Some(Err(InputError::new(self.line + 1, format!("read error: {e}")))),
-                Ok(None) => return None,
-                Ok(Some(x)) => x,
-            };
-            self.line += 1;
-            if text.trim().is_empty() {
-                continue; // blank lines separate nothing in JSON lines
-            }
-            let line = self.line;
-            let mut row = InputRow::new(line, String::new(), String::new(), Payload::Raw(text.clone()));
-            if bad {
-                row.add_note(format!("line {line}: {BAD_UTF8}"));
-            }
-            match serde_json::from_str::<serde_json::Value>(&text) {
-                Err(e) => {
-                    row.unreadable = true;
-                    row.add_note(format!("line {line} column {}: invalid JSON: {e}", e.column()));
-                }
-                Ok(serde_json::Value::Object(map)) => {
-                    match map.get("log_message").and_then(json_text) {
-                        Some(m) => row.message = m,
-                        None => {
-                            row.unreadable = true;
-                            row.add_note(format!("line {line}: object has no `log_message` string"));
-                        }
-                    }
-                    row.source = map
-                        .get("source")
-                        .and_then(json_text)
-                        .or_else(|| self.default_source.clone())
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
-                    row.payload = Payload::Json(map);
-                }
-                Ok(other) => {
-                    row.unreadable = true;
-                    let kind = match other {
-                        serde_json::Value::Array(_) => "an array",
-                        serde_json::Value::String(_) => "a string",
-                        serde_json::Value::Number(_) => "a number",
-                        _ => "not an object",
-                    };
-                    row.add_note(format!("line {line}: expected a JSON object, found {kind}"));
-                }
-            }
-            return Some(Ok(row));
         }
     }
 }

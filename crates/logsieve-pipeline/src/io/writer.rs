@@ -1,10 +1,11 @@
 //! Output: the input row as it came, plus `target_label`, `method`,
 //! `confidence` and `detail`. CSV in → CSV out (original bytes kept), JSON
-//! lines in → JSON lines out (field order kept); text in → JSON lines.
+//! lines in → JSON lines out (the object's text kept byte for byte, the
+//! output columns spliced in); text in → JSON lines.
 
 use std::io::Write;
 
-use super::{InputRow, Payload, OUTPUT_COLUMNS};
+use super::{InputRow, JsonObject, Payload, OUTPUT_COLUMNS};
 use crate::decision::Decision;
 
 pub trait RowWriter {
@@ -50,7 +51,7 @@ impl<W: Write> CsvWriter<W> {
                 }
             };
         }
-        w.write_record(&cols)?;
+        w.write_record(&cols).map_err(csv_io)?;
         Ok(Self { w, width, slots })
     }
 }
@@ -80,12 +81,24 @@ impl<W: Write> RowWriter for CsvWriter<W> {
         for (slot, v) in self.slots.iter().zip(values) {
             fields[*slot] = v.into_bytes();
         }
-        self.w.write_record(&fields)?;
+        self.w.write_record(&fields).map_err(csv_io)?;
         Ok(())
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
         self.w.flush()
+    }
+}
+
+/// A CSV error as an I/O error, keeping the kind of an underlying I/O
+/// failure (a closed pipe must still read as `BrokenPipe`).
+fn csv_io(e: csv::Error) -> std::io::Error {
+    if !e.is_io_error() {
+        return std::io::Error::other(e);
+    }
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => std::io::Error::other(format!("{other:?}")),
     }
 }
 
@@ -102,7 +115,10 @@ impl<W: Write> JsonlWriter<W> {
 
 impl<W: Write> RowWriter for JsonlWriter<W> {
     fn write(&mut self, row: &InputRow, d: &Decision) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.w, &JsonRow { row, d })?;
+        match &row.payload {
+            Payload::Json(obj) => write_spliced(&mut self.w, obj, d)?,
+            _ => serde_json::to_writer(&mut self.w, &JsonRow { row, d })?,
+        }
         self.w.write_all(b"\n")
     }
 
@@ -111,11 +127,48 @@ impl<W: Write> RowWriter for JsonlWriter<W> {
     }
 }
 
-/// One output object, serialised straight from the row and the decision
-/// (nothing copied): a JSON input object keeps its fields in order, with the
-/// output columns replaced in place where it has them, else appended; other
-/// rows are `line`, `source`, `log_message` (or `line`, `raw`) then the
-/// output columns.
+/// A decision's value for output column `i`, as JSON text.
+fn column_json(d: &Decision, i: usize) -> String {
+    let v = match i {
+        0 => serde_json::to_string(&d.target_label),
+        1 => serde_json::to_string(d.method.as_str()),
+        2 => serde_json::to_string(&((d.confidence as f64 * 10000.0).round() / 10000.0)),
+        _ => serde_json::to_string(&d.detail),
+    };
+    v.expect("strings and finite numbers serialise")
+}
+
+/// The object's own text with the output columns' values replaced where it
+/// has them (every occurrence) and the others appended after its last value.
+fn write_spliced<W: Write>(w: &mut W, obj: &JsonObject, d: &Decision) -> std::io::Result<()> {
+    let text = obj.text.as_str();
+    let mut written = [false; 4];
+    let mut pos = 0;
+    for (k, r) in &obj.fields {
+        if let Some(i) = OUTPUT_COLUMNS.iter().position(|c| c == k) {
+            w.write_all(&text.as_bytes()[pos..r.start])?;
+            w.write_all(column_json(d, i).as_bytes())?;
+            pos = r.end;
+            written[i] = true;
+        }
+    }
+    w.write_all(&text.as_bytes()[pos..obj.insert_at])?;
+    let mut first = obj.fields.is_empty();
+    for (i, done) in written.into_iter().enumerate() {
+        if !done {
+            if !first {
+                w.write_all(b",")?;
+            }
+            first = false;
+            write!(w, "\"{}\":{}", OUTPUT_COLUMNS[i], column_json(d, i))?;
+        }
+    }
+    w.write_all(&text.as_bytes()[obj.insert_at..])
+}
+
+/// One output object for a row that was not a JSON object, serialised
+/// straight from the row and the decision: `line`, `source`, `log_message`
+/// (or `line`, `raw`) then the output columns.
 struct JsonRow<'a> {
     row: &'a InputRow,
     d: &'a Decision,
@@ -138,33 +191,19 @@ impl serde::Serialize for JsonRow<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(None)?;
-        let mut written = [false; 4];
         match &self.row.payload {
-            Payload::Json(obj) => {
-                for (k, v) in obj {
-                    match OUTPUT_COLUMNS.iter().position(|c| c == k) {
-                        Some(i) => {
-                            written[i] = true;
-                            self.put(&mut m, i)?;
-                        }
-                        None => m.serialize_entry(k, v)?,
-                    }
-                }
-            }
             Payload::Raw(text) => {
                 m.serialize_entry("line", &self.row.line)?;
                 m.serialize_entry("raw", text)?;
             }
-            Payload::Csv(_) | Payload::Text => {
+            Payload::Csv(_) | Payload::Text | Payload::Json(_) => {
                 m.serialize_entry("line", &self.row.line)?;
                 m.serialize_entry("source", &self.row.source)?;
                 m.serialize_entry("log_message", &self.row.message)?;
             }
         }
-        for (i, done) in written.into_iter().enumerate() {
-            if !done {
-                self.put(&mut m, i)?;
-            }
+        for i in 0..OUTPUT_COLUMNS.len() {
+            self.put(&mut m, i)?;
         }
         m.end()
     }
@@ -192,14 +231,34 @@ mod tests {
 
     #[test]
     fn a_json_row_keeps_its_field_order_and_output_columns_replace_in_place() {
-        let obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(r#"{"ts":1,"target_label":"old","source":"A","log_message":"m \"q\""}"#)
+        let obj =
+            JsonObject::parse(r#"{"ts":1,"target_label":"old","source":"A","log_message":"m \"q\""}"#.into())
+                .unwrap()
                 .unwrap();
         let row = InputRow::new(3, "A".into(), "m \"q\"".into(), Payload::Json(obj));
         assert_eq!(
             write_one(&row),
             "{\"ts\":1,\"target_label\":\"User Action\",\"source\":\"A\",\"log_message\":\"m \\\"q\\\"\",\
              \"method\":\"rule\",\"confidence\":1.0,\"detail\":\"rule login\"}\n"
+        );
+    }
+
+    #[test]
+    fn a_json_row_passes_through_byte_for_byte() {
+        let text = r#" {"n":123456789012345678901234567890, "z":-0,"a":1,"a":2 ,"detail":null} "#;
+        let obj = JsonObject::parse(text.into()).unwrap().unwrap();
+        let row = InputRow::new(1, String::new(), String::new(), Payload::Json(obj));
+        assert_eq!(
+            write_one(&row),
+            " {\"n\":123456789012345678901234567890, \"z\":-0,\"a\":1,\"a\":2 ,\"detail\":\"rule login\",\
+             \"target_label\":\"User Action\",\"method\":\"rule\",\"confidence\":1.0} \n"
+        );
+        let empty = JsonObject::parse("{}".into()).unwrap().unwrap();
+        let row = InputRow::new(1, String::new(), String::new(), Payload::Json(empty));
+        assert!(
+            write_one(&row).starts_with("{\"target_label\":"),
+            "{}",
+            write_one(&row)
         );
     }
 
