@@ -933,30 +933,15 @@ fn the_builtin_model_labels_unseen_lines_and_sets_unfamiliar_ones_apart() {
                  User alice changed her password\n\
                  The 'LegacyExport' endpoint is deprecated and will be removed in v5.0\n\
                  qwerty uiop asdf\n";
-    let out = run(
-        &["classify", "--format", "text", "--source", "Laptop"],
-        input.as_bytes(),
-    );
+    let out = run(&["classify", "--format", "text", "--source", "Laptop"], input.as_bytes());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let labels: Vec<&str> = rows.iter().map(|r| r["target_label"].as_str().unwrap()).collect();
-    assert_eq!(
-        labels,
-        [
-            "User Action",
-            "User Action",
-            "Deprecation Warning",
-            "Unclassified"
-        ],
-        "{rows:?}"
-    );
+    assert_eq!(labels, ["User Action", "User Action", "Deprecation Warning", "Unclassified"], "{rows:?}");
     let detail = rows[3]["detail"].as_str().unwrap();
-    assert!(
-        detail.starts_with("model unsure: unfamiliar line (similarity 0."),
-        "{detail}"
-    );
+    assert!(detail.starts_with("model unsure: unfamiliar line (similarity 0."), "{detail}");
     assert_eq!(rows[3]["method"], "none");
 }
