@@ -148,7 +148,8 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&art.heldout)?);
     } else {
         println!(
-            "{rows_total} rows; model fitted on {} rows ({}{}) in {:.1}s",
+            "{rows_total} rows; {} claimed by rules or routes; model fitted on {} rows ({}{}) in {:.1}s",
+            trained.claimed,
             art.training.rows_fitted,
             art.training.fitted_on,
             art.training.units.map(|u| format!(", {u} distinct texts")).unwrap_or_default(),
