@@ -404,8 +404,32 @@ fn train_writes_an_artifact_that_classify_uses() {
     let data = dir.path().join("small.csv");
     std::fs::write(&data, format!("{header}\n{}\n", keep.join("\n"))).unwrap();
     let model = dir.path().join("model");
-    // The linear model learns only the labels its rows give (the hybrid,
-    // the default, also learns every label's prototypes).
+    // The hybrid model (the default): every row trains it, rule-claimed ones
+    // too, and the label prototypes make all nine labels learnable.
+    let out = on_labelled("train", &data, &model);
+    let report = text(&out.stdout);
+    assert!(report.contains("model fitted on 96 rows"), "{report}");
+    assert!(report.contains("confusion matrix"), "{report}");
+    let art: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("classifier.json")).unwrap()).unwrap();
+    assert_eq!(art["format"], "logsieve-classifier");
+    assert_eq!(art["format_version"], 3);
+    assert_eq!(art["embedding"]["weights_sha256"], logsieve_embed::MODEL_SHA256);
+    assert_eq!(art["model"]["kind"], "hybrid");
+    assert_eq!(art["model"]["labels"].as_array().unwrap().len(), 9);
+    assert!(model.join("bank.safetensors").is_file());
+    assert_eq!(art["training"]["data_files"][0]["rows"], 120);
+    let classify = |model: &Path| {
+        let out = run(
+            &["--model", model.to_str().unwrap(), "classify"],
+            b"source,log_message\nA,nova.compute.claims [req-1] [instance: x] Total memory: 2048 MB, used: 512.00 MB\n",
+        );
+        assert!(out.status.success());
+        text(&out.stdout)
+    };
+    assert!(classify(&model).contains("Resource Usage,model"), "{}", classify(&model));
+    // The linear model (`--kind linear`) sees only what rules and routes leave.
+    let linear = dir.path().join("linear");
     let out = ok(&[
         "train",
         "--kind",
@@ -413,15 +437,11 @@ fn train_writes_an_artifact_that_classify_uses() {
         "--data",
         data.to_str().unwrap(),
         "--out",
-        model.to_str().unwrap(),
+        linear.to_str().unwrap(),
     ]);
-    let report = text(&out.stdout);
-    assert!(report.contains("claimed by rules or routes"), "{report}");
-    assert!(report.contains("confusion matrix"), "{report}");
+    assert!(text(&out.stdout).contains("confusion matrix"));
     let art: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(model.join("classifier.json")).unwrap()).unwrap();
-    assert_eq!(art["format"], "logsieve-classifier");
-    assert_eq!(art["embedding"]["weights_sha256"], logsieve_embed::MODEL_SHA256);
+        serde_json::from_slice(&std::fs::read(linear.join("classifier.json")).unwrap()).unwrap();
     let labels: Vec<&str> = art["model"]["labels"]
         .as_array()
         .unwrap()
@@ -430,16 +450,7 @@ fn train_writes_an_artifact_that_classify_uses() {
         .collect();
     // User Action rows here are all claimed by rules, so the model never sees that label.
     assert_eq!(labels, ["Critical Error", "Resource Usage"]);
-    let out = run(
-        &["--model", model.to_str().unwrap(), "classify"],
-        b"source,log_message\nA,nova.compute.claims [req-1] [instance: x] Total memory: 2048 MB, used: 512.00 MB\n",
-    );
-    assert!(out.status.success());
-    assert!(
-        text(&out.stdout).contains("Resource Usage,model"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(classify(&linear).contains("Resource Usage,model"), "{}", classify(&linear));
 }
 
 #[test]

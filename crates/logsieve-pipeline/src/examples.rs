@@ -48,22 +48,31 @@ impl ExampleBank {
             .map_err(Clone::clone)
     }
 
-    /// Up to `k` examples nearest `query` as `(message, label)`, nearest
-    /// first. `vectors` are the bank's (unit length, as the encoder's).
+    /// Up to `k` examples near `query` as `(message, label)`, one label at
+    /// most once until every label is shown (each part nearest first): the nearest row of
+    /// each of the `k` labels whose nearest row is closest, then the next
+    /// nearest rows. With a bank of real systems' templates, the plain `k`
+    /// nearest rows were often one label's near-duplicates, and the prompt
+    /// showed the LLM no row of the line's own label (a deprecation line got
+    /// Critical Error, two Workflow Error, Resource Usage, System
+    /// Notification); `vectors` are the bank's (unit length).
     pub fn nearest(&self, vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<(String, String)> {
         let mut scored: Vec<(f32, usize)> = vectors
             .iter()
             .enumerate()
             .map(|(i, v)| (v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>(), i))
             .collect();
-        let k = k.min(scored.len());
-        if k == 0 {
-            return Vec::new();
-        }
-        scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        scored.truncate(k);
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        scored
+        let mut seen = std::collections::HashSet::new();
+        let (mut first, mut rest): (Vec<_>, Vec<_>) =
+            scored.into_iter().partition(|&(_, i)| seen.insert(self.examples[i].label.as_str()));
+        first.truncate(k);
+        let fill = k.saturating_sub(first.len());
+        rest.truncate(fill);
+        // Label-first rows, nearest first, then the others: a caller that
+        // keeps a prefix keeps the diversity.
+        first.extend(rest);
+        first
             .into_iter()
             .map(|(_, i)| (self.examples[i].message.clone(), self.examples[i].label.clone()))
             .collect()
@@ -90,6 +99,17 @@ mod tests {
         assert_eq!(got, vec![("b".into(), "B".into()), ("c".into(), "C".into())]);
         assert_eq!(bank.nearest(&v, &[1.0, 0.0], 9).len(), 3);
         assert!(bank.nearest(&v, &[1.0, 0.0], 0).is_empty());
+    }
+
+    #[test]
+    fn each_label_is_shown_once_before_any_label_twice() {
+        let bank = ExampleBank::new(vec![ex("a1", "A"), ex("a2", "A"), ex("b", "B"), ex("a3", "A")]);
+        let v = vec![vec![1.0, 0.0], vec![0.99, 0.14], vec![0.0, 1.0], vec![0.98, 0.2]];
+        let labels = |k| bank.nearest(&v, &[1.0, 0.0], k).into_iter().map(|e| e.1).collect::<Vec<_>>();
+        // B is far, but it comes before A's second row.
+        assert_eq!(labels(2), ["A", "B"]);
+        assert_eq!(labels(3), ["A", "B", "A"]);
+        assert_eq!(labels(9).len(), 4);
     }
 
     #[test]
