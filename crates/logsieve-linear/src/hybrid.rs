@@ -96,11 +96,7 @@ impl Bank {
     }
 
     pub fn rows(&self) -> usize {
-        if self.dim == 0 {
-            0
-        } else {
-            self.vectors.len() / self.dim
-        }
+        self.vectors.len().checked_div(self.dim).unwrap_or(0)
     }
 
     /// Highest cosine similarity to a bank row (vectors are unit length);

@@ -151,8 +151,11 @@ struct Problem<'a> {
     c: f64,
     /// argmin asks for the cost and the gradient at one point separately;
     /// both come from one pass, so the last pass is kept.
-    last: Mutex<Option<(Array1<f64>, f64, Array1<f64>)>>,
+    last: Mutex<Option<Evaluated>>,
 }
+
+/// A point, the cost there and the gradient there.
+type Evaluated = (Array1<f64>, f64, Array1<f64>);
 
 impl Problem<'_> {
     fn width(&self) -> usize {
@@ -187,8 +190,8 @@ impl Problem<'_> {
             let lse = max + sum.ln();
             let wi = self.w[i] * self.c;
             loss += wi * (lse - z[self.y[i]]);
-            for c in 0..k {
-                let g = wi * ((z[c] - lse).exp() - if c == self.y[i] { 1.0 } else { 0.0 });
+            for (c, &zc) in z.iter().enumerate() {
+                let g = wi * ((zc - lse).exp() - if c == self.y[i] { 1.0 } else { 0.0 });
                 if g == 0.0 {
                     continue;
                 }
