@@ -215,7 +215,11 @@ pub fn read_labelled_file(path: &std::path::Path) -> Result<LabelledFile> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let rows = logsieve_pipeline::labelled::read_labelled(bytes.as_slice())
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(LabelledFile { path: path.to_path_buf(), bytes, rows })
+    Ok(LabelledFile {
+        path: path.to_path_buf(),
+        bytes,
+        rows,
+    })
 }
 
 impl LabelledArgs {

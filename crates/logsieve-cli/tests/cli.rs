@@ -427,7 +427,11 @@ fn train_writes_an_artifact_that_classify_uses() {
         assert!(out.status.success());
         text(&out.stdout)
     };
-    assert!(classify(&model).contains("Resource Usage,model"), "{}", classify(&model));
+    assert!(
+        classify(&model).contains("Resource Usage,model"),
+        "{}",
+        classify(&model)
+    );
     // The linear model (`--kind linear`) sees only what rules and routes leave.
     let linear = dir.path().join("linear");
     let out = ok(&[
@@ -450,7 +454,11 @@ fn train_writes_an_artifact_that_classify_uses() {
         .collect();
     // User Action rows here are all claimed by rules, so the model never sees that label.
     assert_eq!(labels, ["Critical Error", "Resource Usage"]);
-    assert!(classify(&linear).contains("Resource Usage,model"), "{}", classify(&linear));
+    assert!(
+        classify(&linear).contains("Resource Usage,model"),
+        "{}",
+        classify(&linear)
+    );
 }
 
 #[test]
@@ -933,15 +941,30 @@ fn the_builtin_model_labels_unseen_lines_and_sets_unfamiliar_ones_apart() {
                  User alice changed her password\n\
                  The 'LegacyExport' endpoint is deprecated and will be removed in v5.0\n\
                  qwerty uiop asdf\n";
-    let out = run(&["classify", "--format", "text", "--source", "Laptop"], input.as_bytes());
+    let out = run(
+        &["classify", "--format", "text", "--source", "Laptop"],
+        input.as_bytes(),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let labels: Vec<&str> = rows.iter().map(|r| r["target_label"].as_str().unwrap()).collect();
-    assert_eq!(labels, ["User Action", "User Action", "Deprecation Warning", "Unclassified"], "{rows:?}");
+    assert_eq!(
+        labels,
+        [
+            "User Action",
+            "User Action",
+            "Deprecation Warning",
+            "Unclassified"
+        ],
+        "{rows:?}"
+    );
     let detail = rows[3]["detail"].as_str().unwrap();
-    assert!(detail.starts_with("model unsure: unfamiliar line (similarity 0."), "{detail}");
+    assert!(
+        detail.starts_with("model unsure: unfamiliar line (similarity 0."),
+        "{detail}"
+    );
     assert_eq!(rows[3]["method"], "none");
 }

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::Report;
 use crate::hybrid::{Bank, HybridModel, BANK_FILE};
+use crate::report::Report;
 use crate::LinearModel;
 
 pub const FORMAT: &str = "logsieve-classifier";
@@ -214,7 +214,10 @@ impl Artifact {
     pub fn attach_bank(&mut self, bytes: &[u8], origin: &str) -> Result<(), ArtifactError> {
         let dim = self.embedding.dim;
         if let ModelKind::Hybrid(m) = &mut self.model {
-            let invalid = |message: String| ArtifactError::Invalid { path: origin.to_string(), message };
+            let invalid = |message: String| ArtifactError::Invalid {
+                path: origin.to_string(),
+                message,
+            };
             m.bank = Bank::from_bytes(bytes, &m.bank_sha256, origin).map_err(invalid)?;
             if m.bank.rows() != m.bank_rows || m.bank.dim != dim {
                 return Err(invalid(format!(
@@ -335,7 +338,9 @@ mod tests {
         sample().save(dir.path()).unwrap();
         let back = Artifact::load(dir.path()).unwrap();
         assert_eq!(back.model.labels(), ["a", "b"]);
-        let ModelKind::Linear(m) = &back.model else { panic!("linear") };
+        let ModelKind::Linear(m) = &back.model else {
+            panic!("linear")
+        };
         assert_eq!(m.weights[1], vec![0.0, 1.0]);
         assert_eq!(back.examples, sample().examples);
     }

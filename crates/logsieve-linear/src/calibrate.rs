@@ -45,23 +45,50 @@ pub struct Calibrator {
 impl Calibrator {
     /// The identity-like calibrator: confidence = p1 (used when no folds exist).
     pub fn identity() -> Self {
-        Self { weights: [1.0, 0.0, 0.0], bias: 0.0, fitted_on: 0 }
+        Self {
+            weights: [1.0, 0.0, 0.0],
+            bias: 0.0,
+            fitted_on: 0,
+        }
     }
 
     /// Fit on out-of-fold evidence and whether each prediction was right,
     /// each weighted (so every fold's lines can count equally).
     pub fn fit(evidence: &[Evidence], right: &[bool], weight: &[f64]) -> Result<Self, TrainError> {
-        let rows: Vec<Row> = evidence.iter().map(|e| Row { dense: e.features(), sparse: Vec::new() }).collect();
+        let rows: Vec<Row> = evidence
+            .iter()
+            .map(|e| Row {
+                dense: e.features(),
+                sparse: Vec::new(),
+            })
+            .collect();
         let y: Vec<usize> = right.iter().map(|&r| r as usize).collect();
         if !y.contains(&0) || !y.contains(&1) {
             // All right (or all wrong): nothing to scale; keep p1 as it is.
-            return Ok(Self { fitted_on: evidence.len(), ..Self::identity() });
+            return Ok(Self {
+                fitted_on: evidence.len(),
+                ..Self::identity()
+            });
         }
         // Weak regularisation: three features, thousands of rows.
-        let m = Softmax::fit(&rows, &y, weight, 2, 0, FitOptions { c: 100.0, max_iterations: 200 })?;
+        let m = Softmax::fit(
+            &rows,
+            &y,
+            weight,
+            2,
+            0,
+            FitOptions {
+                c: 100.0,
+                max_iterations: 200,
+            },
+        )?;
         // Two-class softmax → one logistic: w = w1 - w0.
         let w = |d: usize| m.dense_weights[3 + d] - m.dense_weights[d];
-        Ok(Self { weights: [w(0), w(1), w(2)], bias: m.bias[1] - m.bias[0], fitted_on: evidence.len() })
+        Ok(Self {
+            weights: [w(0), w(1), w(2)],
+            bias: m.bias[1] - m.bias[0],
+            fitted_on: evidence.len(),
+        })
     }
 
     /// P(the top label is right).
@@ -82,20 +109,34 @@ mod tests {
     fn calibration_recovers_a_known_chance_of_being_right() {
         let mut s = 7u64;
         let mut rand = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (s >> 11) as f64 / (1u64 << 53) as f64
         };
         let truth = |near: f32| 1.0 / (1.0 + (-(8.0 * near - 4.0)).exp());
         let (mut ev, mut ok) = (Vec::new(), Vec::new());
         for _ in 0..6000 {
             let near = rand() as f32;
-            ev.push(Evidence { p1: 0.97, p2: 0.02, nearest: near });
+            ev.push(Evidence {
+                p1: 0.97,
+                p2: 0.02,
+                nearest: near,
+            });
             ok.push(rand() < truth(near) as f64);
         }
         let c = Calibrator::fit(&ev, &ok, &vec![1.0; ev.len()]).unwrap();
         for near in [0.1f32, 0.3, 0.5, 0.7, 0.9] {
-            let got = c.confidence(&Evidence { p1: 0.97, p2: 0.02, nearest: near });
-            assert!((got - truth(near)).abs() < 0.05, "near {near}: {got} vs {}", truth(near));
+            let got = c.confidence(&Evidence {
+                p1: 0.97,
+                p2: 0.02,
+                nearest: near,
+            });
+            assert!(
+                (got - truth(near)).abs() < 0.05,
+                "near {near}: {got} vs {}",
+                truth(near)
+            );
         }
         // Expected calibration error on the fitted data is small; raw p1 is not.
         let conf: Vec<f32> = ev.iter().map(|e| c.confidence(e)).collect();
@@ -106,7 +147,11 @@ mod tests {
 
     #[test]
     fn all_right_keeps_the_probability() {
-        let ev = [Evidence { p1: 0.8, p2: 0.1, nearest: 0.9 }];
+        let ev = [Evidence {
+            p1: 0.8,
+            p2: 0.1,
+            nearest: 0.9,
+        }];
         let c = Calibrator::fit(&ev, &[true], &[1.0]).unwrap();
         assert!((c.confidence(&ev[0]) - 0.8).abs() < 1e-5);
     }

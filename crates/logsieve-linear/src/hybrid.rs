@@ -96,11 +96,7 @@ impl Bank {
     }
 
     pub fn rows(&self) -> usize {
-        if self.dim == 0 {
-            0
-        } else {
-            self.vectors.len() / self.dim
-        }
+        self.vectors.len().checked_div(self.dim).unwrap_or(0)
     }
 
     /// Highest cosine similarity to a bank row (vectors are unit length);
@@ -148,7 +144,10 @@ impl Bank {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        Ok(Self { dim: shape[1], vectors })
+        Ok(Self {
+            dim: shape[1],
+            vectors,
+        })
     }
 }
 
@@ -198,7 +197,10 @@ fn fit_core(
     let lexicon = Lexicon::fit(all.iter().map(|u| u.text.as_str()));
     let rows: Vec<Row> = all
         .iter()
-        .map(|u| Row { dense: u.vector.clone(), sparse: lexicon.vectorize(&u.text) })
+        .map(|u| Row {
+            dense: u.vector.clone(),
+            sparse: lexicon.vectorize(&u.text),
+        })
         .collect();
     let y: Vec<usize> = all
         .iter()
@@ -215,14 +217,20 @@ fn fit_core(
         &w,
         labels.len(),
         lexicon.len(),
-        FitOptions { c: opts.c, max_iterations: opts.max_iterations },
+        FitOptions {
+            c: opts.c,
+            max_iterations: opts.max_iterations,
+        },
     )?;
     Ok(Core { lexicon, softmax })
 }
 
 impl Core {
     fn proba(&self, text: &str, v: &[f32]) -> Vec<f32> {
-        self.softmax.predict_proba(&Row { dense: v.to_vec(), sparse: self.lexicon.vectorize(text) })
+        self.softmax.predict_proba(&Row {
+            dense: v.to_vec(),
+            sparse: self.lexicon.vectorize(text),
+        })
     }
 }
 
@@ -252,7 +260,12 @@ impl HybridModel {
         if labels.len() < 2 {
             return Err(TrainError::OneLabel(labels));
         }
-        let groups: Vec<&str> = units.iter().map(|u| u.group.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+        let groups: Vec<&str> = units
+            .iter()
+            .map(|u| u.group.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let folds = opts.folds.min(groups.len());
         let oof = if folds >= 2 {
             Some(out_of_fold(units, prototypes, &labels, &groups, folds, opts)?)
@@ -288,9 +301,16 @@ impl HybridModel {
 
     /// Everything the model says about one line.
     pub fn explain(&self, text: &str, v: &[f32]) -> (Vec<f32>, Evidence, f32) {
-        let p = self.softmax.predict_proba(&Row { dense: v.to_vec(), sparse: self.lexicon.vectorize(text) });
+        let p = self.softmax.predict_proba(&Row {
+            dense: v.to_vec(),
+            sparse: self.lexicon.vectorize(text),
+        });
         let (_, p1, p2) = top2(&p);
-        let e = Evidence { p1, p2, nearest: self.bank.nearest(v) };
+        let e = Evidence {
+            p1,
+            p2,
+            nearest: self.bank.nearest(v),
+        };
         let c = self.calibrator.confidence(&e);
         (p, e, c)
     }
@@ -300,13 +320,24 @@ impl HybridModel {
         let k = self.labels.len();
         let s = &self.softmax;
         if k < 2 || s.classes != k || s.bias.len() != k {
-            return Err(format!("{k} labels but {} classes and {} biases", s.classes, s.bias.len()));
+            return Err(format!(
+                "{k} labels but {} classes and {} biases",
+                s.classes,
+                s.bias.len()
+            ));
         }
         if s.dense_dim != dim || s.dense_weights.len() != k * dim {
-            return Err(format!("dense weights are {}×{}, embedding dim is {dim}", k, s.dense_dim));
+            return Err(format!(
+                "dense weights are {}×{}, embedding dim is {dim}",
+                k, s.dense_dim
+            ));
         }
         if s.sparse_dim != self.lexicon.len() || s.sparse_weights.len() != k * s.sparse_dim {
-            return Err(format!("{} word weights per label, lexicon has {}", s.sparse_dim, self.lexicon.len()));
+            return Err(format!(
+                "{} word weights per label, lexicon has {}",
+                s.sparse_dim,
+                self.lexicon.len()
+            ));
         }
         if self.lexicon.idf.len() != self.lexicon.len() {
             return Err("lexicon words and idf differ in length".into());
@@ -324,7 +355,11 @@ fn out_of_fold(
     opts: &HybridOptions,
 ) -> Result<OutOfFold, TrainError> {
     let fold_of = |g: &str| groups.iter().position(|x| *x == g).expect("group listed") % folds;
-    let mut oof = OutOfFold { evidence: Vec::new(), right: Vec::new(), weight: Vec::new() };
+    let mut oof = OutOfFold {
+        evidence: Vec::new(),
+        right: Vec::new(),
+        weight: Vec::new(),
+    };
     for f in 0..folds {
         let train: Vec<&Unit> = units.iter().filter(|u| fold_of(&u.group) != f).collect();
         let test: Vec<&Unit> = units.iter().filter(|u| fold_of(&u.group) == f).collect();
@@ -332,11 +367,21 @@ fn out_of_fold(
             continue;
         }
         let core = fit_core(&train, prototypes, labels, opts)?;
-        let bank = Bank::build(train.iter().map(|u| u.vector.as_slice()).chain(prototypes.iter().map(|u| u.vector.as_slice())), opts.bank_merge_above);
+        let bank = Bank::build(
+            train
+                .iter()
+                .map(|u| u.vector.as_slice())
+                .chain(prototypes.iter().map(|u| u.vector.as_slice())),
+            opts.bank_merge_above,
+        );
         for u in test {
             let p = core.proba(&u.text, &u.vector);
             let (best, p1, p2) = top2(&p);
-            oof.evidence.push(Evidence { p1, p2, nearest: bank.nearest(&u.vector) });
+            oof.evidence.push(Evidence {
+                p1,
+                p2,
+                nearest: bank.nearest(&u.vector),
+            });
             oof.right.push(labels[best] == u.label);
             // Per line, as confidence is read: a template of 700 lines
             // weighs 700 times one of a single line.
@@ -352,8 +397,10 @@ impl Classifier for HybridModel {
     }
 
     fn predict_proba(&self, x: Input<'_>) -> Vec<f32> {
-        self.softmax
-            .predict_proba(&Row { dense: x.vector.to_vec(), sparse: self.lexicon.vectorize(x.text) })
+        self.softmax.predict_proba(&Row {
+            dense: x.vector.to_vec(),
+            sparse: self.lexicon.vectorize(x.text),
+        })
     }
 
     /// The top label with its calibrated confidence as the probability;
@@ -366,7 +413,10 @@ impl Classifier for HybridModel {
         r.runner_up = r.runner_up.map(|(i, q)| (i, q * scale));
         r.probability = conf;
         if e.nearest < self.min_similarity {
-            r.unsure = Some(Unsure::Unfamiliar { similarity: e.nearest, min_similarity: self.min_similarity });
+            r.unsure = Some(Unsure::Unfamiliar {
+                similarity: e.nearest,
+                min_similarity: self.min_similarity,
+            });
         }
         r
     }
@@ -392,23 +442,50 @@ mod tests {
         for g in ["a", "b", "c", "d"] {
             u.push(unit(&format!("{g} disk failure"), [1.0, 0.1, 0.0], "Error", g));
             u.push(unit(&format!("{g} write failure"), [0.9, 0.2, 0.0], "Error", g));
-            u.push(unit(&format!("{g} service started"), [0.1, 1.0, 0.0], "System Notification", g));
-            u.push(unit(&format!("{g} worker started"), [0.2, 0.9, 0.0], "System Notification", g));
+            u.push(unit(
+                &format!("{g} service started"),
+                [0.1, 1.0, 0.0],
+                "System Notification",
+                g,
+            ));
+            u.push(unit(
+                &format!("{g} worker started"),
+                [0.2, 0.9, 0.0],
+                "System Notification",
+                g,
+            ));
         }
         u
     }
 
     #[test]
     fn an_unfamiliar_line_is_unsure_with_its_similarity() {
-        let (m, oof) = HybridModel::train(&data(), &[], &HybridOptions { min_similarity: 0.5, ..Default::default() }).unwrap();
+        let (m, oof) = HybridModel::train(
+            &data(),
+            &[],
+            &HybridOptions {
+                min_similarity: 0.5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(oof.is_some());
-        let known = m.predict(Input { text: "disk failure", vector: &data()[0].vector });
+        let known = m.predict(Input {
+            text: "disk failure",
+            vector: &data()[0].vector,
+        });
         assert_eq!(m.labels[known.label], "Error");
         assert!(known.unsure.is_none());
         // Orthogonal to every unit: far from all training data.
-        let far = m.predict(Input { text: "quux", vector: &[0.0, 0.0, 1.0] });
+        let far = m.predict(Input {
+            text: "quux",
+            vector: &[0.0, 0.0, 1.0],
+        });
         match far.unsure {
-            Some(Unsure::Unfamiliar { similarity, min_similarity }) => {
+            Some(Unsure::Unfamiliar {
+                similarity,
+                min_similarity,
+            }) => {
                 assert!(similarity < 0.5 && min_similarity == 0.5, "{similarity}");
             }
             other => panic!("expected unfamiliar, got {other:?}"),
@@ -420,13 +497,37 @@ mod tests {
         // Same vector, different words: only the lexicon tells them apart.
         let mut units = Vec::new();
         for g in ["a", "b", "c"] {
-            units.push(unit(&format!("{g} job failed"), [1.0, 1.0, 1.0], "Workflow Error", g));
-            units.push(unit(&format!("{g} job finished"), [1.0, 1.0, 1.0], "System Notification", g));
+            units.push(unit(
+                &format!("{g} job failed"),
+                [1.0, 1.0, 1.0],
+                "Workflow Error",
+                g,
+            ));
+            units.push(unit(
+                &format!("{g} job finished"),
+                [1.0, 1.0, 1.0],
+                "System Notification",
+                g,
+            ));
         }
-        let (m, _) = HybridModel::train(&units, &[], &HybridOptions { folds: 0, ..Default::default() }).unwrap();
+        let (m, _) = HybridModel::train(
+            &units,
+            &[],
+            &HybridOptions {
+                folds: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let v = units[0].vector.clone();
-        let f = m.predict(Input { text: "job failed", vector: &v });
-        let s = m.predict(Input { text: "job finished", vector: &v });
+        let f = m.predict(Input {
+            text: "job failed",
+            vector: &v,
+        });
+        let s = m.predict(Input {
+            text: "job finished",
+            vector: &v,
+        });
         assert_eq!(m.labels[f.label], "Workflow Error");
         assert_eq!(m.labels[s.label], "System Notification");
     }
@@ -448,7 +549,10 @@ mod tests {
         let mut back: HybridModel = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         back.bank = m.bank.clone();
         for u in data() {
-            let x = Input { text: &u.text, vector: &u.vector };
+            let x = Input {
+                text: &u.text,
+                vector: &u.vector,
+            };
             assert_eq!(back.predict(x), m.predict(x), "{}", u.text);
         }
     }

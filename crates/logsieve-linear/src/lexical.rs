@@ -109,7 +109,11 @@ impl Lexicon {
     }
 
     pub fn new(words: Vec<String>, idf: Vec<f32>) -> Self {
-        let index = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+        let index = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as u32))
+            .collect();
         Self { words, idf, index }
     }
 
@@ -159,7 +163,20 @@ mod tests {
     fn tokens_drop_placeholders_split_camel_case_and_lower_case() {
         assert_eq!(
             tokens("getRunningAppProcesses: caller <NUM> does not hold REAL_GET_TASKS at <IP>"),
-            ["get", "running", "app", "processes", "caller", "does", "not", "hold", "real", "get", "tasks", "at"]
+            [
+                "get",
+                "running",
+                "app",
+                "processes",
+                "caller",
+                "does",
+                "not",
+                "hold",
+                "real",
+                "get",
+                "tasks",
+                "at"
+            ]
         );
         assert_eq!(tokens("a <HEX> x9 ok"), ["ok"]);
         assert_eq!(tokens("<b>bold</b>"), ["bold"]);

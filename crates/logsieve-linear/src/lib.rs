@@ -124,7 +124,10 @@ impl LinearModel {
             ));
         }
         if let Some((i, w)) = self.weights.iter().enumerate().find(|(_, w)| w.len() != dim) {
-            return Err(format!("weight row {i} has {} values, embedding dim is {dim}", w.len()));
+            return Err(format!(
+                "weight row {i} has {} values, embedding dim is {dim}",
+                w.len()
+            ));
         }
         Ok(())
     }

@@ -66,7 +66,12 @@ impl Selective {
     /// abstain above the threshold, e.g. on an unfamiliar line).
     pub fn with_coverage(conf: &[f32], right: &[bool], threshold: f32, covered: &[bool]) -> Self {
         let n = conf.len().max(1) as f64;
-        let kept: Vec<bool> = right.iter().zip(covered).filter(|(_, c)| **c).map(|(r, _)| *r).collect();
+        let kept: Vec<bool> = right
+            .iter()
+            .zip(covered)
+            .filter(|(_, c)| **c)
+            .map(|(r, _)| *r)
+            .collect();
         Self {
             rows: conf.len(),
             accuracy: right.iter().filter(|r| **r).count() as f64 / n,

@@ -49,7 +49,10 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        Self { c: 10.0, max_iterations: 500 }
+        Self {
+            c: 10.0,
+            max_iterations: 500,
+        }
     }
 }
 
@@ -94,7 +97,11 @@ impl Softmax {
         }
         let dense_dim = rows[0].dense.len();
         if let Some((row, r)) = rows.iter().enumerate().find(|(_, r)| r.dense.len() != dense_dim) {
-            return Err(TrainError::Dim { row, got: r.dense.len(), expected: dense_dim });
+            return Err(TrainError::Dim {
+                row,
+                got: r.dense.len(),
+                expected: dense_dim,
+            });
         }
         let mut model = Self {
             classes,
@@ -104,7 +111,16 @@ impl Softmax {
             sparse_weights: vec![0.0; classes * sparse_dim],
             bias: vec![0.0; classes],
         };
-        let problem = Problem { rows, y, w, classes, dense_dim, sparse_dim, c: opts.c, last: Mutex::new(None) };
+        let problem = Problem {
+            rows,
+            y,
+            w,
+            classes,
+            dense_dim,
+            sparse_dim,
+            c: opts.c,
+            last: Mutex::new(None),
+        };
         let init = Array1::<f64>::zeros(classes * model.width());
         let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
             .with_tolerance_grad(1e-5)
@@ -151,8 +167,11 @@ struct Problem<'a> {
     c: f64,
     /// argmin asks for the cost and the gradient at one point separately;
     /// both come from one pass, so the last pass is kept.
-    last: Mutex<Option<(Array1<f64>, f64, Array1<f64>)>>,
+    last: Mutex<Option<Evaluated>>,
 }
+
+/// A point, the cost there and the gradient there.
+type Evaluated = (Array1<f64>, f64, Array1<f64>);
 
 impl Problem<'_> {
     fn width(&self) -> usize {
@@ -187,8 +206,8 @@ impl Problem<'_> {
             let lse = max + sum.ln();
             let wi = self.w[i] * self.c;
             loss += wi * (lse - z[self.y[i]]);
-            for c in 0..k {
-                let g = wi * ((z[c] - lse).exp() - if c == self.y[i] { 1.0 } else { 0.0 });
+            for (c, &zc) in z.iter().enumerate() {
+                let g = wi * ((zc - lse).exp() - if c == self.y[i] { 1.0 } else { 0.0 });
                 if g == 0.0 {
                     continue;
                 }
@@ -237,7 +256,10 @@ mod tests {
     use super::*;
 
     fn row(dense: &[f32], sparse: &[(u32, f32)]) -> Row {
-        Row { dense: dense.to_vec(), sparse: sparse.to_vec() }
+        Row {
+            dense: dense.to_vec(),
+            sparse: sparse.to_vec(),
+        }
     }
 
     #[test]
@@ -252,7 +274,18 @@ mod tests {
             row(&[0.4, 0.6], &[(3, 1.0)]),
         ];
         let y = [0, 0, 1, 1, 2, 2];
-        let m = Softmax::fit(&rows, &y, &[1.0; 6], 3, 5, FitOptions { c: 100.0, max_iterations: 300 }).unwrap();
+        let m = Softmax::fit(
+            &rows,
+            &y,
+            &[1.0; 6],
+            3,
+            5,
+            FitOptions {
+                c: 100.0,
+                max_iterations: 300,
+            },
+        )
+        .unwrap();
         for (r, &c) in rows.iter().zip(&y) {
             let p = m.predict_proba(r);
             let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
@@ -265,7 +298,10 @@ mod tests {
     #[test]
     fn weights_count_like_repeated_rows() {
         let rows = vec![row(&[1.0], &[]), row(&[1.0], &[])];
-        let opts = FitOptions { c: 1.0, max_iterations: 200 };
+        let opts = FitOptions {
+            c: 1.0,
+            max_iterations: 200,
+        };
         // Class 0 weighted 3:1 against class 1 on the same point → p0 ≈ 0.75.
         let m = Softmax::fit(&rows, &[0, 1], &[3.0, 1.0], 2, 0, opts).unwrap();
         let rep = vec![row(&[1.0], &[]); 4];

@@ -26,9 +26,8 @@ pub use client::{
     ProbeFuture, Usage, PROBE_TIMEOUT,
 };
 pub use config::{
-    ApiKey, ConfigError, LlmConfig, ResponseFormat, DEFAULT_BASE_URL,
-    DEFAULT_HOSTED_CALLS_PER_MINUTE, DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ENV_API_KEYS, ENV_BASE_URL,
-    ENV_MODEL,
+    ApiKey, ConfigError, LlmConfig, ResponseFormat, DEFAULT_BASE_URL, DEFAULT_HOSTED_CALLS_PER_MINUTE,
+    DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ENV_API_KEYS, ENV_BASE_URL, ENV_MODEL,
 };
 pub use prompt::{LabelSpec, UNCLASSIFIED};
 pub use stage::{LlmOutcome, LlmRequest, LlmStage, LlmStats, Method};

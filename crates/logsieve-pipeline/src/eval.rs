@@ -73,7 +73,11 @@ pub fn evaluate(p: &Pipeline, rows: &[LabelledRow]) -> (EvalReport, Vec<Decision
         .filter(|r| p.config().route(&r.source) != crate::config::Route::Llm)
         .map(|r| r.label.as_str())
         .collect();
-    let learnable: Vec<String> = p.known_labels().into_iter().filter(|l| reachable.contains(l.as_str())).collect();
+    let learnable: Vec<String> = p
+        .known_labels()
+        .into_iter()
+        .filter(|l| reachable.contains(l.as_str()))
+        .collect();
     let learnable_refs: Vec<&str> = learnable.iter().map(String::as_str).collect();
     let by_method = Method::ALL
         .iter()

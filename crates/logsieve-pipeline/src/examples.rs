@@ -74,8 +74,9 @@ impl ExampleBank {
         scored.retain(|&(score, _)| score >= min_similarity);
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut seen = std::collections::HashSet::new();
-        let (mut first, mut rest): (Vec<_>, Vec<_>) =
-            scored.into_iter().partition(|&(_, i)| seen.insert(self.examples[i].label.as_str()));
+        let (mut first, mut rest): (Vec<_>, Vec<_>) = scored
+            .into_iter()
+            .partition(|&(_, i)| seen.insert(self.examples[i].label.as_str()));
         first.truncate(k);
         let fill = k.saturating_sub(first.len());
         rest.truncate(fill);
@@ -109,14 +110,22 @@ mod tests {
         assert_eq!(got, vec![("b".into(), "B".into()), ("c".into(), "C".into())]);
         assert_eq!(bank.nearest(&v, &[1.0, 0.0], 9, -1.0).len(), 3);
         assert!(bank.nearest(&v, &[1.0, 0.0], 0, -1.0).is_empty());
-        assert!(bank.nearest(&v, &[1.0, 0.0], 9, 2.0).is_empty(), "none similar enough");
+        assert!(
+            bank.nearest(&v, &[1.0, 0.0], 9, 2.0).is_empty(),
+            "none similar enough"
+        );
     }
 
     #[test]
     fn each_label_is_shown_once_before_any_label_twice() {
         let bank = ExampleBank::new(vec![ex("a1", "A"), ex("a2", "A"), ex("b", "B"), ex("a3", "A")]);
         let v = vec![vec![1.0, 0.0], vec![0.99, 0.14], vec![0.0, 1.0], vec![0.98, 0.2]];
-        let labels = |k| bank.nearest(&v, &[1.0, 0.0], k, -1.0).into_iter().map(|e| e.1).collect::<Vec<_>>();
+        let labels = |k| {
+            bank.nearest(&v, &[1.0, 0.0], k, -1.0)
+                .into_iter()
+                .map(|e| e.1)
+                .collect::<Vec<_>>()
+        };
         // B is far, but it comes before A's second row.
         assert_eq!(labels(2), ["A", "B"]);
         assert_eq!(labels(3), ["A", "B", "A"]);

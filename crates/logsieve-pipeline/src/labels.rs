@@ -31,7 +31,10 @@ pub struct LabelsError {
 
 /// Parse a labels file (`origin` names it in errors).
 pub fn parse_labels(text: &str, origin: &str) -> Result<Vec<LabelSpec>, LabelsError> {
-    let err = |message: String| LabelsError { origin: origin.to_string(), message };
+    let err = |message: String| LabelsError {
+        origin: origin.to_string(),
+        message,
+    };
     let f: File = toml::from_str(text).map_err(|e| err(e.to_string()))?;
     let mut seen = std::collections::BTreeSet::new();
     for l in &f.label {
@@ -60,7 +63,10 @@ mod tests {
         let guide = include_str!("../../../docs/taxonomy.md");
         assert_eq!(names.len(), 9);
         for n in &names {
-            assert!(guide.contains(&format!("### {n}")), "{n} is not a section of the guide");
+            assert!(
+                guide.contains(&format!("### {n}")),
+                "{n} is not a section of the guide"
+            );
         }
     }
 

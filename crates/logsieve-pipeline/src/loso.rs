@@ -83,13 +83,19 @@ pub fn leave_one_source_out(
         always_t.iter().chain(&data_t).chain(&proto_t).map(String::as_str),
     )?;
     let protos = prototype_units(labels, &proto_t, &cache);
-    let sources: Vec<&str> = data.iter().map(|r| r.source.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let sources: Vec<&str> = data
+        .iter()
+        .map(|r| r.source.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let per: Vec<Result<(SourceScore, Vec<Line>), TrainFailure>> = sources
         .par_iter()
         .map(|&src| {
-            let train = always.iter().zip(&always_t).chain(
-                data.iter().zip(&data_t).filter(|(r, _)| r.source != src),
-            );
+            let train = always
+                .iter()
+                .zip(&always_t)
+                .chain(data.iter().zip(&data_t).filter(|(r, _)| r.source != src));
             let units = units_of(train.map(|(r, t)| (r, t.as_str())), &cache);
             let (model, _) = HybridModel::train(&units, &protos, opts)?;
             let mut memo: HashMap<&str, (usize, f32, bool)> = HashMap::new();
@@ -97,7 +103,10 @@ pub fn leave_one_source_out(
             let mut unfamiliar = 0;
             for (r, t) in data.iter().zip(&data_t).filter(|(r, _)| r.source == src) {
                 let &mut (label, conf, unsure) = memo.entry(t.as_str()).or_insert_with(|| {
-                    let pr = model.predict(Input { text: t, vector: cache.get(t) });
+                    let pr = model.predict(Input {
+                        text: t,
+                        vector: cache.get(t),
+                    });
                     (pr.label, pr.probability, pr.unsure.is_some())
                 });
                 unfamiliar += unsure as usize;
@@ -173,11 +182,23 @@ impl LosoReport {
             );
         };
         for s in &self.sources {
-            row(&mut out, &s.source, s.templates.to_string(), &s.score, s.unfamiliar.to_string());
+            row(
+                &mut out,
+                &s.source,
+                s.templates.to_string(),
+                &s.score,
+                s.unfamiliar.to_string(),
+            );
         }
         let unf: usize = self.sources.iter().map(|s| s.unfamiliar).sum();
         let tm: usize = self.sources.iter().map(|s| s.templates).sum();
-        row(&mut out, "**all**", tm.to_string(), &self.overall, unf.to_string());
+        row(
+            &mut out,
+            "**all**",
+            tm.to_string(),
+            &self.overall,
+            unf.to_string(),
+        );
         let _ = writeln!(out, "\nmean accuracy over sources: {:.3}", self.macro_accuracy);
         let _ = writeln!(out, "risk-coverage (pooled, confidence alone):");
         for c in &self.curve {
@@ -187,7 +208,11 @@ impl LosoReport {
                 c.threshold, c.coverage, c.selective_accuracy
             );
         }
-        let _ = writeln!(out, "labels predicted right on their own held-out lines: {}", self.labels_predicted.join(", "));
+        let _ = writeln!(
+            out,
+            "labels predicted right on their own held-out lines: {}",
+            self.labels_predicted.join(", ")
+        );
         let _ = writeln!(out, "\npooled per-label scores:\n{}", self.report.to_text());
         out
     }

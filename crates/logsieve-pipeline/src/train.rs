@@ -70,7 +70,12 @@ fn reaches_llm(p: &Pipeline, source: &str) -> bool {
 /// The few-shot example bank: for each label, up to `per_label` rows with
 /// distinct masked text, most frequent templates first, from the rows the
 /// model or the LLM would see (`usable`).
-pub(crate) fn example_bank_of(p: &Pipeline, rows: &[LabelledRow], usable: &[usize], per_label: usize) -> Vec<Example> {
+pub(crate) fn example_bank_of(
+    p: &Pipeline,
+    rows: &[LabelledRow],
+    usable: &[usize],
+    per_label: usize,
+) -> Vec<Example> {
     // (label, masked text) -> (first row, rows with it)
     let mut templates: HashMap<(&str, String), (usize, usize)> = HashMap::new();
     for &i in usable {
@@ -102,7 +107,11 @@ pub(crate) fn example_bank_of(p: &Pipeline, rows: &[LabelledRow], usable: &[usiz
 }
 
 /// The text the encoder is trained on for a message.
-pub(crate) fn encoder_input<'a>(p: &Pipeline, message: &'a str, input: EncoderInput) -> std::borrow::Cow<'a, str> {
+pub(crate) fn encoder_input<'a>(
+    p: &Pipeline,
+    message: &'a str,
+    input: EncoderInput,
+) -> std::borrow::Cow<'a, str> {
     match input {
         EncoderInput::Masked => p.masker().mask(message),
         EncoderInput::Raw => std::borrow::Cow::Borrowed(message),

@@ -21,7 +21,7 @@ use logsieve_linear::{Artifact, Balance, Classifier, Input};
 use crate::cascade::Pipeline;
 use crate::labelled::LabelledRow;
 use crate::labels::LabelSpec;
-use crate::train::{example_bank_of, encoder_input, TrainFailure, TrainSettings, Trained};
+use crate::train::{encoder_input, example_bank_of, TrainFailure, TrainSettings, Trained};
 use crate::units::{prototype_units, units_of, VectorCache};
 
 /// One labelled file.
@@ -63,10 +63,16 @@ pub fn train_hybrid(
     if all.is_empty() {
         return Err(TrainFailure::NoModelRows);
     }
-    let texts: Vec<String> = all.iter().map(|(r, _)| encoder_input(p, &r.message, s.input).into_owned()).collect();
+    let texts: Vec<String> = all
+        .iter()
+        .map(|(r, _)| encoder_input(p, &r.message, s.input).into_owned())
+        .collect();
     let proto_texts = prototype_texts(p, labels, s);
     let mut cache = VectorCache::default();
-    cache.fill(embedder.as_ref(), texts.iter().chain(&proto_texts).map(String::as_str))?;
+    cache.fill(
+        embedder.as_ref(),
+        texts.iter().chain(&proto_texts).map(String::as_str),
+    )?;
     let fit_rows: Vec<(&LabelledRow, &str)> = all
         .iter()
         .zip(&texts)
@@ -86,14 +92,21 @@ pub fn train_hybrid(
         let (truth, pred): (Vec<String>, Vec<String>) = heldout_rows
             .iter()
             .map(|(r, t)| {
-                let pr = model.predict(Input { text: t, vector: cache.get(t) });
+                let pr = model.predict(Input {
+                    text: t,
+                    vector: cache.get(t),
+                });
                 (r.label.clone(), model.labels[pr.label].clone())
             })
             .unzip();
         Report::new(&truth, &pred)
     });
     let out_of_fold = oof.as_ref().map(|o| {
-        let conf: Vec<f32> = o.evidence.iter().map(|e| model.calibrator.confidence(e)).collect();
+        let conf: Vec<f32> = o
+            .evidence
+            .iter()
+            .map(|e| model.calibrator.confidence(e))
+            .collect();
         Selective::new(&conf, &o.right, s.threshold)
     });
     let mut per_label: BTreeMap<String, usize> = BTreeMap::new();
@@ -118,7 +131,11 @@ pub fn train_hybrid(
         model_threshold: s.threshold,
         model: ModelKind::Hybrid(Box::new(model)),
         training: TrainingInfo {
-            data: data.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" + "),
+            data: data
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" + "),
             data_sha256: data.first().map(|d| d.sha256.clone()).unwrap_or_default(),
             rows_total: all.len(),
             rows_fitted: fit_rows.len(),
@@ -130,10 +147,17 @@ pub fn train_hybrid(
             balance: Balance::None,
             max_iterations: opts.max_iterations,
             logsieve_version: env!("CARGO_PKG_VERSION").into(),
-            created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             data_files: data
                 .iter()
-                .map(|d| DataFile { path: d.name.clone(), sha256: d.sha256.clone(), rows: d.rows.len() })
+                .map(|d| DataFile {
+                    path: d.name.clone(),
+                    sha256: d.sha256.clone(),
+                    rows: d.rows.len(),
+                })
                 .collect(),
             rows_per_source: per_source.into_iter().collect(),
             units: Some(units.len()),

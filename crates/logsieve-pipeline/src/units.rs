@@ -22,7 +22,11 @@ pub struct VectorCache {
 
 impl VectorCache {
     /// Embed every text not yet cached (once each).
-    pub fn fill<'a>(&mut self, e: &dyn Embedder, texts: impl IntoIterator<Item = &'a str>) -> Result<(), EmbedError> {
+    pub fn fill<'a>(
+        &mut self,
+        e: &dyn Embedder,
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), EmbedError> {
         let mut todo: Vec<&str> = texts.into_iter().filter(|t| !self.map.contains_key(*t)).collect();
         todo.sort_unstable();
         todo.dedup();
@@ -36,7 +40,10 @@ impl VectorCache {
     }
 
     pub fn get(&self, text: &str) -> &[f32] {
-        self.map.get(text).map(Vec::as_slice).expect("text embedded before use")
+        self.map
+            .get(text)
+            .map(Vec::as_slice)
+            .expect("text embedded before use")
     }
 }
 

@@ -25,7 +25,10 @@ fn rows(file: &str) -> Vec<LabelledRow> {
 fn held_out_systems_score_above_their_floors() {
     let embedder: Arc<dyn Embedder> =
         Arc::new(MiniLm::load_default(None, BatchOptions::default()).expect("the encoder loads"));
-    let p = Pipeline::builder(Config::builtin()).embedder(embedder).build().expect("pipeline");
+    let p = Pipeline::builder(Config::builtin())
+        .embedder(embedder)
+        .build()
+        .expect("pipeline");
     let real = rows("data/real/lines.csv");
     let held = ["HDFS", "OpenSSH"];
     let (data, others): (Vec<_>, Vec<_>) = real.into_iter().partition(|r| held.contains(&r.source.as_str()));
@@ -40,11 +43,35 @@ fn held_out_systems_score_above_their_floors() {
         input: EncoderInput::Masked,
         examples_per_label: 0,
     };
-    let opts = HybridOptions { folds: 3, ..HybridOptions::default() };
+    let opts = HybridOptions {
+        folds: 3,
+        ..HybridOptions::default()
+    };
     let r = leave_one_source_out(&p, &always, &data, &builtin_labels(), &settings, &opts).expect("trains");
-    let acc = |s: &str| r.sources.iter().find(|x| x.source == s).expect("scored").score.accuracy;
-    assert!(acc("HDFS") >= 0.90, "HDFS accuracy {} < floor 0.90\n{}", acc("HDFS"), r.to_text());
-    assert!(acc("OpenSSH") >= 0.85, "OpenSSH accuracy {} < floor 0.85\n{}", acc("OpenSSH"), r.to_text());
+    let acc = |s: &str| {
+        r.sources
+            .iter()
+            .find(|x| x.source == s)
+            .expect("scored")
+            .score
+            .accuracy
+    };
+    assert!(
+        acc("HDFS") >= 0.90,
+        "HDFS accuracy {} < floor 0.90\n{}",
+        acc("HDFS"),
+        r.to_text()
+    );
+    assert!(
+        acc("OpenSSH") >= 0.85,
+        "OpenSSH accuracy {} < floor 0.85\n{}",
+        acc("OpenSSH"),
+        r.to_text()
+    );
     // A security log's failed logins come out as Security Alert.
-    assert!(r.labels_predicted.iter().any(|l| l == "Security Alert"), "{:?}", r.labels_predicted);
+    assert!(
+        r.labels_predicted.iter().any(|l| l == "Security Alert"),
+        "{:?}",
+        r.labels_predicted
+    );
 }

@@ -58,7 +58,8 @@ impl HybridArgs {
         match &self.labels {
             None => Ok(builtin_labels()),
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
                 Ok(parse_labels(&text, &p.display().to_string())?)
             }
         }
@@ -116,7 +117,11 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         options: TrainOptions {
             alpha: a.alpha,
             max_iterations: a.max_iterations,
-            balance: if a.no_balance { Balance::None } else { Balance::Oversample },
+            balance: if a.no_balance {
+                Balance::None
+            } else {
+                Balance::Oversample
+            },
         },
         refit_all: a.refit_all,
         threshold: cfg.threshold.unwrap_or(0.5),
@@ -124,7 +129,11 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         examples_per_label: a.examples_per_label,
     };
     let t0 = Instant::now();
-    let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = |p: &PathBuf| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     let rows_total: usize = files.iter().map(|f| f.rows.len()).sum();
     let trained = match a.kind {
         Kind::Linear => {
@@ -137,9 +146,19 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         Kind::Hybrid => {
             let data: Vec<DataSet> = files
                 .into_iter()
-                .map(|f| DataSet { name: name(&f.path), sha256: hex::encode(Sha256::digest(&f.bytes)), rows: f.rows })
+                .map(|f| DataSet {
+                    name: name(&f.path),
+                    sha256: hex::encode(Sha256::digest(&f.bytes)),
+                    rows: f.rows,
+                })
                 .collect();
-            train_hybrid(&pipeline, &data, &a.hybrid.labels()?, &settings, &a.hybrid.options(a.max_iterations))?
+            train_hybrid(
+                &pipeline,
+                &data,
+                &a.hybrid.labels()?,
+                &settings,
+                &a.hybrid.options(a.max_iterations),
+            )?
         }
     };
     save(&trained, &a.out)?;
@@ -148,10 +167,14 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&art.heldout)?);
     } else {
         println!(
-            "{rows_total} rows; model fitted on {} rows ({}{}) in {:.1}s",
+            "{rows_total} rows; {} claimed by rules or routes; model fitted on {} rows ({}{}) in {:.1}s",
+            trained.claimed,
             art.training.rows_fitted,
             art.training.fitted_on,
-            art.training.units.map(|u| format!(", {u} distinct texts")).unwrap_or_default(),
+            art.training
+                .units
+                .map(|u| format!(", {u} distinct texts"))
+                .unwrap_or_default(),
             t0.elapsed().as_secs_f64()
         );
         if let Some(o) = &art.training.out_of_fold {
@@ -168,7 +191,10 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
                 r.to_text()
             );
         }
-        println!("wrote {}", a.out.join(logsieve_linear::artifact::FILE_NAME).display());
+        println!(
+            "wrote {}",
+            a.out.join(logsieve_linear::artifact::FILE_NAME).display()
+        );
     }
     Ok(0)
 }

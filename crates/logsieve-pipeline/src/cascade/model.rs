@@ -95,7 +95,11 @@ impl ModelStage {
     pub(crate) fn judge(&self, texts: &[&str], stats: &Stats) -> (Vec<Verdict>, Vec<Vec<f32>>) {
         match self.embed(texts, stats) {
             Ok(vectors) => (
-                texts.iter().zip(&vectors).map(|(t, v)| self.verdict(Input { text: t, vector: v })).collect(),
+                texts
+                    .iter()
+                    .zip(&vectors)
+                    .map(|(t, v)| self.verdict(Input { text: t, vector: v }))
+                    .collect(),
                 vectors,
             ),
             Err(e) => {
