@@ -227,11 +227,13 @@ fn fit_core(
 
 impl Core {
     fn proba(&self, text: &str, v: &[f32]) -> Vec<f32> {
-        self.softmax.predict_proba(&Row {
-            dense: v.to_vec(),
-            sparse: self.lexicon.vectorize(text),
-        })
+        proba(&self.lexicon, &self.softmax, text, v)
     }
+}
+
+/// Class probabilities of one line: its vector and its words.
+fn proba(lexicon: &Lexicon, softmax: &Softmax, text: &str, v: &[f32]) -> Vec<f32> {
+    softmax.proba(v, &lexicon.vectorize(text))
 }
 
 fn top2(p: &[f32]) -> (usize, f32, f32) {
@@ -301,10 +303,7 @@ impl HybridModel {
 
     /// Everything the model says about one line.
     pub fn explain(&self, text: &str, v: &[f32]) -> (Vec<f32>, Evidence, f32) {
-        let p = self.softmax.predict_proba(&Row {
-            dense: v.to_vec(),
-            sparse: self.lexicon.vectorize(text),
-        });
+        let p = proba(&self.lexicon, &self.softmax, text, v);
         let (_, p1, p2) = top2(&p);
         let e = Evidence {
             p1,
@@ -397,10 +396,7 @@ impl Classifier for HybridModel {
     }
 
     fn predict_proba(&self, x: Input<'_>) -> Vec<f32> {
-        self.softmax.predict_proba(&Row {
-            dense: x.vector.to_vec(),
-            sparse: self.lexicon.vectorize(x.text),
-        })
+        proba(&self.lexicon, &self.softmax, x.text, x.vector)
     }
 
     /// The top label with its calibrated confidence as the probability;

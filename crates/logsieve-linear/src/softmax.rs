@@ -61,15 +61,15 @@ impl Softmax {
         self.dense_dim + self.sparse_dim + 1
     }
 
-    /// Class scores before the softmax.
-    pub fn logits(&self, row: &Row) -> Vec<f32> {
+    /// Class scores before the softmax, of a row given as its parts (no copy
+    /// of the vector on the prediction path).
+    pub fn logits(&self, dense: &[f32], sparse: &[(u32, f32)]) -> Vec<f32> {
         (0..self.classes)
             .map(|k| {
                 let dw = &self.dense_weights[k * self.dense_dim..(k + 1) * self.dense_dim];
                 let sw = &self.sparse_weights[k * self.sparse_dim..(k + 1) * self.sparse_dim];
-                let d: f32 = dw.iter().zip(&row.dense).map(|(a, b)| a * b).sum();
-                let s: f32 = row
-                    .sparse
+                let d: f32 = dw.iter().zip(dense).map(|(a, b)| a * b).sum();
+                let s: f32 = sparse
                     .iter()
                     .filter(|e| (e.0 as usize) < self.sparse_dim)
                     .map(|e| sw[e.0 as usize] * e.1)
@@ -80,7 +80,11 @@ impl Softmax {
     }
 
     pub fn predict_proba(&self, row: &Row) -> Vec<f32> {
-        softmax(&self.logits(row))
+        self.proba(&row.dense, &row.sparse)
+    }
+
+    pub fn proba(&self, dense: &[f32], sparse: &[(u32, f32)]) -> Vec<f32> {
+        softmax(&self.logits(dense, sparse))
     }
 
     /// Fit on rows with class indices `y` (< `classes`) and weights `w`.

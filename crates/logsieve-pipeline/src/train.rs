@@ -188,13 +188,7 @@ pub fn train(
     let artifact = Artifact {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
-        embedding: EmbeddingInfo {
-            model_id: embedder.model_id().into(),
-            weights_sha256: embedder.weights_sha256().into(),
-            dim: embedder.dim(),
-            max_tokens: p.config().model.max_tokens,
-            input: s.input,
-        },
+        embedding: embedding_info(p, embedder.as_ref(), s.input),
         model_threshold: s.threshold,
         model: logsieve_linear::artifact::ModelKind::Linear(model),
         training: TrainingInfo {
@@ -210,10 +204,7 @@ pub fn train(
             balance: s.options.balance,
             max_iterations: s.options.max_iterations,
             logsieve_version: env!("CARGO_PKG_VERSION").into(),
-            created_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_unix: now_unix(),
             data_files: Vec::new(),
             rows_per_source: Vec::new(),
             units: None,
@@ -226,6 +217,29 @@ pub fn train(
         artifact,
         claimed: rows.len() - model_rows.len(),
     })
+}
+
+/// What the artifact records of the encoder it was trained with.
+pub(crate) fn embedding_info(
+    p: &Pipeline,
+    e: &dyn logsieve_embed::Embedder,
+    input: EncoderInput,
+) -> EmbeddingInfo {
+    EmbeddingInfo {
+        model_id: e.model_id().into(),
+        weights_sha256: e.weights_sha256().into(),
+        dim: e.dim(),
+        max_tokens: p.config().model.max_tokens,
+        input,
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Write the artifact into `dir`.

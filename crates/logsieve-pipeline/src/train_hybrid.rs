@@ -9,9 +9,8 @@
 //! training held out.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use logsieve_linear::artifact::{DataFile, EmbeddingInfo, ModelKind, TrainingInfo, FORMAT, FORMAT_VERSION};
+use logsieve_linear::artifact::{DataFile, ModelKind, TrainingInfo, FORMAT, FORMAT_VERSION};
 use logsieve_linear::hybrid::{HybridModel, HybridOptions};
 use logsieve_linear::report::Report;
 use logsieve_linear::selective::Selective;
@@ -21,7 +20,9 @@ use logsieve_linear::{Artifact, Balance, Classifier, Input};
 use crate::cascade::Pipeline;
 use crate::labelled::LabelledRow;
 use crate::labels::LabelSpec;
-use crate::train::{encoder_input, example_bank_of, TrainFailure, TrainSettings, Trained};
+use crate::train::{
+    embedding_info, encoder_input, example_bank_of, now_unix, TrainFailure, TrainSettings, Trained,
+};
 use crate::units::{prototype_units, units_of, VectorCache};
 
 /// One labelled file.
@@ -121,13 +122,7 @@ pub fn train_hybrid(
     let artifact = Artifact {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
-        embedding: EmbeddingInfo {
-            model_id: embedder.model_id().into(),
-            weights_sha256: embedder.weights_sha256().into(),
-            dim: embedder.dim(),
-            max_tokens: p.config().model.max_tokens,
-            input: s.input,
-        },
+        embedding: embedding_info(p, embedder.as_ref(), s.input),
         model_threshold: s.threshold,
         model: ModelKind::Hybrid(Box::new(model)),
         training: TrainingInfo {
@@ -147,10 +142,7 @@ pub fn train_hybrid(
             balance: Balance::None,
             max_iterations: opts.max_iterations,
             logsieve_version: env!("CARGO_PKG_VERSION").into(),
-            created_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_unix: now_unix(),
             data_files: data
                 .iter()
                 .map(|d| DataFile {
