@@ -504,3 +504,19 @@ fn a_capped_miner_is_shared_between_threads() {
     assert_eq!(created, 50);
     assert!(m.evicted() >= 1200 - 50);
 }
+
+#[test]
+fn names_that_differ_only_in_their_numbers_are_one_variable() {
+    // Host and device names (`gige1`..`gige7`, `node-D0`) that each come
+    // back are values of one variable, not an enumeration of words.
+    let m = miner();
+    for i in 0..20 {
+        m.add(&format!("gige{} temperature normal", i % 7 + 1));
+        m.add(&format!("domain status node-D{} not responding", i % 4));
+    }
+    let t: Vec<String> = m.templates().into_iter().map(|t| t.template).collect();
+    assert_eq!(t, ["<*> temperature normal", "domain status <*> not responding"]);
+    assert!(super::tokens::same_shape("gige1", "gige17"));
+    assert!(!super::tokens::same_shape("alt0", "ee0"));
+    assert!(!super::tokens::same_shape("Started", "Paused"));
+}

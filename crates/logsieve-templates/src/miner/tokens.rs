@@ -100,8 +100,8 @@ impl Inner {
             &self.strings[l as usize]
         };
         match (split_key_value(ts), split_key_value(ls)) {
-            (Some((ka, va)), Some((kb, vb))) => ka != kb || (is_word(va) && is_word(vb)),
-            _ => is_word(ts) && is_word(ls),
+            (Some((ka, va)), Some((kb, vb))) => ka != kb || (is_word(va) && is_word(vb) && !same_shape(va, vb)),
+            _ => is_word(ts) && is_word(ls) && !same_shape(ts, ls),
         }
     }
 
@@ -157,6 +157,35 @@ pub(super) fn is_word(tok: &str) -> bool {
         && b[b.len() - 1].is_ascii_alphabetic()
         && b.iter()
             .all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'\'' || (upper_snake && *c == b'_'))
+}
+
+/// Whether two different tokens are the same name with other numbers in
+/// it (`gige1` and `gige7`, `node-D0` and `node-D7`): then they are values
+/// of one variable (hosts, devices, ports), not two words; names that differ
+/// in letters (`alt0`, `ee0`) stay words.
+pub(super) fn same_shape(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut digits = false;
+    loop {
+        match (a.get(i), b.get(j)) {
+            (None, None) => return digits,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                while a.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                while b.get(j).is_some_and(u8::is_ascii_digit) {
+                    j += 1;
+                }
+                digits = true;
+            }
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            _ => return false,
+        }
+    }
 }
 
 /// `key=value`, `key:value` or `key......value` (a dot leader), both parts
