@@ -28,9 +28,10 @@ impl Inner {
         };
         for i in 0..tpl.len() {
             let (t, l) = (tpl[i], line[i]);
-            if t == l && t != WILD {
+            if t == l && t != WILD && !self.placeholder[t as usize] {
                 s.same += 1;
             } else if t == WILD
+                || t == l
                 || (self.is_placeholder(t) && self.is_placeholder(l))
                 || self.kv_fits(t, texts[i])
             {

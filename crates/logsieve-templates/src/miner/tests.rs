@@ -520,3 +520,19 @@ fn names_that_differ_only_in_their_numbers_are_one_variable() {
     assert!(!super::tokens::same_shape("alt0", "ee0"));
     assert!(!super::tokens::same_shape("Started", "Paused"));
 }
+
+#[test]
+fn lines_that_share_only_masked_values_are_not_one_template() {
+    // A timestamp and a pid agree on every raw line; they are no evidence
+    // that two lines are one event (raw Android/Hadoop lines drifted into
+    // `<TS> <NUM> <*>` templates this way).
+    let m = miner();
+    let a = m.add("2015-10-18 18:01:49,228 1702 org.apache.App:");
+    let b = m.add("2015-10-18 18:01:53,447 1702 org.apache.Requestor:");
+    assert_ne!(a.template_id, b.template_id);
+    assert_eq!(&*b.template, "<TS> <NUM> org.apache.Requestor:");
+    // A literal word in common still lets a value vary.
+    let c = m.add("2015-10-18 18:01:49,228 1702 started job_1");
+    let d = m.add("2015-10-18 18:01:55,001 1703 started job_2");
+    assert_eq!(c.template_id, d.template_id);
+}
