@@ -536,3 +536,17 @@ fn lines_that_share_only_masked_values_are_not_one_template() {
     let d = m.add("2015-10-18 18:01:55,001 1703 started job_2");
     assert_eq!(c.template_id, d.template_id);
 }
+
+#[test]
+fn a_template_does_not_drift_into_variables_and_a_stop_word() {
+    // Each widening is small, but literal agreement must cover half of the
+    // places that could agree: `Snapshotting: <HEX> to <PATH>` shares only
+    // `to` with `<*> set to <NUM>` and is another event.
+    let m = miner();
+    m.add("alpha.x1 set to 1");
+    let a = m.add("beta.y2 set to 2");
+    assert_eq!(&*a.template, "<*> set to <NUM>");
+    let b = m.add("Snapshotting: 0x3f to /var/lib/x");
+    assert_ne!(a.template_id, b.template_id);
+    assert_eq!(&*m.template(a.template_id).unwrap().template, "<*> set to <NUM>");
+}
