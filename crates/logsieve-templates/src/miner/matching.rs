@@ -37,7 +37,7 @@ impl Inner {
             } else if t == WILD
                 || t == l
                 || (self.is_placeholder(t) && self.is_placeholder(l))
-                || self.kv_fits(t, texts[i])
+                || self.affix_fits(t, texts[i])
             {
                 s.var += 1;
                 if self.is_placeholder(l) && (t == WILD || self.placeholder[t as usize]) {
@@ -151,7 +151,7 @@ impl Inner {
             if *self.strings[t as usize] == *text {
                 same += 1;
             } else if !((self.placeholder[t as usize] && crate::is_placeholder_token(text))
-                || self.kv_fits(t, text))
+                || self.affix_fits(t, text))
             {
                 return None;
             }

@@ -80,7 +80,7 @@ impl Inner {
         let first_before = self.clusters[ix as usize].tokens[0];
         for (i, &l) in line.iter().enumerate() {
             let t = self.clusters[ix as usize].tokens[i];
-            if t != l && t != WILD && !self.kv_fits(t, &self.strings[l as usize].clone()) {
+            if t != l && t != WILD && !self.affix_fits(t, &self.strings[l as usize].clone()) {
                 let g = self.generalize(t, l);
                 self.clusters[ix as usize].tokens[i] = g;
             }
@@ -130,7 +130,7 @@ impl Inner {
         let mut tokens = Vec::with_capacity(line.len());
         let mut pos = 0;
         for (i, (&t, &l)) in tpl.iter().zip(line).enumerate() {
-            if t == l || t == WILD || self.kv_fits(t, &self.strings[l as usize].clone()) {
+            if t == l || t == WILD || self.affix_fits(t, &self.strings[l as usize].clone()) {
                 tokens.push(t);
             } else if self.placeholder[t as usize] && self.placeholder[l as usize] {
                 tokens.push(WILD);

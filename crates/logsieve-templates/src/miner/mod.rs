@@ -224,8 +224,10 @@ struct Inner {
     placeholder: Vec<bool>,
     word: Vec<bool>,
     keyable: Vec<bool>,
-    /// For `key=<*>` tokens, the length of `key=`; else 0.
-    kv_wild: Vec<u32>,
+    /// For a token holding one `<*>` with literal text around it (`key=<*>`,
+    /// `<*>,`, `'<*>'`): the lengths of that text before and after it, so a
+    /// line token with the same text around any value fits; else (0, 0).
+    affix: Vec<(u32, u32)>,
     clusters: Vec<Cluster>,
     /// (token count, key of first token) -> clusters.
     buckets: FastMap<(u32, u32), Vec<u32>>,

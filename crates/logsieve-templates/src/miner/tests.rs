@@ -550,3 +550,22 @@ fn a_template_does_not_drift_into_variables_and_a_stop_word() {
     assert_ne!(a.template_id, b.template_id);
     assert_eq!(&*m.template(a.template_id).unwrap().template, "<*> set to <NUM>");
 }
+
+#[test]
+fn a_variable_keeps_the_punctuation_and_quotes_around_its_values() {
+    let m = miner();
+    m.add("Read package: Package_for_KB31~amd64~~6.1.1.0, State: 112");
+    let a = m.add("Read package: Package_for_KB29~x86~~6.1.3.0, State: 7");
+    assert_eq!(&*a.template, "Read package: <*>, State: <NUM>");
+    m.add("into registry key 'SOFTWARE' from path 'x'");
+    let b = m.add("into registry key '{bf1a}GLOBALROOT/Device' from path 'x'");
+    assert_eq!(&*b.template, "into registry key '<*>' from path 'x'");
+    // A value without the comma is still the same event; the comma goes.
+    let c = m.add("Read package: Package_for_KB77~amd64~~6.1.1.0 State: 1");
+    assert_eq!(c.template_id, a.template_id);
+    assert_eq!(&*c.template, "Read package: <*> State: <NUM>");
+    assert_eq!(
+        m.parameters(b.template_id, "into registry key 'A B' from path 'x'").unwrap(),
+        ["A B"]
+    );
+}

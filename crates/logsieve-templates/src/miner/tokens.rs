@@ -39,33 +39,46 @@ impl Inner {
         self.word.push(is_word(tok));
         self.keyable
             .push(!placeholder && !tok.contains('<') && !tok.bytes().any(|b| b.is_ascii_digit()));
-        let kv_wild = match split_key_value(tok) {
-            Some((_, "<*>")) => (tok.len() - 3) as u32,
-            _ => 0,
+        let affix = match tok.find(WILDCARD) {
+            Some(i) if tok.len() > WILDCARD.len() && !tok[i + WILDCARD.len()..].contains(WILDCARD) => {
+                (i as u32, (tok.len() - i - WILDCARD.len()) as u32)
+            }
+            _ => (0, 0),
         };
-        self.kv_wild.push(kv_wild);
+        self.affix.push(affix);
         id
     }
 
-    /// Whether template token `t` is `key=<*>` and the line token `text`
-    /// has that key.
-    pub(super) fn kv_fits(&self, t: u32, text: &str) -> bool {
-        let k = self.kv_wild[t as usize] as usize;
-        k > 0 && text.len() > k && text.as_bytes()[..k] == self.strings[t as usize].as_bytes()[..k]
+    /// Whether template token `t` is a variable with literal text around
+    /// it (`key=<*>`, `<*>,`) and the line token `text` has that text
+    /// around a value.
+    pub(super) fn affix_fits(&self, t: u32, text: &str) -> bool {
+        let (p, s) = self.affix[t as usize];
+        let (p, s) = (p as usize, s as usize);
+        let tok = self.strings[t as usize].as_bytes();
+        let b = text.as_bytes();
+        p + s > 0 && b.len() > p + s && b[..p] == tok[..p] && b[b.len() - s..] == tok[tok.len() - s..]
     }
 
     /// The token that covers two differing tokens: `key=<*>` when both are
-    /// values of one key, else `<*>`.
+    /// values of one key; else `<*>` with the brackets, quotes and
+    /// punctuation both have around their values kept (`<*>,`, `'<*>'`,
+    /// `(<*>)`), as a template states them; else `<*>`.
     pub(super) fn generalize(&mut self, a: u32, b: u32) -> u32 {
         let (sa, sb) = (&self.strings[a as usize], &self.strings[b as usize]);
         let prefix = |s: &str| split_key_value(s).map(|(_, v)| s.len() - v.len());
-        match (prefix(sa), prefix(sb)) {
-            (Some(pa), Some(pb)) if sa[..pa] == sb[..pb] => {
+        if let (Some(pa), Some(pb)) = (prefix(sa), prefix(sb)) {
+            if sa[..pa] == sb[..pb] {
                 let tok = format!("{}<*>", &sa[..pa]);
-                self.intern(&tok)
+                return self.intern(&tok);
             }
-            _ => WILD,
         }
+        let (p, s) = common_affix(sa, sb);
+        if p + s == 0 {
+            return WILD;
+        }
+        let tok = format!("{}<*>{}", &sa[..p], &sa[sa.len() - s..]);
+        self.intern(&tok)
     }
 
     /// What a sibling position "value" is for counting distinct words: the
@@ -132,6 +145,26 @@ impl Inner {
         }
         s
     }
+}
+
+/// The lengths of the opening brackets and quotes both tokens start with,
+/// and of the closing ones and punctuation both end with, leaving each a
+/// value of one character or more between them. A token that is itself a
+/// variable with such text (`<*>,`) keeps it only where the other has it.
+pub(super) fn common_affix(a: &str, b: &str) -> (usize, usize) {
+    const OPEN: &[u8] = b"([{'\"";
+    const CLOSE: &[u8] = b")]}'\",;:.";
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let room = x.len().min(y.len()).saturating_sub(1);
+    let mut p = 0;
+    while p < room && x[p] == y[p] && OPEN.contains(&x[p]) {
+        p += 1;
+    }
+    let mut s = 0;
+    while p + s < room && x[x.len() - 1 - s] == y[y.len() - 1 - s] && CLOSE.contains(&x[x.len() - 1 - s]) {
+        s += 1;
+    }
+    (p, s)
 }
 
 /// A plain word: letters (inner `-` or `'` allowed, one digit at the end),
