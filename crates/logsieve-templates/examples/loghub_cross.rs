@@ -33,13 +33,16 @@ fn main() {
         for word_variable_after in [2, 3, 4, 5] {
             for variadic_min_anchor in [2, 3, 4] {
                 for variadic_max_span in [2, 4, 6] {
-                    grid.push(MinerConfig {
-                        similarity,
-                        word_variable_after,
-                        variadic_min_anchor,
-                        variadic_max_span,
-                        ..defaults.clone()
-                    });
+                    for word_variable_distinct in [0, 4, 6, 8] {
+                        grid.push(MinerConfig {
+                            similarity,
+                            word_variable_after,
+                            word_variable_distinct,
+                            variadic_min_anchor,
+                            variadic_max_span,
+                            ..defaults.clone()
+                        });
+                    }
                 }
             }
         }
@@ -49,6 +52,7 @@ fn main() {
             + c.word_variable_after.abs_diff(defaults.word_variable_after)
             + c.variadic_min_anchor.abs_diff(defaults.variadic_min_anchor)
             + c.variadic_max_span.abs_diff(defaults.variadic_max_span) / 2
+            + c.word_variable_distinct.abs_diff(defaults.word_variable_distinct) / 2
     };
     let score = |half: &[(String, Labelled)], c: &MinerConfig| -> Vec<Evaluation> {
         half.iter().map(|(_, l)| l.evaluate(c, &masker)).collect()
@@ -56,12 +60,16 @@ fn main() {
     let mean = |v: &[Evaluation], f: fn(&Evaluation) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     let mut all = Vec::new();
     for (name, tune, test) in [("A -> B", &a, &b), ("B -> A", &b, &a)] {
-        let best = grid
+        let scored: Vec<(&MinerConfig, f64, f64)> = grid
             .iter()
             .map(|c| {
                 let s = score(tune, c);
                 (c, mean(&s, |e| e.ga), mean(&s, |e| e.pa))
             })
+            .collect();
+        let best = scored
+            .iter()
+            .copied()
             .max_by(|x, y| {
                 (x.1, x.2)
                     .partial_cmp(&(y.1, y.2))
@@ -70,14 +78,38 @@ fn main() {
             })
             .expect("the grid is not empty");
         println!(
-            "round {name}: tuned on {:?}: mean GA {:.3} PA {:.3} with similarity {} word_variable_after {} variadic_min_anchor {} variadic_max_span {}",
+            "round {name}: tuned on {:?}: mean GA {:.3} PA {:.3} with similarity {} word_variable_after {} word_variable_distinct {} variadic_min_anchor {} variadic_max_span {}",
             tune.iter().map(|t| &t.0).collect::<Vec<_>>(),
             best.1,
             best.2,
             best.0.similarity,
             best.0.word_variable_after,
+            best.0.word_variable_distinct,
             best.0.variadic_min_anchor,
             best.0.variadic_max_span
+        );
+        // How much the tuning half constrains each setting: the values
+        // among the settings that reach the best scores.
+        let top: Vec<&MinerConfig> = scored
+            .iter()
+            .filter(|x| x.1 == best.1 && x.2 == best.2)
+            .map(|x| x.0)
+            .collect();
+        let values = |f: fn(&MinerConfig) -> String| {
+            let mut v: Vec<String> = top.iter().map(|c| f(c)).collect();
+            v.sort();
+            v.dedup();
+            v.join("|")
+        };
+        println!(
+            "  {} of {} settings reach it: similarity {} word_variable_after {} word_variable_distinct {} variadic_min_anchor {} variadic_max_span {}",
+            top.len(),
+            grid.len(),
+            values(|c| c.similarity.to_string()),
+            values(|c| c.word_variable_after.to_string()),
+            values(|c| c.word_variable_distinct.to_string()),
+            values(|c| c.variadic_min_anchor.to_string()),
+            values(|c| c.variadic_max_span.to_string())
         );
         let s = score(test, best.0);
         for ((system, _), e) in test.iter().zip(&s) {

@@ -125,6 +125,12 @@ pub struct MinerConfig {
     /// (user names, host names). Default 3.
     #[serde(default = "default_word_variable_after")]
     pub word_variable_after: usize,
+    /// Value diversity: once this many distinct words have been seen at
+    /// one position of otherwise equal lines, the position is a variable
+    /// even when every word comes back (host, user or service names that
+    /// recur); an enumeration of states has fewer. 0: never. Default 6.
+    #[serde(default = "default_word_variable_distinct")]
+    pub word_variable_distinct: usize,
     /// Most templates kept; when a line would create one more, the least
     /// recently matched template is evicted first (its lines later start a
     /// new template with a new id). Bounds the miner's memory on an endless
@@ -135,6 +141,10 @@ pub struct MinerConfig {
 
 fn default_word_variable_after() -> usize {
     3
+}
+
+fn default_word_variable_distinct() -> usize {
+    6
 }
 
 fn default_similarity() -> f64 {
@@ -158,6 +168,7 @@ impl Default for MinerConfig {
             variadic_min_anchor: default_variadic_anchor(),
             variadic_max_span: default_variadic_span(),
             word_variable_after: default_word_variable_after(),
+            word_variable_distinct: default_word_variable_distinct(),
             max_templates: 0,
         }
     }
@@ -396,7 +407,7 @@ impl Miner {
         let found = self.find(&inner, ids, texts);
         let (c, is_new) = match found {
             Some((c, s)) if s.diff_words == 1 && inner.clusters[c as usize].variadic.is_none() => {
-                inner.add_sibling(c, ids, self.config.word_variable_after)
+                inner.add_sibling(c, ids, &self.config)
             }
             Some((c, s)) if s.diff_words == 0 => {
                 if inner.clusters[c as usize].variadic.is_some() {

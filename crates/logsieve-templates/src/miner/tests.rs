@@ -569,3 +569,33 @@ fn a_variable_keeps_the_punctuation_and_quotes_around_its_values() {
         ["A B"]
     );
 }
+
+#[test]
+fn many_distinct_words_at_one_place_are_a_variable_even_when_they_recur() {
+    // Six host names, each coming back: no longer an enumeration.
+    let hosts = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    let m = miner();
+    for h in &hosts[..5] {
+        for _ in 0..3 {
+            m.add(&format!("connection to {h} lost"));
+        }
+    }
+    assert_eq!(m.templates().len(), 5, "five recurring words are still kept apart");
+    let last = m.add("connection to foxtrot lost");
+    assert_eq!(&*last.template, "connection to <*> lost");
+    assert_eq!(m.templates().len(), 1);
+    // Off: every recurring word keeps its template.
+    let off = Miner::new(
+        MinerConfig {
+            word_variable_distinct: 0,
+            ..MinerConfig::default()
+        },
+        Masker::builtin(),
+    );
+    for h in hosts {
+        for _ in 0..3 {
+            off.add(&format!("connection to {h} lost"));
+        }
+    }
+    assert_eq!(off.templates().len(), 6);
+}
