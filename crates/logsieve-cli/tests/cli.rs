@@ -684,9 +684,29 @@ fn templates_eval_prints_ga_pa_and_fga_per_system() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0], ["system", "half", "lines", "events", "templates", "GA", "PA", "FGA"]);
-    assert_eq!(rows[1], ["Sys1", "-", "5", "4", "4", "1.000", "0.800", "1.000"], "{table}");
-    assert_eq!(rows[2], ["Sys2", "-", "3", "3", "2", "0.333", "0.333", "0.400"], "{table}");
+    assert_eq!(
+        rows[0],
+        [
+            "system",
+            "half",
+            "lines",
+            "events",
+            "templates",
+            "GA",
+            "PA",
+            "FGA"
+        ]
+    );
+    assert_eq!(
+        rows[1],
+        ["Sys1", "-", "5", "4", "4", "1.000", "0.800", "1.000"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[2],
+        ["Sys2", "-", "3", "3", "2", "0.333", "0.333", "0.400"],
+        "{table}"
+    );
     assert_eq!(rows[3], ["mean", "(2)", "0.667", "0.567", "0.700"], "{table}");
     assert_eq!(rows.len(), 4, "{table}");
 
@@ -696,7 +716,10 @@ fn templates_eval_prints_ga_pa_and_fga_per_system() {
     assert_eq!(v["systems"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["systems"][0]["system"], "Sys2");
     assert_eq!(v["systems"][0]["templates"], 2);
-    assert!((v["means"]["mean"]["fga"].as_f64().unwrap() - 0.4).abs() < 1e-9, "{v}");
+    assert!(
+        (v["means"]["mean"]["fga"].as_f64().unwrap() - 0.4).abs() < 1e-9,
+        "{v}"
+    );
 
     // A file without the truth's template column, and an unknown system.
     write("Sys3", "");
@@ -714,7 +737,11 @@ fn templates_eval_prints_ga_pa_and_fga_per_system() {
     );
     let out = run(&["templates", "--eval", d, "--systems", "Nope"], b"");
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no system `Nope`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no system `Nope`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

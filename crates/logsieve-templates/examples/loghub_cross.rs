@@ -113,7 +113,10 @@ fn main() {
         );
         let s = score(test, best.0);
         for ((system, _), e) in test.iter().zip(&s) {
-            println!("  scored {system:<10} GA {:.3} PA {:.3} FGA {:.3}", e.ga, e.pa, e.fga);
+            println!(
+                "  scored {system:<10} GA {:.3} PA {:.3} FGA {:.3}",
+                e.ga, e.pa, e.fga
+            );
             all.push((system.clone(), e.clone()));
         }
         println!(
@@ -136,7 +139,11 @@ fn main() {
         worst.0,
         worst.1.ga
     );
-    let d: Vec<Evaluation> = a.iter().chain(&b).map(|(_, l)| l.evaluate(&defaults, &masker)).collect();
+    let d: Vec<Evaluation> = a
+        .iter()
+        .chain(&b)
+        .map(|(_, l)| l.evaluate(&defaults, &masker))
+        .collect();
     println!(
         "defaults on all ten: mean GA {:.3} PA {:.3} FGA {:.3}",
         mean(&d, |e| e.ga),

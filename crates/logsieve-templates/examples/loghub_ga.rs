@@ -96,7 +96,8 @@ fn main() {
             // Mine the raw `X_2k.log` lines (headers and all) instead of
             // the Content column; the truth is the same line's event.
             let raw_path = dir.join(system).join(format!("{system}_2k.log"));
-            let raw = std::fs::read_to_string(&raw_path).unwrap_or_else(|e| panic!("{}: {e}", raw_path.display()));
+            let raw =
+                std::fs::read_to_string(&raw_path).unwrap_or_else(|e| panic!("{}: {e}", raw_path.display()));
             labelled.contents = raw.lines().map(str::to_string).collect();
             assert_eq!(labelled.contents.len(), labelled.events.len(), "{system}");
         }

@@ -182,7 +182,9 @@ fn labelled_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read", dir.display()))?;
     let mut out = Vec::new();
     for entry in entries {
-        let path = entry.with_context(|| format!("{}: cannot read", dir.display()))?.path();
+        let path = entry
+            .with_context(|| format!("{}: cannot read", dir.display()))?
+            .path();
         if !path.is_dir() {
             continue;
         }
@@ -193,7 +195,11 @@ fn labelled_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             .collect();
         files.sort();
         if let Some(f) = files.into_iter().next() {
-            let system = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let system = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
             out.push((system, f));
         }
     }
@@ -275,7 +281,11 @@ fn evaluate(dir: &Path, a: &Args, config: &MinerConfig, masker: &Masker) -> Resu
                 })
             })
             .collect();
-        writeln!(out, "{}", serde_json::json!({"systems": systems, "means": summary}))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"systems": systems, "means": summary})
+        )?;
     } else {
         writeln!(
             out,
@@ -299,7 +309,11 @@ fn evaluate(dir: &Path, a: &Args, config: &MinerConfig, masker: &Masker) -> Resu
         for (name, m) in means {
             if let Some((n, ga, pa, fga)) = m {
                 let label = format!("{name} ({n})");
-                writeln!(out, "{label:<12} {:>4} {:>6} {:>6} {:>9} {ga:>6.3} {pa:>6.3} {fga:>6.3}", "", "", "", "")?;
+                writeln!(
+                    out,
+                    "{label:<12} {:>4} {:>6} {:>6} {:>9} {ga:>6.3} {pa:>6.3} {fga:>6.3}",
+                    "", "", "", ""
+                )?;
             }
         }
     }

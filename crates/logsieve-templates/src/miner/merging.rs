@@ -185,7 +185,8 @@ impl Inner {
         // A variable's values are mostly rare; an enumeration's (`alt0`,
         // `ee0`, ...) each come back. Merge once two of them were seen once,
         // or once there are more values than an enumeration has.
-        let diverse = config.word_variable_distinct > 0 && entry.values.len() >= config.word_variable_distinct;
+        let diverse =
+            config.word_variable_distinct > 0 && entry.values.len() >= config.word_variable_distinct;
         let clusters = &entry.clusters;
         let rare = clusters
             .iter()

@@ -565,7 +565,8 @@ fn a_variable_keeps_the_punctuation_and_quotes_around_its_values() {
     assert_eq!(c.template_id, a.template_id);
     assert_eq!(&*c.template, "Read package: <*> State: <NUM>");
     assert_eq!(
-        m.parameters(b.template_id, "into registry key 'A B' from path 'x'").unwrap(),
+        m.parameters(b.template_id, "into registry key 'A B' from path 'x'")
+            .unwrap(),
         ["A B"]
     );
 }
@@ -580,7 +581,11 @@ fn many_distinct_words_at_one_place_are_a_variable_even_when_they_recur() {
             m.add(&format!("connection to {h} lost"));
         }
     }
-    assert_eq!(m.templates().len(), 5, "five recurring words are still kept apart");
+    assert_eq!(
+        m.templates().len(),
+        5,
+        "five recurring words are still kept apart"
+    );
     let last = m.add("connection to foxtrot lost");
     assert_eq!(&*last.template, "connection to <*> lost");
     assert_eq!(m.templates().len(), 1);

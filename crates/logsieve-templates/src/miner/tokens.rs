@@ -113,7 +113,9 @@ impl Inner {
             &self.strings[l as usize]
         };
         match (split_key_value(ts), split_key_value(ls)) {
-            (Some((ka, va)), Some((kb, vb))) => ka != kb || (is_word(va) && is_word(vb) && !same_shape(va, vb)),
+            (Some((ka, va)), Some((kb, vb))) => {
+                ka != kb || (is_word(va) && is_word(vb) && !same_shape(va, vb))
+            }
             _ => is_word(ts) && is_word(ls) && !same_shape(ts, ls),
         }
     }
