@@ -237,8 +237,9 @@ struct Inner {
     keyable: Vec<bool>,
     /// For a token holding one `<*>` with literal text around it (`key=<*>`,
     /// `<*>,`, `'<*>'`): the lengths of that text before and after it, so a
-    /// line token with the same text around any value fits; else (0, 0).
-    affix: Vec<(u32, u32)>,
+    /// line token with the same text around any value fits. Packed as
+    /// `before << 16 | after` (each under 64 KiB, else not an affix); 0: none.
+    affix: Vec<u32>,
     clusters: Vec<Cluster>,
     /// (token count, key of first token) -> clusters.
     buckets: FastMap<(u32, u32), Vec<u32>>,

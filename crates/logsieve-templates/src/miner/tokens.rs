@@ -41,9 +41,14 @@ impl Inner {
             .push(!placeholder && !tok.contains('<') && !tok.bytes().any(|b| b.is_ascii_digit()));
         let affix = match tok.find(WILDCARD) {
             Some(i) if tok.len() > WILDCARD.len() && !tok[i + WILDCARD.len()..].contains(WILDCARD) => {
-                (i as u32, (tok.len() - i - WILDCARD.len()) as u32)
+                let after = tok.len() - i - WILDCARD.len();
+                if i <= 0xFFFF && after <= 0xFFFF {
+                    ((i as u32) << 16) | after as u32
+                } else {
+                    0
+                }
             }
-            _ => (0, 0),
+            _ => 0,
         };
         self.affix.push(affix);
         id
@@ -53,8 +58,8 @@ impl Inner {
     /// it (`key=<*>`, `<*>,`) and the line token `text` has that text
     /// around a value.
     pub(super) fn affix_fits(&self, t: u32, text: &str) -> bool {
-        let (p, s) = self.affix[t as usize];
-        let (p, s) = (p as usize, s as usize);
+        let packed = self.affix[t as usize];
+        let (p, s) = ((packed >> 16) as usize, (packed & 0xFFFF) as usize);
         let tok = self.strings[t as usize].as_bytes();
         let b = text.as_bytes();
         p + s > 0 && b.len() > p + s && b[..p] == tok[..p] && b[b.len() - s..] == tok[tok.len() - s..]
