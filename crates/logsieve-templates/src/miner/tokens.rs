@@ -59,10 +59,16 @@ impl Inner {
     /// around a value.
     pub(super) fn affix_fits(&self, t: u32, text: &str) -> bool {
         let packed = self.affix[t as usize];
+        if packed == 0 {
+            return false;
+        }
         let (p, s) = ((packed >> 16) as usize, (packed & 0xFFFF) as usize);
-        let tok = self.strings[t as usize].as_bytes();
         let b = text.as_bytes();
-        p + s > 0 && b.len() > p + s && b[..p] == tok[..p] && b[b.len() - s..] == tok[tok.len() - s..]
+        if b.len() <= p + s {
+            return false;
+        }
+        let tok = self.strings[t as usize].as_bytes();
+        b[..p] == tok[..p] && b[b.len() - s..] == tok[tok.len() - s..]
     }
 
     /// The token that covers two differing tokens: `key=<*>` when both are
