@@ -28,6 +28,15 @@
 //! * **order**: when a template gains a variable it absorbs the templates
 //!   that now fit it (as they are, or through a variadic variable), so an
 //!   odd first line does not leave a stray template behind.
+//! * **drift**: a line widens a template only when its literal tokens agree
+//!   on `similarity` of the places that could agree (Drain's measure);
+//!   masked values (`<TS>` against `<TS>`) and existing variables are no
+//!   evidence, or a template widens step by step into `<*> <*> to <*>`;
+//! * **value diversity**: names that differ only in their digits (`gige1`,
+//!   `gige7`) are values, and `word_variable_distinct` distinct words at
+//!   one place make it a variable even when each recurs;
+//! * **punctuation**: a variable keeps the brackets, quotes and punctuation
+//!   its values share (`<*>,`, `'<*>'`; `key=<*>` likewise).
 //!
 //! Reads (the warm path: a line fitting a known template as it stands) take
 //! the read lock and compare integers only; a line that creates or widens a
