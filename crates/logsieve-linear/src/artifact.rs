@@ -227,6 +227,7 @@ impl Artifact {
                     m.bank_rows
                 )));
             }
+            m.bank.validate_labels(m.labels.len()).map_err(invalid)?;
         }
         Ok(())
     }
