@@ -38,7 +38,7 @@ pub enum StoreError {
     NotADatabase { path: PathBuf },
     #[error("store {}: the database is damaged ({detail}); move it aside to start a new one", path.display())]
     Corrupt { path: PathBuf, detail: String },
-    #[error("store {}: cannot write here ({source}); the store needs a writable file and directory", path.display())]
+    #[error("store {}: cannot write here; the store needs a writable file and directory", path.display())]
     NotWritable {
         path: PathBuf,
         #[source]
