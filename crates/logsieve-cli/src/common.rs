@@ -165,7 +165,9 @@ pub fn builder(config: Config) -> Result<PipelineBuilder> {
         b = b.rules(Rules::from_path(p)?);
     }
     if let Some(p) = &config.model.classifier {
-        b = b.artifact(&Artifact::load(p)?).model_version(artifact_version(p)?);
+        b = b
+            .artifact(&Artifact::load(p)?)
+            .model_version(artifact_version(p)?);
     }
     b = b.masker(masker(&config)?);
     let (dir, options) = (config.model.embedding_dir.clone(), config.batch_options());

@@ -48,7 +48,10 @@ fn stats(out: &Output) -> serde_json::Value {
 }
 
 fn jsonl(out: &[u8]) -> Vec<serde_json::Value> {
-    text(out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// `classify FILE --store STORE --stats` with output as JSON lines.
@@ -57,10 +60,17 @@ fn classify_on(store: &Path, input: &Path, extra: &[(&str, &str)]) -> Output {
     for (k, v) in extra {
         c.env(k, v);
     }
-    c.args(["classify", input.to_str().unwrap(), "--output-format", "jsonl", "--stats", "--store"])
-        .arg(store)
-        .output()
-        .unwrap()
+    c.args([
+        "classify",
+        input.to_str().unwrap(),
+        "--output-format",
+        "jsonl",
+        "--stats",
+        "--store",
+    ])
+    .arg(store)
+    .output()
+    .unwrap()
 }
 
 #[test]
@@ -87,7 +97,10 @@ fn the_same_file_twice_on_one_store_asks_the_llm_nothing_the_second_time() {
     let s2 = stats(&second);
     assert_eq!(s2["llm"]["calls"], 0, "{s2}");
     assert_eq!(s2["llm"]["requests"], 0, "{s2}");
-    assert_eq!(s2["encoded_texts"], 0, "the model's decisions came back too: {s2}");
+    assert_eq!(
+        s2["encoded_texts"], 0,
+        "the model's decisions came back too: {s2}"
+    );
     assert_eq!(s2["store"]["loaded"], 7, "{s2}");
     let (a, b) = (jsonl(&first.stdout), jsonl(&second.stdout));
     assert_eq!(a.len(), 10);
@@ -103,7 +116,10 @@ fn the_same_file_twice_on_one_store_asks_the_llm_nothing_the_second_time() {
     for r in legacy {
         assert_eq!(r["method"], "llm", "{r}");
         assert!(
-            r["detail"].as_str().unwrap().starts_with("template cache hit (stored decision); llm: "),
+            r["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("template cache hit (stored decision); llm: "),
             "{r}"
         );
     }
@@ -121,7 +137,12 @@ fn corrections_from_a_file_apply_to_every_line_of_their_template() {
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, format!("{CORRECTIONS}ModernCRM,Disk full,Disk Trouble\n")).unwrap();
     let out = logsieve()
-        .args(["feedback", bad.to_str().unwrap(), "--store", store.to_str().unwrap()])
+        .args([
+            "feedback",
+            bad.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let err = text(&out.stderr);
@@ -132,13 +153,25 @@ fn corrections_from_a_file_apply_to_every_line_of_their_template() {
         "{err}"
     );
     // Without a store there is nowhere to keep them.
-    let out = logsieve().args(["feedback", bad.to_str().unwrap()]).output().unwrap();
-    assert!(text(&out.stderr).contains("feedback needs a decision store"), "{}", text(&out.stderr));
+    let out = logsieve()
+        .args(["feedback", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("feedback needs a decision store"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let good = dir.path().join("good.csv");
     std::fs::write(&good, CORRECTIONS).unwrap();
     let out = logsieve()
-        .args(["feedback", good.to_str().unwrap(), "--store", store.to_str().unwrap()])
+        .args([
+            "feedback",
+            good.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -186,11 +219,20 @@ fn a_store_that_is_not_a_database_or_not_writable_is_refused_before_any_output()
     let out_file = dir.path().join("out.csv");
     for (store, expect) in [
         (notes.clone(), "notes.db: not a SQLite database"),
-        (PathBuf::from("/sys/logsieve-test-store.db"), "/sys/logsieve-test-store.db: cannot write here"),
+        (
+            PathBuf::from("/sys/logsieve-test-store.db"),
+            "/sys/logsieve-test-store.db: cannot write here",
+        ),
         (dir.path().join("no/such/dir/s.db"), "s.db: cannot write here"),
     ] {
         let out = logsieve()
-            .args(["classify", input.to_str().unwrap(), "-o", out_file.to_str().unwrap(), "--store"])
+            .args([
+                "classify",
+                input.to_str().unwrap(),
+                "-o",
+                out_file.to_str().unwrap(),
+                "--store",
+            ])
             .arg(&store)
             .output()
             .unwrap();
@@ -243,7 +285,10 @@ fn a_damaged_store_never_costs_an_input_row() {
     assert_eq!(rows.len(), 10, "every row comes out");
     let input_text = std::fs::read_to_string(&input).unwrap();
     for (r, line) in rows.iter().zip(input_text.lines().skip(1)) {
-        assert!(line.contains(r["log_message"].as_str().unwrap()), "in order: {r} vs {line}");
+        assert!(
+            line.contains(r["log_message"].as_str().unwrap()),
+            "in order: {r} vs {line}"
+        );
         assert!(r["target_label"].is_string());
     }
 }
@@ -258,7 +303,14 @@ impl Served {
     fn start(store: &Path) -> Served {
         let port = free_port();
         let mut child = logsieve()
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--store"])
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--store",
+            ])
             .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -298,7 +350,10 @@ impl Served {
             .unwrap();
         let status = r.status().as_u16();
         let text = r.body_mut().read_to_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}")))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}")),
+        )
     }
 
     /// SIGTERM: a graceful stop.
@@ -315,13 +370,14 @@ impl Served {
 fn a_correction_posted_to_the_server_holds_for_its_template_and_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.db");
-    let line = |ip: &str| {
-        serde_json::json!({"source": "ModernCRM", "log_message": format!("IP {ip} blocked due to potential attack")})
-    };
+    let line = |ip: &str| serde_json::json!({"source": "ModernCRM", "log_message": format!("IP {ip} blocked due to potential attack")});
     let server = Served::start(&store);
     let (status, before) = server.post("/classify-single", line("192.168.1.4"));
     assert_eq!(status, 200, "{before}");
-    assert_eq!((before["target_label"].as_str(), before["method"].as_str()), (Some("Security Alert"), Some("model")));
+    assert_eq!(
+        (before["target_label"].as_str(), before["method"].as_str()),
+        (Some("Security Alert"), Some("model"))
+    );
 
     // An unknown label: 422, naming the field and the labels there are.
     let (status, e) = server.post(
@@ -331,7 +387,10 @@ fn a_correction_posted_to_the_server_holds_for_its_template_and_across_a_restart
     assert_eq!(status, 422, "{e}");
     assert_eq!(e["error"]["code"], "validation");
     let msg = e["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("unknown label `Bad Vibes`") && msg.contains("Critical Error"), "{msg}");
+    assert!(
+        msg.contains("unknown label `Bad Vibes`") && msg.contains("Critical Error"),
+        "{msg}"
+    );
 
     let mut fix = line("10.1.1.1");
     fix["target_label"] = "Critical Error".into();

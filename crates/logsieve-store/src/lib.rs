@@ -177,7 +177,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -317,7 +319,10 @@ impl Store {
                  ORDER BY CASE method WHEN 'feedback' THEN 2 WHEN 'llm' THEN 1 ELSE 0 END DESC, last_seen DESC
                  LIMIT ?2",
             )?;
-            let mut rows = st.query(rusqlite::params![model_version, limit.min(i64::MAX as usize) as i64])?;
+            let mut rows = st.query(rusqlite::params![
+                model_version,
+                limit.min(i64::MAX as usize) as i64
+            ])?;
             while let Some(r) = rows.next()? {
                 let method: String = r.get(3)?;
                 let Some(method) = StoredMethod::parse(&method) else {
@@ -350,7 +355,11 @@ impl Store {
 
     /// Stored decisions by `method`, at or above `min_confidence`, in key
     /// order (for training on what the LLM and people decided).
-    pub fn decisions_by(&self, method: StoredMethod, min_confidence: f32) -> Result<Vec<StoredDecision>, StoreError> {
+    pub fn decisions_by(
+        &self,
+        method: StoredMethod,
+        min_confidence: f32,
+    ) -> Result<Vec<StoredDecision>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare(
                 "SELECT source, template, label, confidence, reason, model_version, example, count

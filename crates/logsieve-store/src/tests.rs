@@ -34,7 +34,10 @@ fn decisions_survive_reopening_and_a_new_model_drops_only_the_models() {
     let keys: Vec<&str> = same.decisions.iter().map(|d| d.template.as_str()).collect();
     // The most important last: model, then LLM, then the person's.
     assert_eq!(keys, ["a <NUM>", "b", "c"]);
-    assert_eq!(same.decisions[1], decision("b", "Security Alert", StoredMethod::Llm, "qwen"));
+    assert_eq!(
+        same.decisions[1],
+        decision("b", "Security Alert", StoredMethod::Llm, "qwen")
+    );
     let other = s.load_decisions("m2", 100);
     let keys: Vec<&str> = other.decisions.iter().map(|d| d.template.as_str()).collect();
     assert_eq!(keys, ["b", "c"]);
@@ -60,8 +63,18 @@ fn a_correction_is_not_overwritten_by_the_model_or_the_llm() {
     // Another correction does replace it.
     s.record_decisions(vec![decision("x", "Error", StoredMethod::Feedback, "")]);
     s.flush().unwrap();
-    assert_eq!(s.decisions_by(StoredMethod::Feedback, 0.0).unwrap()[0].label, "Error");
-    assert_eq!(s.counts().unwrap(), Counts { model: 0, llm: 0, feedback: 1 });
+    assert_eq!(
+        s.decisions_by(StoredMethod::Feedback, 0.0).unwrap()[0].label,
+        "Error"
+    );
+    assert_eq!(
+        s.counts().unwrap(),
+        Counts {
+            model: 0,
+            llm: 0,
+            feedback: 1
+        }
+    );
 }
 
 #[test]
@@ -80,7 +93,9 @@ fn hits_add_to_the_count_and_jobs_of_other_modules_run_in_the_writer() {
     s.flush().unwrap();
     assert_eq!(s.decisions_by(StoredMethod::Llm, 0.5).unwrap()[0].count, 42);
     assert!(s.decisions_by(StoredMethod::Llm, 0.95).unwrap().is_empty());
-    let n: i64 = s.read(|c| c.query_row("SELECT n FROM other", [], |r| r.get(0))).unwrap();
+    let n: i64 = s
+        .read(|c| c.query_row("SELECT n FROM other", [], |r| r.get(0)))
+        .unwrap();
     assert_eq!(n, 7);
     // A failing job is reported by the next flush, and the writer goes on.
     s.execute(Box::new(|tx| tx.execute_batch("INSERT INTO nowhere VALUES (1)")));
@@ -103,9 +118,14 @@ fn a_file_that_is_not_a_database_is_refused_by_name() {
     let e = Store::open(&path).unwrap_err();
     assert!(matches!(e, StoreError::NotADatabase { .. }), "{e:?}");
     let msg = e.to_string();
-    assert!(msg.contains("notes.txt") && msg.contains("not a SQLite database"), "{msg}");
+    assert!(
+        msg.contains("notes.txt") && msg.contains("not a SQLite database"),
+        "{msg}"
+    );
     // And it is left as it was.
-    assert!(std::fs::read_to_string(&path).unwrap().starts_with("source,log_message"));
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .starts_with("source,log_message"));
 }
 
 #[test]
@@ -114,8 +134,13 @@ fn a_store_where_nothing_can_be_written_is_refused_by_name() {
     let e = Store::open("/sys/logsieve-store-test.db").unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, StoreError::NotWritable { .. }), "{msg}");
-    assert!(msg.contains("/sys/logsieve-store-test.db") && msg.contains("cannot write here"), "{msg}");
-    let e = Store::open("/nonexistent-dir/x/store.db").unwrap_err().to_string();
+    assert!(
+        msg.contains("/sys/logsieve-store-test.db") && msg.contains("cannot write here"),
+        "{msg}"
+    );
+    let e = Store::open("/nonexistent-dir/x/store.db")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("No such file or directory"), "{e}");
 }
 
@@ -125,7 +150,8 @@ fn a_newer_schema_is_refused() {
     let path = dir.path().join("s.db");
     drop(Store::open(&path).unwrap());
     let c = Connection::open(&path).unwrap();
-    c.pragma_update(None, "user_version", schema::latest_version() + 1).unwrap();
+    c.pragma_update(None, "user_version", schema::latest_version() + 1)
+        .unwrap();
     drop(c);
     let e = Store::open(&path).unwrap_err().to_string();
     assert!(e.contains("newer than this build"), "{e}");
@@ -138,11 +164,19 @@ fn a_damaged_store_gives_back_what_it_can_and_says_so() {
     {
         let s = Store::open(&path).unwrap();
         let many: Vec<StoredDecision> = (0..3000)
-            .map(|i| decision(&format!("template {i} {}", "x".repeat(200)), "Error", StoredMethod::Llm, "q"))
+            .map(|i| {
+                decision(
+                    &format!("template {i} {}", "x".repeat(200)),
+                    "Error",
+                    StoredMethod::Llm,
+                    "q",
+                )
+            })
             .collect();
         s.record_decisions(many);
         s.flush().unwrap();
-        s.read(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))).unwrap();
+        s.read(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
+            .unwrap();
     }
     // Overwrite pages in the middle of the file with garbage.
     let mut bytes = std::fs::read(&path).unwrap();

@@ -133,7 +133,11 @@ fn run(path: PathBuf, mut conn: Connection, rx: Receiver<Msg>, errors: Arc<Atomi
 
 /// One transaction for a batch of messages; flush requests are collected in
 /// `acks` to be answered after the commit.
-fn commit(conn: &mut Connection, batch: Vec<Msg>, acks: &mut Vec<mpsc::Sender<Option<String>>>) -> rusqlite::Result<()> {
+fn commit(
+    conn: &mut Connection,
+    batch: Vec<Msg>,
+    acks: &mut Vec<mpsc::Sender<Option<String>>>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate);
     let tx = match tx {
         Ok(t) => t,
@@ -173,7 +177,12 @@ fn commit(conn: &mut Connection, batch: Vec<Msg>, acks: &mut Vec<mpsc::Sender<Op
             Msg::Hits(hits, now) => (|| {
                 let mut st = tx.prepare_cached(HIT)?;
                 for h in &hits {
-                    st.execute(params![h.source, h.template, h.lines.min(i64::MAX as u64) as i64, now])?;
+                    st.execute(params![
+                        h.source,
+                        h.template,
+                        h.lines.min(i64::MAX as u64) as i64,
+                        now
+                    ])?;
                 }
                 Ok(())
             })(),

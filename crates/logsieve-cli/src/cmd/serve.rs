@@ -111,7 +111,8 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             .or_else(|| config.store.path.clone())
             .unwrap_or_else(|| logsieve_embed::fetch::default_home().join("store.db"));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("store {}: cannot create its directory", path.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("store {}: cannot create its directory", path.display()))?;
         }
         Some(crate::common::open_store(&path)?)
     };
@@ -123,7 +124,10 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             s.loaded,
             s.corrections,
             if s.stale_model > 0 {
-                format!("; {} model decisions of another model version left out", s.stale_model)
+                format!(
+                    "; {} model decisions of another model version left out",
+                    s.stale_model
+                )
             } else {
                 String::new()
             }

@@ -308,7 +308,10 @@ impl PipelineBuilder {
 /// An artifact's version: its training data and time.
 fn artifact_version(a: &Artifact) -> String {
     let t = &a.training;
-    let data = hex::encode(Sha256::digest(format!("{} {} {}", t.data, t.data_sha256, t.rows_fitted)));
+    let data = hex::encode(Sha256::digest(format!(
+        "{} {} {}",
+        t.data, t.data_sha256, t.rows_fitted
+    )));
     format!("{}-{}", &data[..16], t.created_unix)
 }
 

@@ -120,7 +120,13 @@ impl Locked<'_> {
                         st.dirty.push(key.to_string());
                     }
                     let pending = u32::from(st.track);
-                    st.insert(key.to_string(), Entry::Decided { d: d.clone(), pending });
+                    st.insert(
+                        key.to_string(),
+                        Entry::Decided {
+                            d: d.clone(),
+                            pending,
+                        },
+                    );
                     Lookup::Decided(d)
                 }
             },
@@ -183,15 +189,13 @@ impl Locked<'_> {
         let Some(c) = st.lru.as_mut() else {
             return out;
         };
-        out.extend(dirty
-            .into_iter()
-            .filter_map(|k| match c.peek_mut(&k) {
-                Some(Entry::Decided { pending, .. }) if *pending > 0 => {
-                    let n = std::mem::take(pending);
-                    Some((k, n as u64))
-                }
-                _ => None,
-            }));
+        out.extend(dirty.into_iter().filter_map(|k| match c.peek_mut(&k) {
+            Some(Entry::Decided { pending, .. }) if *pending > 0 => {
+                let n = std::mem::take(pending);
+                Some((k, n as u64))
+            }
+            _ => None,
+        }));
         out
     }
 }
@@ -256,7 +260,12 @@ mod tests {
         assert!(matches!(l.lookup("p"), Lookup::Decided(d) if d.detail.ends_with("person")));
         let mut hits = l.take_hits();
         hits.sort();
-        assert_eq!(hits, [("p".to_string(), 1), ("q".to_string(), 3)].map(|(k, n)| (k, n)).to_vec());
+        assert_eq!(
+            hits,
+            [("p".to_string(), 1), ("q".to_string(), 3)]
+                .map(|(k, n)| (k, n))
+                .to_vec()
+        );
         assert!(l.take_hits().is_empty());
     }
 }

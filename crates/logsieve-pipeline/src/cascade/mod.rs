@@ -34,9 +34,9 @@ use logsieve_store::{Hit, StoredDecision, StoredMethod};
 use logsieve_templates::Masker;
 
 pub use builder::{ModelParts, PipelineBuilder, PipelineError, DEFAULT_CLASSIFIER_JSON};
+pub use logsieve_store::Store;
 pub use model::EncoderUnavailable;
 pub use stats::{CacheCounts, MethodCounts, StatsSnapshot};
-pub use logsieve_store::Store;
 
 use cache::{key_into, split_key, Lookup, TemplateCache};
 use model::{ModelStage, Verdict};
@@ -393,7 +393,10 @@ impl Pipeline {
             .into_iter()
             .map(|f| {
                 let grp = std::mem::take(&mut groups[f.group]);
-                let example = self.store.as_ref().map(|_| items[grp.rows[0]].message.to_string());
+                let example = self
+                    .store
+                    .as_ref()
+                    .map(|_| items[grp.rows[0]].message.to_string());
                 LlmBound {
                     rows: grp.rows,
                     key: grp.key,

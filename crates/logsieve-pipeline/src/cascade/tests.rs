@@ -386,8 +386,14 @@ fn a_new_pipeline_on_the_store_starts_from_its_decisions() {
     );
     // Same model: nothing is asked again, in a new pipeline on a reopened store.
     let store = open_store(&dir);
-    let counts = store.decisions_by(logsieve_store::StoredMethod::Llm, 0.0).unwrap();
-    assert_eq!((counts.len(), counts[0].count), (1, 2), "two lines of the LLM's template");
+    let counts = store
+        .decisions_by(logsieve_store::StoredMethod::Llm, 0.0)
+        .unwrap();
+    assert_eq!(
+        (counts.len(), counts[0].count),
+        (1, 2),
+        "two lines of the LLM's template"
+    );
     assert_eq!(counts[0].example, "something odd happened 3 times");
     assert_eq!(counts[0].template, "something odd happened <NUM> times");
     let r = rig_on_store(&store, "m1");
@@ -396,7 +402,11 @@ fn a_new_pipeline_on_the_store_starts_from_its_decisions() {
     assert_eq!((r.encoded(), r.llm_calls()), (0, 0));
     for (a, b) in first.iter().zip(&again) {
         assert_eq!((&a.target_label, a.method), (&b.target_label, b.method));
-        assert!(b.detail.starts_with("template cache hit (stored decision); "), "{}", b.detail);
+        assert!(
+            b.detail.starts_with("template cache hit (stored decision); "),
+            "{}",
+            b.detail
+        );
     }
     drop(r);
     // Another model: its own decisions are made again, the LLM's are kept.
@@ -411,7 +421,10 @@ fn a_new_pipeline_on_the_store_starts_from_its_decisions() {
 fn a_correction_applies_at_once_to_its_template_and_outlives_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let r = rig_on_store(&open_store(&dir), "m1");
-    assert_eq!(one(&r.pipeline, "Db", "disk 3 is 91% full").target_label, "Resource Usage");
+    assert_eq!(
+        one(&r.pipeline, "Db", "disk 3 is 91% full").target_label,
+        "Resource Usage"
+    );
     let login = one(&r.pipeline, "Db", "User User1 logged in.");
     assert_eq!(login.method, Method::Rule);
     let applied = r
@@ -438,7 +451,10 @@ fn a_correction_applies_at_once_to_its_template_and_outlives_the_pipeline() {
         );
         // Over a rule too.
         let d = one(p, "Db", "User User7 logged in.");
-        assert_eq!((d.target_label.as_str(), d.method), ("Security Alert", Method::Feedback));
+        assert_eq!(
+            (d.target_label.as_str(), d.method),
+            ("Security Alert", Method::Feedback)
+        );
         // Other sources are other templates.
         assert_eq!(one(p, "Other", "User User7 logged in.").method, Method::Rule);
         assert_eq!(one(p, "Db", "User User8 logged in.").method, Method::Rule);
@@ -473,7 +489,8 @@ fn an_unknown_label_refuses_the_whole_batch_of_corrections() {
         .unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.starts_with("correction 1: unknown label `Disk Trouble` (known labels: ") && msg.contains("Security Alert"),
+        msg.starts_with("correction 1: unknown label `Disk Trouble` (known labels: ")
+            && msg.contains("Security Alert"),
         "{msg}"
     );
     assert_eq!(one(&r.pipeline, "Db", "disk 5 is 80% full").method, Method::Model);

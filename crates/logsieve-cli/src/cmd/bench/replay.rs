@@ -40,7 +40,10 @@ pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
         p.flush_store()?;
         let restarted = cfg.pipeline_on(Some(s.clone()))?;
         let loaded = restarted.store().map_or(0, |(_, st)| st.loaded);
-        println!("restart: a new pipeline read {loaded} decisions from {}", s.path().display());
+        println!(
+            "restart: a new pipeline read {loaded} decisions from {}",
+            s.path().display()
+        );
         passes.push(one_pass(&restarted, &bytes, format, a, 1, "store, restarted")?);
     }
     let rss = peak_rss_bytes().unwrap_or(0);
