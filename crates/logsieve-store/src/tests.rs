@@ -138,10 +138,12 @@ fn a_store_where_nothing_can_be_written_is_refused_by_name() {
         msg.contains("/sys/logsieve-store-test.db") && msg.contains("cannot write here"),
         "{msg}"
     );
-    let e = Store::open("/nonexistent-dir/x/store.db")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("No such file or directory"), "{e}");
+    let e = Store::open("/nonexistent-dir/x/store.db").unwrap_err();
+    let cause = std::error::Error::source(&e)
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    assert!(e.to_string().contains("cannot write here"), "{e}");
+    assert!(cause.contains("No such file or directory"), "{cause}");
 }
 
 #[test]
