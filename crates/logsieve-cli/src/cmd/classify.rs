@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logsieve_pipeline::io::{self, CountingReader, CsvWriter, Format, JsonlWriter, RowReader, RowWriter};
 use logsieve_pipeline::run::classify_stream;
 
-use crate::common::{llm_summary, ConfigArgs};
+use crate::common::{llm_summary, pipeline_with_store, ConfigArgs, StoreArgs};
 use crate::interrupt::{self, open_input, StopAt, EXIT_INTERRUPTED};
 use crate::output::{refuse_same_file, Output};
 
@@ -43,6 +43,8 @@ pub struct Args {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// The `--stats` line: the pipeline's counters, then the run's.
@@ -55,6 +57,9 @@ struct StatsReport {
     flagged: u64,
     unreadable: u64,
     llm: logsieve_llm::LlmStats,
+    /// What was read from the decision store on start, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<logsieve_pipeline::StoreStatus>,
 }
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
@@ -62,7 +67,9 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let stop = interrupt::install().context("installing signal handlers")?;
     let out_path = a.output.clone().filter(|p| p.as_os_str() != "-");
     refuse_same_file(a.input.as_deref(), out_path.as_deref())?;
-    let pipeline = cfg.pipeline()?;
+    let config = cfg.load()?;
+    let store = a.store.open(&config)?;
+    let pipeline = pipeline_with_store(config, store)?;
     let (input, len, name) = open_input(a.input.as_ref(), stop.clone())?;
     let shown = name.clone().unwrap_or_else(|| "<stdin>".into());
     let mut input = std::io::BufReader::with_capacity(256 * 1024, CountingReader::new(input));
@@ -114,6 +121,11 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     });
     drop(writer);
     bar.finish_and_clear();
+    // The decisions are written whatever happened to the output; a store
+    // that fails to take them costs them, never a row.
+    if let Err(e) = pipeline.flush_store() {
+        eprintln!("warning: {e}");
+    }
     let interrupted = stop.load(Ordering::Relaxed);
     let summary = match result {
         Ok(s) if s.fatal.is_none() && !interrupted => {
@@ -167,6 +179,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             flagged: summary.flagged,
             unreadable: summary.unreadable,
             llm: pipeline.llm().stats(),
+            store: pipeline.store().map(|(_, s)| s.clone()),
         };
         eprintln!("{}", serde_json::to_string(&report)?);
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod classify;
 mod eval;
+mod feedback;
 mod mine_rules;
 mod model;
 mod serve;
@@ -43,6 +44,8 @@ pub enum Command {
     MineRules(mine_rules::Args),
     /// Serve the cascade over HTTP (see crates/logsieve-server/README.md).
     Serve(serve::Args),
+    /// Store people's corrections (a CSV with target_label) in the decision store.
+    Feedback(feedback::Args),
 }
 
 /// Run a subcommand; the exit code on success.
@@ -56,5 +59,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Templates(a) => templates::run(&cli.config, a),
         Command::MineRules(a) => mine_rules::run(&cli.config, a),
         Command::Serve(a) => serve::run(&cli.config, a),
+        Command::Feedback(a) => feedback::run(&cli.config, a),
     }
 }
