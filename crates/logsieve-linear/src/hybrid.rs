@@ -534,9 +534,10 @@ impl Classifier for HybridModel {
     fn predict(&self, x: Input<'_>) -> Prediction {
         let (p, e, conf) = self.explain(x.text, x.vector);
         let mut r = Prediction::rank(&p);
-        // The runner-up keeps its softmax share, scaled like the winner's.
-        let scale = if e.p1 > 0.0 { conf / e.p1 } else { 0.0 };
-        r.runner_up = r.runner_up.map(|(i, q)| (i, q * scale));
+        // The other labels share what the calibrated confidence leaves, in
+        // their softmax proportions (the runner-up never outgrows the top).
+        let rest = if e.p1 < 1.0 { (1.0 - conf) / (1.0 - e.p1) } else { 0.0 };
+        r.runner_up = r.runner_up.map(|(i, q)| (i, q * rest));
         r.probability = conf;
         if e.nearest < self.min_similarity {
             r.unsure = Some(Unsure::Unfamiliar {
