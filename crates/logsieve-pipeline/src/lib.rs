@@ -21,7 +21,7 @@ pub mod train_hybrid;
 pub mod units;
 
 pub use cascade::{
-    CacheCounts, EncoderUnavailable, Item, MethodCounts, ModelParts, Pipeline, PipelineBuilder,
+    template_id, CacheCounts, EncoderUnavailable, Explanation, Item, MethodCounts, ModelParts, Pipeline, PipelineBuilder,
     PipelineError, StatsSnapshot, DEFAULT_CLASSIFIER_JSON,
 };
 pub use config::{Config, Route};

@@ -693,7 +693,9 @@ async fn every_route_served_is_in_the_api_description() {
     // What is served without a description is only aliases and assets.
     for path in logsieve_server::UNDOCUMENTED {
         assert!(
-            paths.contains_key(path.trim_end_matches('/')) || path.starts_with("/docs/assets/"),
+            paths.contains_key(path.trim_end_matches('/'))
+                || path.starts_with("/docs/assets/")
+                || path.starts_with("/dashboard/assets/"),
             "{path} is served but neither documented nor an alias"
         );
     }
