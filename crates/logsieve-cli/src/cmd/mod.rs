@@ -3,8 +3,10 @@
 mod bench;
 mod classify;
 mod eval;
+mod explain;
 mod mine_rules;
 mod model;
+mod report;
 mod serve;
 mod templates;
 pub mod train;
@@ -43,6 +45,10 @@ pub enum Command {
     MineRules(mine_rules::Args),
     /// Serve the cascade over HTTP (see crates/logsieve-server/README.md).
     Serve(serve::Args),
+    /// Classify one line and say why: the rule, the model's top labels and nearest examples, or the LLM's reason.
+    Explain(explain::Args),
+    /// The dashboard's charts for one file, as one self-contained HTML page.
+    Report(report::Args),
 }
 
 /// Run a subcommand; the exit code on success.
@@ -56,5 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Templates(a) => templates::run(&cli.config, a),
         Command::MineRules(a) => mine_rules::run(&cli.config, a),
         Command::Serve(a) => serve::run(&cli.config, a),
+        Command::Explain(a) => explain::run(&cli.config, a),
+        Command::Report(a) => report::run(&cli.config, a),
     }
 }
