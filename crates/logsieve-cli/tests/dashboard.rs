@@ -177,6 +177,8 @@ async fn assert_charts_drawn(c: &Client, max_width: f64) {
 }
 
 async fn screenshot(c: &Client, name: &str) {
+    js(c, "window.scrollTo(0, 0); return true").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let png = c.screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let path = artifacts().join(name);
