@@ -74,6 +74,11 @@ pub struct Args {
     /// replay: passes over the data.
     #[arg(long, default_value_t = 2)]
     pub passes: usize,
+    /// replay: also count every row into the dashboard's aggregates, as
+    /// `serve` does (one send per chunk to the aggregator thread; each pass
+    /// waits for the aggregator to catch up before its clock stops).
+    #[arg(long)]
+    pub aggregates: bool,
 }
 
 fn read_rows(path: &PathBuf) -> Result<Vec<(String, String)>> {

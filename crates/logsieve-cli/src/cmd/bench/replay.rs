@@ -1,11 +1,15 @@
 //! `logsieve bench replay`: one input classified `--passes` times through
 //! one pipeline (so one template cache): pass 1 fills the cache, later
-//! passes show the warm path.
+//! passes show the warm path. `--aggregates` counts every row into the
+//! dashboard's aggregates too, to measure what they cost.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use logsieve_pipeline::io::{InputRow, RowWriter};
 use logsieve_pipeline::run::classify_stream;
+use logsieve_pipeline::Decision;
+use logsieve_server::aggregates::{Recorder, RecorderConfig, SieveCounts};
 use serde_json::json;
 
 use super::{round1, Args};
@@ -15,11 +19,20 @@ use crate::common::{cpu_seconds, mib, peak_rss_bytes, ConfigArgs};
 /// cache), into JSON lines thrown away; rows/s by wall clock and per CPU
 /// second for each pass.
 pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
-    let p = cfg.pipeline()?;
+    let p = std::sync::Arc::new(cfg.pipeline()?);
     let bytes = std::fs::read(&a.data).with_context(|| format!("{}: cannot read", a.data.display()))?;
     let name = a.data.file_name().map(|n| n.to_string_lossy().into_owned());
     let format = a.format.unwrap_or_else(|| {
         logsieve_pipeline::io::sniff_format(name.as_deref(), &bytes[..bytes.len().min(4096)])
+    });
+    let recorder = a.aggregates.then(|| {
+        let p2 = p.clone();
+        Recorder::start(
+            RecorderConfig::default(),
+            p.masker().clone(),
+            Box::new(move || SieveCounts::of(&p2)),
+            None,
+        )
     });
     let mut passes = Vec::new();
     for pass in 1..=a.passes.max(1) {
@@ -27,8 +40,17 @@ pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
         let (t0, c0) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
         let mut reader = logsieve_pipeline::io::reader(bytes.as_slice(), format, a.source.clone())
             .map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
-        let mut writer = logsieve_pipeline::io::JsonlWriter::new(std::io::sink());
+        let mut writer = Recording {
+            inner: logsieve_pipeline::io::JsonlWriter::new(std::io::sink()),
+            recorder: recorder.as_ref(),
+            rows: Vec::new(),
+            decisions: Vec::new(),
+            chunk: p.config().input.chunk_rows.max(1),
+        };
         let s = classify_stream(&p, reader.as_mut(), &mut writer, |_| {})?;
+        if let Some(r) = &recorder {
+            r.flush();
+        }
         let secs = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds().unwrap_or(0.0) - c0;
         let delta = p.stats().since(&before);
@@ -50,9 +72,57 @@ pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
     }
     let rss = peak_rss_bytes().unwrap_or(0);
     println!("peak RSS {:.0} MiB", mib(rss));
+    let kept = recorder.as_ref().map(|r| {
+        r.with(|g| {
+            json!({"counts": g.data.counts.len(), "confidence": g.data.confidence.len(),
+                   "templates": g.data.templates.len(), "template_texts": g.data.template_info.len(),
+                   "alerts": g.alerts.len()})
+        })
+    });
+    if let Some(k) = &kept {
+        println!("aggregates kept: {k}");
+    }
     println!(
         "{}",
-        json!({"data": a.data.display().to_string(), "passes": passes, "peak_rss_mib": mib(rss).round()})
+        json!({"data": a.data.display().to_string(), "passes": passes, "peak_rss_mib": mib(rss).round(),
+               "aggregates": kept})
     );
     Ok(0)
+}
+
+/// The replay's output: thrown away, and with `--aggregates` each chunk's
+/// rows sent to the aggregator as the server's batcher sends them.
+struct Recording<'r, W: RowWriter> {
+    inner: W,
+    recorder: Option<&'r Recorder>,
+    rows: Vec<(String, String)>,
+    decisions: Vec<Decision>,
+    chunk: usize,
+}
+
+impl<W: RowWriter> Recording<'_, W> {
+    fn send(&mut self) {
+        if let Some(r) = self.recorder {
+            r.record(std::mem::take(&mut self.rows), &self.decisions);
+            self.decisions.clear();
+        }
+    }
+}
+
+impl<W: RowWriter> RowWriter for Recording<'_, W> {
+    fn write(&mut self, row: &InputRow, d: &Decision) -> std::io::Result<()> {
+        if self.recorder.is_some() {
+            self.rows.push((row.source.clone(), row.message.clone()));
+            self.decisions.push(d.clone());
+            if self.rows.len() >= self.chunk {
+                self.send();
+            }
+        }
+        self.inner.write(row, d)
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.send();
+        self.inner.finish()
+    }
 }
