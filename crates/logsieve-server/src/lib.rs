@@ -58,6 +58,10 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The dashboard's aggregates, fed by the batcher.
     pub recorder: Arc<aggregates::Recorder>,
+    /// Turns true when the server begins to shut down: endless answers
+    /// (the `/v1/tail` event stream) end then, so the graceful shutdown
+    /// does not wait on them.
+    pub closing: tokio::sync::watch::Sender<bool>,
     /// Set once the encoder has loaded and passed its health check (`Ok`)
     /// or failed to (`Err`, why).
     pub encoder: Arc<OnceLock<Result<(), EncoderUnavailable>>>,
@@ -116,6 +120,7 @@ impl AppState {
             token_digest: token.filter(|t| !t.is_empty()).map(auth::digest),
             metrics,
             recorder,
+            closing: tokio::sync::watch::Sender::new(false),
             encoder,
         })
     }
@@ -341,6 +346,11 @@ pub async fn serve(
     let mut limits = timeouts::Limits::from_config(&state.config);
     limits.max_connections = timeouts::fit_descriptor_limit(limits.max_connections);
     let listener = timeouts::GuardedListener::new(listener, limits);
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<timeouts::ConnMeta>(),

@@ -326,7 +326,9 @@ pub async fn stats(
 
 /// `GET /v1/tail`: a server-sent event `alert` (an [`Alert`] as JSON) for
 /// each new Security Alert or Critical Error line; a comment every 15 s
-/// keeps the connection open.
+/// keeps the connection open; `event: lagged` (data: how many) when this
+/// client fell behind and alerts were skipped. The stream ends when the
+/// server shuts down.
 #[utoipa::path(get, path = "/v1/tail", tag = "dashboard", security(("bearer" = [])),
     responses(
         (status = 200, description = "text/event-stream: `event: alert`, `data:` an Alert as JSON", content_type = "text/event-stream", body = Alert),
@@ -334,23 +336,27 @@ pub async fn stats(
     ))]
 pub async fn tail(State(st): State<Arc<AppState>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = st.recorder.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(a) => {
-                    let ev = Event::default()
-                        .event("alert")
-                        .json_data(&*a)
-                        .unwrap_or_else(|_| Event::default().comment("unserialisable alert"));
-                    return Some((Ok(ev), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    let ev = Event::default().event("lagged").data(n.to_string());
-                    return Some((Ok(ev), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
+    let closing = st.closing.subscribe();
+    let stream = futures_util::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
+        if *closing.borrow() {
+            return None;
         }
+        let got = tokio::select! {
+            got = rx.recv() => got,
+            // The server is shutting down (or gone): end the stream.
+            _ = closing.changed() => return None,
+        };
+        let ev = match got {
+            Ok(a) => Event::default()
+                .event("alert")
+                .json_data(&*a)
+                .unwrap_or_else(|_| Event::default().comment("unserialisable alert")),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                Event::default().event("lagged").data(n.to_string())
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(ev), (rx, closing)))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

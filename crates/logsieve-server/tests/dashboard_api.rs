@@ -269,3 +269,30 @@ async fn the_token_guards_the_data_but_not_the_page() {
     let (s, _) = call(&a, req).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tail_does_not_hold_up_a_graceful_shutdown() {
+    let st = AppState::new(pipeline(), ServerConfig::default(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(logsieve_server::serve(listener, st, async {
+        let _ = stop_rx.await;
+    }));
+    // A browser's tail: connected, reading, never closing by itself.
+    let (open_tx, open_rx) = std::sync::mpsc::channel();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut r = ureq::get(format!("{base}/v1/tail")).call().expect("tail");
+        open_tx.send(r.status().as_u16()).unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut r.body_mut().as_reader(), &mut rest);
+        rest
+    });
+    assert_eq!(open_rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap(), 200);
+    stop_tx.send(()).unwrap();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(60), server).await;
+    done.expect("the server stops with a tail open")
+        .unwrap()
+        .expect("clean shutdown");
+    reader.await.unwrap();
+}
