@@ -85,7 +85,10 @@ fn start_server(extra_env: &[(&str, &str)]) -> (Proc, String) {
                 break;
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(300), "the encoder never became ready");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "the encoder never became ready"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     (proc, base)
@@ -106,7 +109,10 @@ fn start_chromedriver() -> (Proc, String) {
     let url = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
     while ureq::get(format!("{url}/status")).call().is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "chromedriver did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "chromedriver did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     (Proc(child), url)
@@ -130,7 +136,9 @@ async fn browser(driver: &str, width: u32, height: u32) -> Client {
 }
 
 async fn js(c: &Client, script: &str) -> Value {
-    c.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
+    c.execute(script, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
 }
 
 /// Poll `script` until it returns `true`.
@@ -140,7 +148,10 @@ async fn wait_for(c: &Client, script: &str, what: &str) {
         if js(c, script).await == Value::Bool(true) {
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -208,17 +219,29 @@ async fn the_dashboard_shows_the_upload_and_the_live_tail_in_chromium() {
         return;
     }
     let home = std::env::var("LOGSIEVE_HOME").unwrap_or_default();
-    let env: Vec<(&str, &str)> = if home.is_empty() { vec![] } else { vec![("LOGSIEVE_HOME", home.as_str())] };
+    let env: Vec<(&str, &str)> = if home.is_empty() {
+        vec![]
+    } else {
+        vec![("LOGSIEVE_HOME", home.as_str())]
+    };
     let (_server, base) = start_server(&env);
     let (_driver, driver) = start_chromedriver();
     let c = browser(&driver, 1280, 2200).await;
 
     // A new user first sees what to do.
     c.goto(&format!("{base}/dashboard")).await.unwrap();
-    wait_for(&c, "return document.body.dataset.loaded === '1'", "the first refresh").await;
+    wait_for(
+        &c,
+        "return document.body.dataset.loaded === '1'",
+        "the first refresh",
+    )
+    .await;
     let empty = js(&c, "return getComputedStyle(document.getElementById('empty')).display !== 'none' && document.getElementById('empty').innerText").await;
     let empty = empty.as_str().expect("the empty state is shown");
-    assert!(empty.contains("/classify/") && empty.contains("/v1/logs"), "{empty}");
+    assert!(
+        empty.contains("/classify/") && empty.contains("/v1/logs"),
+        "{empty}"
+    );
 
     // Upload the synthetic logs; the answer says what each row got.
     let csv_body = std::fs::read_to_string(SYNTHETIC).unwrap();
@@ -245,24 +268,49 @@ async fn the_dashboard_shows_the_upload_and_the_live_tail_in_chromium() {
     // The page refreshes by itself (no reload) and shows the same counts.
     wait_for(
         &c,
-        &format!("return Number(document.getElementById('kpi-rows').textContent.replace(/,/g, '')) === {rows}"),
+        &format!(
+            "return Number(document.getElementById('kpi-rows').textContent.replace(/,/g, '')) === {rows}"
+        ),
         "the uploaded rows on the page",
     )
     .await;
-    assert_eq!(as_counts(&js(&c, LABEL_COUNTS).await), expected, "counts per label");
     assert_eq!(
-        js(&c, "return getComputedStyle(document.getElementById('empty')).display").await,
+        as_counts(&js(&c, LABEL_COUNTS).await),
+        expected,
+        "counts per label"
+    );
+    assert_eq!(
+        js(
+            &c,
+            "return getComputedStyle(document.getElementById('empty')).display"
+        )
+        .await,
         "none",
         "the empty state is gone"
     );
     assert_charts_drawn(&c, 1280.0).await;
     let heat_cells = js(&c, "return document.querySelectorAll('#heat tbody a').length").await;
-    assert!(heat_cells.as_u64().unwrap() >= 6 * 8, "source × label cells: {heat_cells}");
-    let templates = js(&c, "return document.querySelectorAll('#templates tbody tr').length").await;
-    assert!(templates.as_u64().unwrap() >= 8, "top templates listed: {templates}");
+    assert!(
+        heat_cells.as_u64().unwrap() >= 6 * 8,
+        "source × label cells: {heat_cells}"
+    );
+    let templates = js(
+        &c,
+        "return document.querySelectorAll('#templates tbody tr').length",
+    )
+    .await;
+    assert!(
+        templates.as_u64().unwrap() >= 8,
+        "top templates listed: {templates}"
+    );
 
     // A Security Alert after the page opened shows up in the live tail.
-    wait_for(&c, "return document.body.dataset.tail === 'open'", "the live tail").await;
+    wait_for(
+        &c,
+        "return document.body.dataset.tail === 'open'",
+        "the live tail",
+    )
+    .await;
     let single = format!("{base}/classify-single");
     let d: Value = tokio::task::spawn_blocking(move || {
         let mut r = ureq::post(single)
@@ -286,9 +334,17 @@ async fn the_dashboard_shows_the_upload_and_the_live_tail_in_chromium() {
     screenshot(&c, "dashboard-1280.png").await;
 
     // The classify box explains a line.
-    let form = c.find(fantoccini::Locator::Css("#explain-form input[name=log_message]")).await.unwrap();
+    let form = c
+        .find(fantoccini::Locator::Css("#explain-form input[name=log_message]"))
+        .await
+        .unwrap();
     form.send_keys("User User7 logged in.").await.unwrap();
-    c.find(fantoccini::Locator::Css("#explain-form button")).await.unwrap().click().await.unwrap();
+    c.find(fantoccini::Locator::Css("#explain-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_for(
         &c,
         "return document.getElementById('explanation').innerText.includes('user-login-logout')",
@@ -300,9 +356,15 @@ async fn the_dashboard_shows_the_upload_and_the_live_tail_in_chromium() {
     c.set_window_size(390, 2600).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let inner = js(&c, "return window.innerWidth").await.as_f64().unwrap();
-    let scroll = js(&c, "return document.documentElement.scrollWidth").await.as_f64().unwrap();
+    let scroll = js(&c, "return document.documentElement.scrollWidth")
+        .await
+        .as_f64()
+        .unwrap();
     assert!(inner <= 400.0, "the window is {inner} px wide");
-    assert!(scroll <= inner + 1.0, "the page is {scroll} px wide in a {inner} px window");
+    assert!(
+        scroll <= inner + 1.0,
+        "the page is {scroll} px wide in a {inner} px window"
+    );
     assert_charts_drawn(&c, inner).await;
     screenshot(&c, "dashboard-390.png").await;
     c.close().await.unwrap();
@@ -332,7 +394,11 @@ async fn the_report_is_one_page_with_the_same_charts() {
     let c = browser(&driver, 1280, 2200).await;
     c.goto(&format!("file://{}", out.display())).await.unwrap();
     wait_for(&c, "return document.body.dataset.loaded === '1'", "the report").await;
-    assert_eq!(as_counts(&js(&c, LABEL_COUNTS).await), expected, "counts per label");
+    assert_eq!(
+        as_counts(&js(&c, LABEL_COUNTS).await),
+        expected,
+        "counts per label"
+    );
     assert_charts_drawn(&c, 1280.0).await;
     screenshot(&c, "report-1280.png").await;
     c.close().await.unwrap();

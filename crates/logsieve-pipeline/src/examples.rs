@@ -93,7 +93,12 @@ impl ExampleBank {
 impl ExampleBank {
     /// The `k` rows most similar to `query` as `(message, label,
     /// similarity)`, most similar first (plain order, for explanations).
-    pub fn nearest_scored(&self, vectors: &[Vec<f32>], query: &[f32], k: usize) -> Vec<(String, String, f32)> {
+    pub fn nearest_scored(
+        &self,
+        vectors: &[Vec<f32>],
+        query: &[f32],
+        k: usize,
+    ) -> Vec<(String, String, f32)> {
         let mut scored: Vec<(f32, usize)> = vectors
             .iter()
             .enumerate()
@@ -103,7 +108,13 @@ impl ExampleBank {
         scored
             .into_iter()
             .take(k)
-            .map(|(s, i)| (self.examples[i].message.clone(), self.examples[i].label.clone(), s))
+            .map(|(s, i)| {
+                (
+                    self.examples[i].message.clone(),
+                    self.examples[i].label.clone(),
+                    s,
+                )
+            })
             .collect()
     }
 }

@@ -21,8 +21,8 @@ pub mod train_hybrid;
 pub mod units;
 
 pub use cascade::{
-    template_id, CacheCounts, EncoderUnavailable, Explanation, Item, MethodCounts, ModelParts, Pipeline, PipelineBuilder,
-    PipelineError, StatsSnapshot, DEFAULT_CLASSIFIER_JSON,
+    template_id, CacheCounts, EncoderUnavailable, Explanation, Item, MethodCounts, ModelParts, Pipeline,
+    PipelineBuilder, PipelineError, StatsSnapshot, DEFAULT_CLASSIFIER_JSON,
 };
 pub use config::{Config, Route};
 pub use decision::{Decision, Method, UNCLASSIFIED};

@@ -186,7 +186,9 @@ impl Delta {
                     },
                 );
             }
-            *templates.entry((r.source, d.target_label.as_str(), id)).or_default() += 1;
+            *templates
+                .entry((r.source, d.target_label.as_str(), id))
+                .or_default() += 1;
             if ALERT_LABELS.contains(&d.target_label.as_str()) {
                 self.alerts.push(Alert {
                     at_ms,
@@ -200,16 +202,25 @@ impl Delta {
             }
         }
         for ((s, l, m), n) in counts {
-            *self.counts.entry((minute, s.to_string(), l.to_string(), m)).or_default() += n;
+            *self
+                .counts
+                .entry((minute, s.to_string(), l.to_string(), m))
+                .or_default() += n;
         }
         for (s, h) in conf {
-            let e = self.confidence.entry((minute, s.to_string())).or_insert([0; CONFIDENCE_BINS]);
+            let e = self
+                .confidence
+                .entry((minute, s.to_string()))
+                .or_insert([0; CONFIDENCE_BINS]);
             for (a, b) in e.iter_mut().zip(h) {
                 *a += b;
             }
         }
         for ((s, l, id), n) in templates {
-            *self.templates.entry((hour, s.to_string(), l.to_string(), id)).or_default() += n;
+            *self
+                .templates
+                .entry((hour, s.to_string(), l.to_string(), id))
+                .or_default() += n;
         }
     }
 

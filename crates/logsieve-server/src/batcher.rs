@@ -269,7 +269,10 @@ fn answer(mut batch: Vec<Job>, decided: Vec<Decision>, sink: &Sink) {
     }
     // The rows are not needed once classified: moved to the aggregates,
     // one send for the whole batch.
-    let rows: Vec<Row> = batch.iter_mut().flat_map(|j| std::mem::take(&mut j.rows)).collect();
+    let rows: Vec<Row> = batch
+        .iter_mut()
+        .flat_map(|j| std::mem::take(&mut j.rows))
+        .collect();
     sink.recorder.record(rows, &decided);
     let mut decided = decided.into_iter();
     for job in batch {

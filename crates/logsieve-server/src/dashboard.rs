@@ -48,10 +48,7 @@ pub async fn asset(Path(file): Path<String>) -> Result<Response, AppError> {
         other => return Err(AppError::NotFound(format!("/dashboard/assets/{other}"))),
     };
     Ok((
-        [
-            (CONTENT_TYPE, kind),
-            (CACHE_CONTROL, "public, max-age=86400"),
-        ],
+        [(CONTENT_TYPE, kind), (CACHE_CONTROL, "public, max-age=86400")],
         body,
     )
         .into_response())

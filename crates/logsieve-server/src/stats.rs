@@ -226,15 +226,22 @@ pub fn summarise(a: &Aggregates, w: &Window) -> StatsOut {
     let mut templates: BTreeMap<String, Vec<TemplateCount>> = BTreeMap::new();
     for ((label, id), n) in per_template {
         let info = d.template_info.get(id);
-        templates.entry(label.to_string()).or_default().push(TemplateCount {
-            template_id: id.to_string(),
-            template: info.map(|i| i.template.clone()).unwrap_or_default(),
-            example: info.map(|i| i.example.clone()).unwrap_or_default(),
-            rows: n,
-        });
+        templates
+            .entry(label.to_string())
+            .or_default()
+            .push(TemplateCount {
+                template_id: id.to_string(),
+                template: info.map(|i| i.template.clone()).unwrap_or_default(),
+                example: info.map(|i| i.example.clone()).unwrap_or_default(),
+                rows: n,
+            });
     }
     for v in templates.values_mut() {
-        v.sort_by(|a, b| b.rows.cmp(&a.rows).then_with(|| a.template_id.cmp(&b.template_id)));
+        v.sort_by(|a, b| {
+            b.rows
+                .cmp(&a.rows)
+                .then_with(|| a.template_id.cmp(&b.template_id))
+        });
         v.truncate(TOP_TEMPLATES);
     }
     let mut totals = SieveCounts::default();
@@ -298,7 +305,9 @@ pub fn summarise(a: &Aggregates, w: &Window) -> StatsOut {
             .map(|((source, label), rows)| SourceLabel { source, label, rows })
             .collect(),
         confidence: Histogram {
-            edges: (0..CONFIDENCE_BINS).map(|i| i as f32 / CONFIDENCE_BINS as f32).collect(),
+            edges: (0..CONFIDENCE_BINS)
+                .map(|i| i as f32 / CONFIDENCE_BINS as f32)
+                .collect(),
             counts: hist.to_vec(),
         },
         templates,
@@ -384,7 +393,11 @@ mod tests {
         let rows = [
             ("A", "User 1 logged in", d("User Action", Method::Rule, 1.0)),
             ("A", "User 2 logged in", d("User Action", Method::Rule, 1.0)),
-            ("B", "IP 10.0.0.1 blocked", d("Security Alert", Method::Model, 0.93)),
+            (
+                "B",
+                "IP 10.0.0.1 blocked",
+                d("Security Alert", Method::Model, 0.93),
+            ),
         ];
         let mut delta = Delta::default();
         delta.add_rows(

@@ -116,7 +116,12 @@ impl AggregateStore for KeptDeltas {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_count_what_was_classified_by_label_and_method_across_a_restart() {
     let store = KeptDeltas::default();
-    let st = AppState::with_store(pipeline(), ServerConfig::default(), None, Some(Box::new(store.clone())));
+    let st = AppState::with_store(
+        pipeline(),
+        ServerConfig::default(),
+        None,
+        Some(Box::new(store.clone())),
+    );
     let a = app(st.clone());
     let (s, empty) = call(&a, get("/v1/stats")).await;
     assert_eq!(s, StatusCode::OK);
@@ -156,7 +161,10 @@ async fn stats_count_what_was_classified_by_label_and_method_across_a_restart() 
     let (_, billing) = call(&a, get("/v1/stats?source=BillingSystem")).await;
     let want = logs.iter().filter(|l| l["source"] == "BillingSystem").count() as u64;
     assert_eq!(billing["rows"], want);
-    assert!(billing["sources"].as_array().unwrap().len() > 1, "the picker still lists every source");
+    assert!(
+        billing["sources"].as_array().unwrap().len() > 1,
+        "the picker still lists every source"
+    );
 
     // A bad window is a clear 422.
     let (s, e) = call(&a, get("/v1/stats?since=yesterday")).await;
@@ -183,7 +191,11 @@ async fn explain_names_the_rule_or_shows_the_models_view() {
     let a = app(AppState::new(pipeline(), ServerConfig::default(), None));
     let (s, r) = call(
         &a,
-        post("/v1/explain", json!({"source": "ModernCRM", "log_message": "User User1 logged in."}), None),
+        post(
+            "/v1/explain",
+            json!({"source": "ModernCRM", "log_message": "User User1 logged in."}),
+            None,
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{r}");
@@ -193,7 +205,15 @@ async fn explain_names_the_rule_or_shows_the_models_view() {
     assert!(r["model"].is_null());
 
     let line = "IP 192.168.133.114 blocked due to potential attack";
-    let (_, m) = call(&a, post("/v1/explain", json!({"source": "ModernCRM", "log_message": line}), None)).await;
+    let (_, m) = call(
+        &a,
+        post(
+            "/v1/explain",
+            json!({"source": "ModernCRM", "log_message": line}),
+            None,
+        ),
+    )
+    .await;
     assert_eq!(m["target_label"], "Security Alert", "{m}");
     assert_eq!(m["method"], "model");
     assert_eq!(m["masked"], "IP <IP> blocked due to potential attack");
@@ -202,16 +222,27 @@ async fn explain_names_the_rule_or_shows_the_models_view() {
     assert_eq!(top.len(), 3);
     assert_eq!(top[0]["label"], "Security Alert");
     let p: Vec<f64> = top.iter().map(|t| t["probability"].as_f64().unwrap()).collect();
-    assert!(p[0] >= p[1] && p[1] >= p[2] && p.iter().sum::<f64>() <= 1.0001, "{p:?}");
+    assert!(
+        p[0] >= p[1] && p[1] >= p[2] && p.iter().sum::<f64>() <= 1.0001,
+        "{p:?}"
+    );
     let near = m["model"]["nearest"].as_array().unwrap();
     assert!(!near.is_empty());
     let sims: Vec<f64> = near.iter().map(|n| n["similarity"].as_f64().unwrap()).collect();
-    assert!(sims.windows(2).all(|w| w[0] >= w[1]), "most similar first: {sims:?}");
-    assert!(near.iter().all(|n| !n["text"].as_str().unwrap().is_empty() && n["label"].is_string()));
+    assert!(
+        sims.windows(2).all(|w| w[0] >= w[1]),
+        "most similar first: {sims:?}"
+    );
+    assert!(near
+        .iter()
+        .all(|n| !n["text"].as_str().unwrap().is_empty() && n["label"].is_string()));
 
     let (s, e) = call(&a, post("/v1/explain", json!({"source": "x"}), None)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(e["error"]["message"].as_str().unwrap().contains("log_message"), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("log_message"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +256,15 @@ async fn the_tail_streams_an_alert_posted_after_it_opened() {
         .starts_with("text/event-stream"));
     let mut body = resp.into_body().into_data_stream();
     let line = "IP 203.0.113.9 blocked due to potential attack";
-    let (s, _) = call(&a, post("/classify-single", json!({"source": "Edge", "log_message": line}), None)).await;
+    let (s, _) = call(
+        &a,
+        post(
+            "/classify-single",
+            json!({"source": "Edge", "log_message": line}),
+            None,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let mut got = String::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -238,7 +277,8 @@ async fn the_tail_streams_an_alert_posted_after_it_opened() {
         got.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     assert!(got.starts_with("event: alert\n"), "{got}");
-    let data: Value = serde_json::from_str(got.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    let data: Value =
+        serde_json::from_str(got.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(data["log_message"], line);
     assert_eq!(data["target_label"], "Security Alert");
     assert_eq!(data["source"], "Edge");
@@ -251,16 +291,35 @@ async fn the_token_guards_the_data_but_not_the_page() {
         let (s, _) = call(&a, get(path)).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
     }
-    let (s, _) = call(&a, post("/v1/explain", json!({"source": "a", "log_message": "b"}), None)).await;
+    let (s, _) = call(
+        &a,
+        post("/v1/explain", json!({"source": "a", "log_message": "b"}), None),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = call(&a, post("/v1/explain", json!({"source": "a", "log_message": "User 1 logged in."}), Some("s3cret"))).await;
+    let (s, _) = call(
+        &a,
+        post(
+            "/v1/explain",
+            json!({"source": "a", "log_message": "User 1 logged in."}),
+            Some("s3cret"),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let page = a.clone().oneshot(get("/dashboard")).await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let html = axum::body::to_bytes(page.into_body(), usize::MAX).await.unwrap();
     let html = String::from_utf8(html.to_vec()).unwrap();
-    assert!(html.contains("/dashboard/assets/chart.umd.js") && !html.contains("https://"), "no CDN");
-    let js = a.clone().oneshot(get("/dashboard/assets/chart.umd.js")).await.unwrap();
+    assert!(
+        html.contains("/dashboard/assets/chart.umd.js") && !html.contains("https://"),
+        "no CDN"
+    );
+    let js = a
+        .clone()
+        .oneshot(get("/dashboard/assets/chart.umd.js"))
+        .await
+        .unwrap();
     assert_eq!(js.status(), StatusCode::OK);
     let req = Request::get("/v1/stats")
         .header(header::AUTHORIZATION, "Bearer s3cret")
@@ -288,7 +347,10 @@ async fn an_open_tail_does_not_hold_up_a_graceful_shutdown() {
         let _ = std::io::Read::read_to_string(&mut r.body_mut().as_reader(), &mut rest);
         rest
     });
-    assert_eq!(open_rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap(), 200);
+    assert_eq!(
+        open_rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap(),
+        200
+    );
     stop_tx.send(()).unwrap();
     let done = tokio::time::timeout(std::time::Duration::from_secs(60), server).await;
     done.expect("the server stops with a tail open")

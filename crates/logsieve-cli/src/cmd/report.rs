@@ -60,7 +60,8 @@ impl Counting<'_> {
 
 impl RowWriter for Counting<'_> {
     fn write(&mut self, row: &InputRow, d: &Decision) -> std::io::Result<()> {
-        self.chunk.push((row.source.clone(), row.message.clone(), d.clone()));
+        self.chunk
+            .push((row.source.clone(), row.message.clone(), d.clone()));
         if self.chunk.len() >= 4096 {
             self.fold();
         }
@@ -86,7 +87,8 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             io::sniff_format(Some(&shown), head)
         }
     };
-    let mut reader = io::reader(input, format, a.source.clone()).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    let mut reader =
+        io::reader(input, format, a.source.clone()).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
     let mut counting = Counting {
         delta: Delta::default(),
         masker: pipeline.masker(),

@@ -194,8 +194,14 @@ mod tests {
 
     #[test]
     fn template_ids_are_stable_and_tell_texts_apart() {
-        assert_eq!(template_id("User <NUM> logged in."), template_id("User <NUM> logged in."));
-        assert_ne!(template_id("User <NUM> logged in."), template_id("User <NUM> logged out."));
+        assert_eq!(
+            template_id("User <NUM> logged in."),
+            template_id("User <NUM> logged in.")
+        );
+        assert_ne!(
+            template_id("User <NUM> logged in."),
+            template_id("User <NUM> logged out.")
+        );
         assert_eq!(template_id("").len(), 16);
         // Pinned: stored template counts outlive the build that wrote them.
         assert_eq!(template_id("abc"), "ba7816bf8f01cfea");

@@ -33,7 +33,9 @@ use logsieve_rules::Rules;
 use logsieve_templates::Masker;
 
 pub use builder::{ModelParts, PipelineBuilder, PipelineError, DEFAULT_CLASSIFIER_JSON};
-pub use explain::{template_id, Explanation, LabelProbability, ModelExplanation, NearExample, RuleExplanation};
+pub use explain::{
+    template_id, Explanation, LabelProbability, ModelExplanation, NearExample, RuleExplanation,
+};
 pub use model::EncoderUnavailable;
 pub use stats::{CacheCounts, MethodCounts, StatsSnapshot};
 
