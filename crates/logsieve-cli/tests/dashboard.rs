@@ -331,7 +331,6 @@ async fn the_dashboard_shows_the_upload_and_the_live_tail_in_chromium() {
         "the posted alert in the tail",
     )
     .await;
-    screenshot(&c, "dashboard-1280.png").await;
 
     // The classify box explains a line.
     let form = c
@@ -351,6 +350,7 @@ async fn the_dashboard_shows_the_upload_and_the_live_tail_in_chromium() {
         "the rule in the explanation",
     )
     .await;
+    screenshot(&c, "dashboard-1280.png").await;
 
     // A phone: one column, nothing wider than the screen, charts drawn.
     c.set_window_size(390, 2600).await.unwrap();

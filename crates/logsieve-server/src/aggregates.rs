@@ -11,6 +11,10 @@
 //! thread wait (back-pressure, as a log pipeline's buffers do), so no row
 //! goes uncounted.
 //!
+//! Counts are kept per minute for a day, then per hour ([`Aggregates::coarsen`]),
+//! until the retention drops them: a week of a busy server keeps about
+//! 1,440 + 144 buckets per (source, label, method), not 10,080.
+//!
 //! Persistence is a seam, [`AggregateStore`]: the thread loads what a store
 //! kept at start, appends each second's [`Delta`] and prunes past the
 //! retention. Without a store the aggregates live in memory, pruned the same
@@ -322,6 +326,68 @@ impl Aggregates {
         d.template_info.retain(|id, _| live.contains(id.as_str()));
         self.alerts.retain(|a| a.at_ms >= before * 1000);
     }
+
+    /// Fold per-minute counts older than `fine_before` (Unix seconds) into
+    /// per-hour ones, so a long retention keeps 60 times fewer rows for its
+    /// older part. Totals do not change.
+    pub fn coarsen(&mut self, fine_before: i64) {
+        let hour = |t: i64| t.div_euclid(COARSE_SECS) * COARSE_SECS;
+        let d = &mut self.data;
+        let old: Vec<CountKey> = d
+            .counts
+            .keys()
+            .filter(|k| k.0 < fine_before && k.0 != hour(k.0))
+            .cloned()
+            .collect();
+        for k in old {
+            if let Some(n) = d.counts.remove(&k) {
+                *d.counts.entry((hour(k.0), k.1, k.2, k.3)).or_default() += n;
+            }
+        }
+        let old: Vec<(i64, String)> = d
+            .confidence
+            .keys()
+            .filter(|k| k.0 < fine_before && k.0 != hour(k.0))
+            .cloned()
+            .collect();
+        for k in old {
+            if let Some(h) = d.confidence.remove(&k) {
+                let e = d
+                    .confidence
+                    .entry((hour(k.0), k.1))
+                    .or_insert([0; CONFIDENCE_BINS]);
+                for (a, b) in e.iter_mut().zip(h) {
+                    *a += b;
+                }
+            }
+        }
+        let old: Vec<i64> = d
+            .sieve
+            .keys()
+            .copied()
+            .filter(|m| *m < fine_before && *m != hour(*m))
+            .collect();
+        for m in old {
+            if let Some(c) = d.sieve.remove(&m) {
+                d.sieve.entry(hour(m)).or_default().add(&c);
+            }
+        }
+    }
+}
+
+/// Counts older than [`FINE_SECS`] are kept per this many seconds.
+pub const COARSE_SECS: i64 = 3600;
+/// Counts are kept per minute for this long, then per hour.
+pub const FINE_SECS: i64 = 24 * 3600;
+
+/// How long the bucket starting at `t` (Unix seconds) is, as kept by a
+/// recorder at `now`: a minute, or an hour once coarsened.
+pub fn bucket_secs(t: i64, now: i64) -> i64 {
+    if t < now - FINE_SECS && t.rem_euclid(COARSE_SECS) == 0 {
+        COARSE_SECS
+    } else {
+        60
+    }
 }
 
 /// Settings of the aggregator.
@@ -517,7 +583,11 @@ impl Worker {
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 let before = now_ms() / 1000 - self.config.retention.as_secs() as i64;
-                self.state.lock().unwrap_or_else(|e| e.into_inner()).prune(before);
+                {
+                    let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                    g.prune(before);
+                    g.coarsen(now_ms() / 1000 - FINE_SECS);
+                }
                 if let Some(s) = self.store.as_mut() {
                     if let Err(e) = s.prune(before, self.config.alert_capacity) {
                         tracing::warn!(error = %e, "pruning the stored aggregates failed");

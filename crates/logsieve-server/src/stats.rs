@@ -37,6 +37,8 @@ pub struct Window {
     pub since: i64,
     pub until: i64,
     pub source: Option<String>,
+    /// When the window was asked for (bucket lengths depend on age).
+    pub now: i64,
 }
 
 /// Parse `since`/`until` (`what` names the parameter in the error).
@@ -81,6 +83,7 @@ impl StatsQuery {
             since,
             until,
             source: self.source.clone().filter(|s| !s.is_empty()),
+            now,
         })
     }
 }
@@ -117,8 +120,10 @@ pub struct StatsOut {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MinutePoint {
-    /// Start of the minute, Unix seconds.
+    /// Start of the bucket, Unix seconds.
     pub minute: i64,
+    /// Its length: 60, or 3600 for counts older than a day (kept per hour).
+    pub seconds: i64,
     pub rows: u64,
     pub by_label: BTreeMap<String, u64>,
 }
@@ -154,9 +159,9 @@ pub struct Sieve {
     pub cache_hit_rate: Option<f64>,
     /// Mean latency of answered LLM calls, milliseconds.
     pub llm_mean_latency_ms: Option<f64>,
-    /// Lines per second over the window's minutes that have lines.
+    /// Lines per second over the window's buckets that have lines.
     pub lines_per_second: f64,
-    /// Lines per second in the busiest minute.
+    /// Lines per second in the busiest bucket.
     pub peak_lines_per_second: f64,
     /// LLM calls, failures and latency per minute, oldest first.
     pub llm_series: Vec<LlmPoint>,
@@ -201,6 +206,7 @@ pub fn summarise(a: &Aggregates, w: &Window) -> StatsOut {
         *by_method.entry(method.to_string()).or_default() += n;
         let p = minutes.entry(*minute).or_insert_with(|| MinutePoint {
             minute: *minute,
+            seconds: crate::aggregates::bucket_secs(*minute, w.now),
             rows: 0,
             by_label: BTreeMap::new(),
         });
@@ -267,7 +273,11 @@ pub fn summarise(a: &Aggregates, w: &Window) -> StatsOut {
         }
     }
     let looked_up = totals.cache_hits + totals.cache_misses;
-    let peak = minutes.values().map(|p| p.rows).max().unwrap_or(0);
+    let peak = minutes
+        .values()
+        .map(|p| p.rows as f64 / p.seconds.max(1) as f64)
+        .fold(0.0, f64::max);
+    let covered: i64 = minutes.values().map(|p| p.seconds).sum();
     let labels = by_label.keys().cloned().collect();
     let alerts = a
         .alerts
@@ -291,12 +301,12 @@ pub fn summarise(a: &Aggregates, w: &Window) -> StatsOut {
             cache_hit_rate: (looked_up > 0).then(|| totals.cache_hits as f64 / looked_up as f64),
             llm_mean_latency_ms: (totals.llm_answered_calls > 0)
                 .then(|| totals.llm_latency_ms_total as f64 / totals.llm_answered_calls as f64),
-            lines_per_second: if minutes.is_empty() {
+            lines_per_second: if covered == 0 {
                 0.0
             } else {
-                rows as f64 / (60.0 * minutes.len() as f64)
+                rows as f64 / covered as f64
             },
-            peak_lines_per_second: peak as f64 / 60.0,
+            peak_lines_per_second: peak,
             llm_series,
         },
         series: minutes.into_values().collect(),
@@ -443,6 +453,48 @@ mod tests {
         assert_eq!(some.rows, 2);
         assert_eq!(some.sources, ["A", "B"]);
         assert_eq!(some.by_source_label.len(), 1);
+    }
+
+    #[test]
+    fn old_minutes_fold_into_hours_and_totals_stay() {
+        let m = Masker::builtin();
+        let mut a = Aggregates::new(10);
+        let dec = d("Error", Method::Model, 0.7);
+        for minute in [0i64, 1, 2, 61] {
+            let mut delta = Delta::default();
+            delta.add_rows(
+                minute * 60_000,
+                std::iter::once(RowRef {
+                    source: "S",
+                    message: "x",
+                    decision: &dec,
+                }),
+                &m,
+            );
+            delta.add_sieve(
+                minute * 60,
+                &crate::aggregates::SieveCounts {
+                    cache_hits: 1,
+                    ..Default::default()
+                },
+            );
+            a.merge(delta);
+        }
+        let now = 10 * 86_400;
+        a.coarsen(now - crate::aggregates::FINE_SECS);
+        assert_eq!(a.data.counts.len(), 2, "two hours: {:?}", a.data.counts);
+        assert_eq!(a.data.confidence.len(), 2);
+        assert_eq!(a.data.sieve.len(), 2);
+        let w = StatsQuery::default().window(now).unwrap();
+        let s = summarise(&a, &w);
+        assert_eq!(s.rows, 4);
+        assert_eq!(s.sieve.totals.cache_hits, 4);
+        assert_eq!(
+            s.series.iter().map(|p| p.seconds).collect::<Vec<_>>(),
+            [3600, 3600]
+        );
+        assert_eq!(s.series[0].rows, 3);
+        assert_eq!(s.confidence.counts[7], 4);
     }
 
     #[test]

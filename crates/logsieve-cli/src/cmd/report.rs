@@ -105,7 +105,12 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     );
     let mut agg = Aggregates::new(a.alerts);
     agg.merge(std::mem::take(&mut counting.delta));
-    let stats = summarise(&agg, &StatsQuery::default().window(0).expect("no bounds"));
+    let stats = summarise(
+        &agg,
+        &StatsQuery::default()
+            .window(logsieve_server::aggregates::now_ms() / 1000)
+            .expect("no bounds"),
+    );
     let title = a
         .input
         .file_name()
