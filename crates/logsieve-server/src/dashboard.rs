@@ -188,12 +188,19 @@ pub async fn explain(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ExplainOut>, AppError> {
     let one: LogIn = crate::routes::json_body(&st, &headers, body)?;
+    let permit = st
+        .explain_permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Overloaded)?;
     let max = st.pipeline.config().input.max_message_bytes.max(1);
     let message = logsieve_pipeline::run::clip(&one.log_message, max).to_string();
     // A classify call (encoder, maybe the LLM): on a blocking thread, never
     // an async worker; bounded by the request timeout.
     let pipeline = st.pipeline.clone();
     let work = tokio::task::spawn_blocking(move || {
+        // Held until the work is done, even when the caller timed out.
+        let _permit = permit;
         pipeline.explain(Item {
             source: &one.source,
             message: &message,

@@ -62,6 +62,10 @@ pub struct AppState {
     /// (the `/v1/tail` event stream) end then, so the graceful shutdown
     /// does not wait on them.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// `/v1/explain` runs the cascade outside the batcher (it needs the
+    /// model's view, not only the decision): at most this many at once,
+    /// more get 429 as a full queue does.
+    pub explain_permits: Arc<tokio::sync::Semaphore>,
     /// Set once the encoder has loaded and passed its health check (`Ok`)
     /// or failed to (`Err`, why).
     pub encoder: Arc<OnceLock<Result<(), EncoderUnavailable>>>,
@@ -121,6 +125,7 @@ impl AppState {
             metrics,
             recorder,
             closing: tokio::sync::watch::Sender::new(false),
+            explain_permits: Arc::new(tokio::sync::Semaphore::new(EXPLAIN_AT_ONCE)),
             encoder,
         })
     }
@@ -129,6 +134,9 @@ impl AppState {
         Duration::from_millis(self.config.request_timeout_ms.max(1))
     }
 }
+
+/// Explanations computed at once (see [`AppState::explain_permits`]).
+pub const EXPLAIN_AT_ONCE: usize = 4;
 
 /// Routes served but left out of the API description: trailing-slash
 /// aliases of documented routes, and the documentation pages' assets.
