@@ -167,7 +167,11 @@ impl Delta {
         let hour = at_ms.div_euclid(1000).div_euclid(TEMPLATE_BUCKET_SECS) * TEMPLATE_BUCKET_SECS;
         let mut counts: HashMap<(&str, &str, &'static str), u64> = HashMap::new();
         let mut conf: HashMap<&str, [u64; CONFIDENCE_BINS]> = HashMap::new();
-        let mut templates: HashMap<(&str, &str, String), u64> = HashMap::new();
+        let mut templates: HashMap<(&str, &str, usize), u64> = HashMap::new();
+        // Masked text → index into `ids`: each distinct template of the
+        // batch is hashed (and its text copied) once, not once per line.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut ids: Vec<String> = Vec::new();
         let mut masked = String::new();
         for r in rows {
             let d = r.decision;
@@ -180,18 +184,26 @@ impl Delta {
             } else {
                 r.message
             };
-            let id = logsieve_pipeline::template_id(text);
-            if !self.template_info.contains_key(&id) {
-                self.template_info.insert(
-                    id.clone(),
-                    TemplateInfo {
-                        template: clip(text, 500),
-                        example: clip(r.message, 500),
-                    },
-                );
-            }
+            let t = match seen.get(text) {
+                Some(&t) => t,
+                None => {
+                    let id = logsieve_pipeline::template_id(text);
+                    if !self.template_info.contains_key(&id) {
+                        self.template_info.insert(
+                            id.clone(),
+                            TemplateInfo {
+                                template: clip(text, 500),
+                                example: clip(r.message, 500),
+                            },
+                        );
+                    }
+                    ids.push(id);
+                    seen.insert(text.to_string(), ids.len() - 1);
+                    ids.len() - 1
+                }
+            };
             *templates
-                .entry((r.source, d.target_label.as_str(), id))
+                .entry((r.source, d.target_label.as_str(), t))
                 .or_default() += 1;
             if ALERT_LABELS.contains(&d.target_label.as_str()) {
                 self.alerts.push(Alert {
@@ -220,10 +232,10 @@ impl Delta {
                 *a += b;
             }
         }
-        for ((s, l, id), n) in templates {
+        for ((s, l, t), n) in templates {
             *self
                 .templates
-                .entry((hour, s.to_string(), l.to_string(), id))
+                .entry((hour, s.to_string(), l.to_string(), ids[t].clone()))
                 .or_default() += n;
         }
     }
@@ -481,7 +493,20 @@ impl Recorder {
         let _ = self.tx.send(Batch {
             at_ms: now_ms(),
             rows,
-            decisions: decisions.to_vec(),
+            // What the aggregates read: the detail only for alert lines.
+            decisions: decisions
+                .iter()
+                .map(|d| Decision {
+                    target_label: d.target_label.clone(),
+                    method: d.method,
+                    confidence: d.confidence,
+                    detail: if ALERT_LABELS.contains(&d.target_label.as_str()) {
+                        d.detail.clone()
+                    } else {
+                        String::new()
+                    },
+                })
+                .collect(),
             done: None,
         });
     }
