@@ -145,6 +145,11 @@ pub struct LlmStats {
     pub latency_ms_p50: u64,
     pub latency_ms_p99: u64,
     pub latency_ms_max: u64,
+    /// Answered calls and their latencies added up, milliseconds (every
+    /// call, not only the ones the percentiles keep): the mean over any
+    /// interval is the difference of two snapshots.
+    pub answered_calls: u64,
+    pub latency_ms_total: u64,
     /// Calls in flight allowed now (adaptive), the most it reached, and how
     /// often it was lowered.
     pub concurrency_limit: usize,
@@ -178,6 +183,8 @@ struct Counters {
     completion_tokens: AtomicU64,
     calls_with_usage: AtomicU64,
     latencies_ms: Mutex<Vec<u64>>,
+    answered_calls: AtomicU64,
+    latency_ms_total: AtomicU64,
     requests: AtomicU64,
     calls: AtomicU64,
     retries: AtomicU64,
@@ -523,6 +530,8 @@ impl LlmStage {
             latency_ms_p50: p50,
             latency_ms_p99: p99,
             latency_ms_max: max,
+            answered_calls: get(&c.answered_calls),
+            latency_ms_total: get(&c.latency_ms_total),
             concurrency_limit: limiter.concurrency_limit,
             concurrency_peak: limiter.concurrency_peak,
             concurrency_decreases: limiter.concurrency_decreases,
@@ -619,6 +628,8 @@ impl Inner {
     fn record_answer(&self, latency: Duration, answer: &Completion, format: ResponseFormat) {
         let c = &self.counters;
         let ms = latency.as_millis() as u64;
+        bump(&c.answered_calls);
+        c.latency_ms_total.fetch_add(ms, Ordering::Relaxed);
         {
             let mut l = c.latencies_ms.lock().unwrap_or_else(|e| e.into_inner());
             if l.len() < MAX_LATENCIES {

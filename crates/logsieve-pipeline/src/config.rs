@@ -154,6 +154,18 @@ pub enum Route {
     Llm,
 }
 
+impl Route {
+    /// As the configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Cascade => "cascade",
+            Route::Rules => "rules",
+            Route::Model => "model",
+            Route::Llm => "llm",
+        }
+    }
+}
+
 /// Deserialise `text` (the file at `path`) as `T`; an error names the file,
 /// line and column. For each crate's view of the one configuration file.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {

@@ -90,6 +90,35 @@ impl ExampleBank {
     }
 }
 
+impl ExampleBank {
+    /// The `k` rows most similar to `query` as `(message, label,
+    /// similarity)`, most similar first (plain order, for explanations).
+    pub fn nearest_scored(
+        &self,
+        vectors: &[Vec<f32>],
+        query: &[f32],
+        k: usize,
+    ) -> Vec<(String, String, f32)> {
+        let mut scored: Vec<(f32, usize)> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>(), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored
+            .into_iter()
+            .take(k)
+            .map(|(s, i)| {
+                (
+                    self.examples[i].message.clone(),
+                    self.examples[i].label.clone(),
+                    s,
+                )
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +143,18 @@ mod tests {
             bank.nearest(&v, &[1.0, 0.0], 9, 2.0).is_empty(),
             "none similar enough"
         );
+    }
+
+    #[test]
+    fn scored_neighbours_come_most_similar_first_with_their_similarity() {
+        let bank = ExampleBank::new(vec![ex("a", "A"), ex("b", "B"), ex("c", "C")]);
+        let v = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![0.6, 0.8]];
+        let got = bank.nearest_scored(&v, &[0.0, 1.0], 2);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("b", "B"));
+        assert!((got[0].2 - 1.0).abs() < 1e-6);
+        assert_eq!(got[1].1, "C");
+        assert!((got[1].2 - 0.8).abs() < 1e-6);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use logsieve_pipeline::{Decision, Item, Pipeline};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use crate::aggregates::Recorder;
 use crate::metrics::Metrics;
 use crate::ServerConfig;
 
@@ -37,6 +38,8 @@ pub enum BatchError {
 
 struct Job {
     rows: Vec<Row>,
+    /// `rows.len()` as queued (the rows are moved out when answered).
+    n_rows: usize,
     bytes: usize,
     reply: oneshot::Sender<Vec<Decision>>,
     /// Returned to the semaphore when the job is answered or dropped.
@@ -52,7 +55,14 @@ pub struct Batcher {
 
 impl Batcher {
     /// Start `config.workers` classifier threads reading one queue.
-    pub fn start(pipeline: Arc<Pipeline>, config: &ServerConfig, metrics: Arc<Metrics>) -> Self {
+    /// Each answered batch is handed to `recorder` (the dashboard's
+    /// aggregates), one send per batch.
+    pub fn start(
+        pipeline: Arc<Pipeline>,
+        config: &ServerConfig,
+        metrics: Arc<Metrics>,
+        recorder: Arc<Recorder>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let limits = Limits {
@@ -60,10 +70,14 @@ impl Batcher {
             bytes: config.max_batch_bytes.max(1),
         };
         for i in 0..config.workers.max(1) {
-            let (rx, pipeline, metrics) = (rx.clone(), pipeline.clone(), metrics.clone());
+            let (rx, pipeline) = (rx.clone(), pipeline.clone());
+            let sink = Sink {
+                metrics: metrics.clone(),
+                recorder: recorder.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("logsieve-classify-{i}"))
-                .spawn(move || worker(&rx, &pipeline, limits, &metrics))
+                .spawn(move || worker(&rx, &pipeline, limits, &sink))
                 .expect("spawn a classifier thread");
         }
         let capacity = config.queue_capacity.max(1);
@@ -111,6 +125,7 @@ impl Batcher {
         let bytes = rows.iter().map(|(_, m)| m.len()).sum();
         self.tx
             .send(Job {
+                n_rows: rows.len(),
                 rows,
                 bytes,
                 reply,
@@ -136,7 +151,15 @@ struct Limits {
     bytes: usize,
 }
 
-fn worker(rx: &Mutex<mpsc::Receiver<Job>>, pipeline: &Arc<Pipeline>, limits: Limits, metrics: &Arc<Metrics>) {
+/// Where answered rows are counted: Prometheus and the dashboard's aggregates.
+#[derive(Clone)]
+struct Sink {
+    metrics: Arc<Metrics>,
+    recorder: Arc<Recorder>,
+}
+
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, pipeline: &Arc<Pipeline>, limits: Limits, sink: &Sink) {
+    let metrics = &sink.metrics;
     // A job taken off the queue that did not fit the previous batch.
     let mut carry: Option<Job> = None;
     loop {
@@ -196,7 +219,7 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, pipeline: &Arc<Pipeline>, limits: Lim
         drop(items);
         if requests.is_empty() {
             let decided = pipeline.complete(partial, Vec::new());
-            answer(batch, decided, metrics);
+            answer(batch, decided, sink);
             continue;
         }
         // Rows wait for the LLM. Jobs with none of them are answered now;
@@ -209,14 +232,14 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, pipeline: &Arc<Pipeline>, limits: Lim
             let rows = offset..offset + job.rows.len();
             offset = rows.end;
             match partial.decided(rows.clone()) {
-                Some(decided) => answer(vec![job], decided, metrics),
+                Some(decided) => answer(vec![job], decided, sink),
                 None => waiting.push((rows, job)),
             }
         }
         let spawned = std::thread::Builder::new()
             .name("logsieve-llm-wait".into())
             .spawn({
-                let (pipeline, metrics) = (pipeline.clone(), metrics.clone());
+                let (pipeline, sink) = (pipeline.clone(), sink.clone());
                 move || {
                     let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let outcomes = pipeline.llm().classify_many(requests);
@@ -225,7 +248,7 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, pipeline: &Arc<Pipeline>, limits: Lim
                     match done {
                         Ok(all) => {
                             for (rows, job) in waiting {
-                                answer(vec![job], all[rows].to_vec(), &metrics);
+                                answer(vec![job], all[rows].to_vec(), &sink);
                             }
                         }
                         // Dropping the jobs answers their callers with an error (500).
@@ -240,13 +263,20 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, pipeline: &Arc<Pipeline>, limits: Lim
 }
 
 /// Answer each job with its share of `decided` (in job order).
-fn answer(batch: Vec<Job>, decided: Vec<Decision>, metrics: &Metrics) {
+fn answer(mut batch: Vec<Job>, decided: Vec<Decision>, sink: &Sink) {
     for d in &decided {
-        metrics.count_row(d);
+        sink.metrics.count_row(d);
     }
+    // The rows are not needed once classified: moved to the aggregates,
+    // one send for the whole batch.
+    let rows: Vec<Row> = batch
+        .iter_mut()
+        .flat_map(|j| std::mem::take(&mut j.rows))
+        .collect();
+    sink.recorder.record(rows, &decided);
     let mut decided = decided.into_iter();
     for job in batch {
-        let mine: Vec<Decision> = decided.by_ref().take(job.rows.len()).collect();
+        let mine: Vec<Decision> = decided.by_ref().take(job.n_rows).collect();
         // Room in the queue before the answer, so a caller that has its
         // answer can always be admitted again.
         drop(job.permit);

@@ -49,6 +49,12 @@ pub struct ServerConfig {
     /// (408 `request_timeout` when the answer has not started), and a client
     /// that takes nothing of its answer for as long is disconnected.
     pub body_timeout_ms: u64,
+    /// The dashboard's alert tail: the newest Security Alert and Critical
+    /// Error lines kept (and listed back after a restart when stored).
+    pub alert_tail: usize,
+    /// The dashboard's counts older than this many hours are pruned (in
+    /// memory; the store's `[store] retention` governs what it keeps).
+    pub stats_retention_hours: u64,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +74,8 @@ impl Default for ServerConfig {
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             body_timeout_ms: 30_000,
+            alert_tail: 1000,
+            stats_retention_hours: 7 * 24,
         }
     }
 }

@@ -8,15 +8,18 @@
 //! registered from their `#[utoipa::path]` attributes. The configuration's
 //! `[server]` table is this crate's (`config`).
 
+pub mod aggregates;
 mod auth;
 pub mod batcher;
 pub mod config;
+pub mod dashboard;
 mod docs;
 pub mod error;
 pub mod metrics;
 mod multipart_guard;
 pub mod openapi;
 mod routes;
+pub mod stats;
 pub mod timeouts;
 mod upload;
 
@@ -53,6 +56,16 @@ pub struct AppState {
     pub token_digest: Option<[u8; 32]>,
     /// Prometheus registry and the server's own series.
     pub metrics: Arc<metrics::Metrics>,
+    /// The dashboard's aggregates, fed by the batcher.
+    pub recorder: Arc<aggregates::Recorder>,
+    /// Turns true when the server begins to shut down: endless answers
+    /// (the `/v1/tail` event stream) end then, so the graceful shutdown
+    /// does not wait on them.
+    pub closing: tokio::sync::watch::Sender<bool>,
+    /// `/v1/explain` runs the cascade outside the batcher (it needs the
+    /// model's view, not only the decision): at most this many at once,
+    /// more get 429 as a full queue does.
+    pub explain_permits: Arc<tokio::sync::Semaphore>,
     /// Set once the encoder has loaded and passed its health check (`Ok`)
     /// or failed to (`Err`, why).
     pub encoder: Arc<OnceLock<Result<(), EncoderUnavailable>>>,
@@ -63,8 +76,32 @@ impl AppState {
     /// (`/ready` turns 200 when it is loaded). `token`: the bearer token
     /// requests must carry, if any.
     pub fn new(pipeline: Arc<Pipeline>, config: ServerConfig, token: Option<&str>) -> Arc<Self> {
+        Self::with_store(pipeline, config, token, None)
+    }
+
+    /// [`AppState::new`] with the dashboard's aggregates kept in `store`
+    /// (loaded now, appended to as lines are classified).
+    pub fn with_store(
+        pipeline: Arc<Pipeline>,
+        config: ServerConfig,
+        token: Option<&str>,
+        store: Option<Box<dyn aggregates::AggregateStore>>,
+    ) -> Arc<Self> {
         let metrics = Arc::new(metrics::Metrics::new());
-        let batcher = Batcher::start(pipeline.clone(), &config, metrics.clone());
+        let recorder = Arc::new(aggregates::Recorder::start(
+            aggregates::RecorderConfig {
+                alert_capacity: config.alert_tail,
+                retention: Duration::from_secs(config.stats_retention_hours.saturating_mul(3600)),
+                ..Default::default()
+            },
+            pipeline.masker().clone(),
+            {
+                let p = pipeline.clone();
+                Box::new(move || aggregates::SieveCounts::of(&p))
+            },
+            store,
+        ));
+        let batcher = Batcher::start(pipeline.clone(), &config, metrics.clone(), recorder.clone());
         let encoder = Arc::new(OnceLock::new());
         {
             let (pipeline, encoder) = (pipeline.clone(), encoder.clone());
@@ -86,6 +123,9 @@ impl AppState {
             config,
             token_digest: token.filter(|t| !t.is_empty()).map(auth::digest),
             metrics,
+            recorder,
+            closing: tokio::sync::watch::Sender::new(false),
+            explain_permits: Arc::new(tokio::sync::Semaphore::new(EXPLAIN_AT_ONCE)),
             encoder,
         })
     }
@@ -95,9 +135,18 @@ impl AppState {
     }
 }
 
+/// Explanations computed at once (see [`AppState::explain_permits`]).
+pub const EXPLAIN_AT_ONCE: usize = 4;
+
 /// Routes served but left out of the API description: trailing-slash
 /// aliases of documented routes, and the documentation pages' assets.
-pub const UNDOCUMENTED: [&str; 4] = ["/docs/", "/docs/assets/{file}", "/classify/", "/classify-single/"];
+pub const UNDOCUMENTED: [&str; 5] = [
+    "/docs/",
+    "/docs/assets/{file}",
+    "/dashboard/assets/{file}",
+    "/classify/",
+    "/classify-single/",
+];
 
 /// The documented routes by the middleware they get: public, bulk (gzip),
 /// single lines, metrics (compressed answers). Each is registered through
@@ -118,14 +167,18 @@ fn route_groups() -> RouteGroups {
             .routes(routes!(routes::ready))
             .routes(routes!(docs::openapi))
             .routes(routes!(docs::swagger))
-            .routes(routes!(docs::redoc)),
+            .routes(routes!(docs::redoc))
+            .routes(routes!(dashboard::page)),
         bulk: OpenApiRouter::new()
             .routes(routes!(upload::classify_upload))
             .routes(routes!(routes::classify_batch))
             .routes(routes!(upload::ingest_logs)),
         single: OpenApiRouter::new()
             .routes(routes!(routes::classify_single))
-            .routes(routes!(routes::feedback)),
+            .routes(routes!(routes::feedback))
+            .routes(routes!(dashboard::explain))
+            .routes(routes!(stats::stats))
+            .routes(routes!(stats::tail)),
         metrics: OpenApiRouter::new().routes(routes!(routes::metrics)),
     }
 }
@@ -147,7 +200,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     let public = g
         .public
         .route("/docs/", get(docs::swagger))
-        .route("/docs/assets/{file}", get(docs::asset));
+        .route("/docs/assets/{file}", get(docs::asset))
+        .route("/dashboard/assets/{file}", get(dashboard::asset));
     // Bulk routes take `Content-Encoding: gzip` bodies (log shippers
     // compress; limits count the decompressed bytes) and answer gzip to
     // `Accept-Encoding: gzip`. Single lines skip both layers: they save
@@ -306,6 +360,11 @@ pub async fn serve(
     let mut limits = timeouts::Limits::from_config(&state.config);
     limits.max_connections = timeouts::fit_descriptor_limit(limits.max_connections);
     let listener = timeouts::GuardedListener::new(listener, limits);
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<timeouts::ConnMeta>(),

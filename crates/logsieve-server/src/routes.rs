@@ -173,7 +173,7 @@ pub struct BatchOut {
 
 /// A JSON body: checks the content type (415), the size (413, via the
 /// body limit) and the syntax and fields (422 with line and column).
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     st: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,

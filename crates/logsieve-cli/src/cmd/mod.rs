@@ -4,8 +4,10 @@ mod bench;
 mod classify;
 mod eval;
 mod feedback;
+mod explain;
 mod mine_rules;
 mod model;
+mod report;
 mod serve;
 mod templates;
 pub mod train;
@@ -46,6 +48,10 @@ pub enum Command {
     Serve(serve::Args),
     /// Store people's corrections (a CSV with target_label) in the decision store.
     Feedback(feedback::Args),
+    /// Classify one line and say why: the rule, the model's top labels and nearest examples, or the LLM's reason.
+    Explain(explain::Args),
+    /// The dashboard's charts for one file, as one self-contained HTML page.
+    Report(report::Args),
 }
 
 /// Run a subcommand; the exit code on success.
@@ -60,5 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::MineRules(a) => mine_rules::run(&cli.config, a),
         Command::Serve(a) => serve::run(&cli.config, a),
         Command::Feedback(a) => feedback::run(&cli.config, a),
+        Command::Explain(a) => explain::run(&cli.config, a),
+        Command::Report(a) => report::run(&cli.config, a),
     }
 }

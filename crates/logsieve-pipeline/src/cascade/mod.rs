@@ -17,6 +17,7 @@
 
 mod builder;
 mod cache;
+mod explain;
 mod model;
 mod stats;
 #[cfg(test)]
@@ -35,6 +36,9 @@ use logsieve_templates::Masker;
 
 pub use builder::{ModelParts, PipelineBuilder, PipelineError, DEFAULT_CLASSIFIER_JSON};
 pub use logsieve_store::Store;
+pub use explain::{
+    template_id, Explanation, LabelProbability, ModelExplanation, NearExample, RuleExplanation,
+};
 pub use model::EncoderUnavailable;
 pub use stats::{CacheCounts, MethodCounts, StatsSnapshot};
 

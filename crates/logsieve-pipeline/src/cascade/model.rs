@@ -194,6 +194,33 @@ impl ModelStage {
     }
 }
 
+impl ModelStage {
+    /// The `k` example-bank rows nearest `vector` as `(text, label,
+    /// similarity)`; empty without a bank or when it cannot be embedded.
+    pub(crate) fn nearest_examples(
+        &self,
+        vector: &[f32],
+        k: usize,
+        masker: &Masker,
+        stats: &Stats,
+    ) -> Vec<(String, String, f32)> {
+        if self.examples.is_empty() || k == 0 || vector.is_empty() {
+            return Vec::new();
+        }
+        match self.examples.vectors(|ex| {
+            let texts: Vec<_> = ex.iter().map(|e| self.encoder_text(masker, &e.message)).collect();
+            let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+            self.embed(&texts, stats).map_err(|e| e.to_string())
+        }) {
+            Ok(bank) => self.examples.nearest_scored(bank, vector, k),
+            Err(e) => {
+                tracing::warn!("nearest examples unavailable: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
 /// Examples as the LLM is shown them: masked (placeholders instead of ids,
 /// numbers and addresses: a third of the tokens, the same pattern), each
 /// masked text once, the `k` nearest.

@@ -79,6 +79,11 @@ pub struct Args {
     /// through a new pipeline warmed from the store (a restart).
     #[arg(long)]
     pub store: Option<std::path::PathBuf>,
+    /// replay: also count every row into the dashboard's aggregates, as
+    /// `serve` does (one send per chunk to the aggregator thread; each pass
+    /// waits for the aggregator to catch up before its clock stops).
+    #[arg(long)]
+    pub aggregates: bool,
 }
 
 fn read_rows(path: &PathBuf) -> Result<Vec<(String, String)>> {

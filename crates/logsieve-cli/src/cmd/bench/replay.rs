@@ -1,29 +1,45 @@
 //! `logsieve bench replay`: one input classified `--passes` times through
 //! one pipeline (so one template cache): pass 1 fills the cache, later
-//! passes show the warm path.
+//! passes show the warm path. `--store` adds a pipeline on a decision store
+//! (and a restart from it); `--aggregates` counts every row into the
+//! dashboard's aggregates too, to measure what they cost.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use logsieve_pipeline::io::{InputRow, RowWriter};
 use logsieve_pipeline::run::classify_stream;
+use logsieve_pipeline::{Decision, Pipeline};
+use logsieve_server::aggregates::{Recorder, RecorderConfig, SieveCounts};
 use serde_json::json;
 
 use super::{round1, Args};
 use crate::common::{cpu_seconds, mib, open_store, peak_rss_bytes, ConfigArgs};
-use logsieve_pipeline::Pipeline;
 
 /// Classify the file `passes` times through one pipeline (so one template
 /// cache), into JSON lines thrown away; rows/s by wall clock and per CPU
 /// second for each pass. With `--store`, a second pipeline on the store
 /// runs each pass right after the first (same machine state for both), and
-/// a third, built from the store afterwards, shows a restart.
+/// a third, built from the store afterwards, shows a restart. With
+/// `--aggregates`, every pass's rows are counted into one aggregator, as
+/// `serve` does.
 pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
     let bytes = std::fs::read(&a.data).with_context(|| format!("{}: cannot read", a.data.display()))?;
     let name = a.data.file_name().map(|n| n.to_string_lossy().into_owned());
     let format = a.format.unwrap_or_else(|| {
         logsieve_pipeline::io::sniff_format(name.as_deref(), &bytes[..bytes.len().min(4096)])
     });
-    let plain = cfg.pipeline()?;
+    let plain = Arc::new(cfg.pipeline()?);
+    let recorder = a.aggregates.then(|| {
+        let counted = plain.clone();
+        Recorder::start(
+            RecorderConfig::default(),
+            plain.masker().clone(),
+            Box::new(move || SieveCounts::of(&counted)),
+            None,
+        )
+    });
     let store = a.store.as_deref().map(open_store).transpose()?;
     let stored = store.clone().map(|s| cfg.pipeline_on(Some(s))).transpose()?;
     let mut runs: Vec<(&str, &Pipeline)> = vec![("no store", &plain)];
@@ -33,7 +49,7 @@ pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
     let mut passes = Vec::new();
     for pass in 1..=a.passes.max(1) {
         for (label, p) in &runs {
-            passes.push(one_pass(p, &bytes, format, a, pass, label)?);
+            passes.push(one_pass(p, recorder.as_ref(), &bytes, format, a, pass, label)?);
         }
     }
     if let (Some(p), Some(s)) = (&stored, &store) {
@@ -44,7 +60,15 @@ pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
             "restart: a new pipeline read {loaded} decisions from {}",
             s.path().display()
         );
-        passes.push(one_pass(&restarted, &bytes, format, a, 1, "store, restarted")?);
+        passes.push(one_pass(
+            &restarted,
+            recorder.as_ref(),
+            &bytes,
+            format,
+            a,
+            1,
+            "store, restarted",
+        )?);
     }
     let rss = peak_rss_bytes().unwrap_or(0);
     println!("peak RSS {:.0} MiB", mib(rss));
@@ -57,6 +81,7 @@ pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
 
 fn one_pass(
     p: &Pipeline,
+    recorder: Option<&Recorder>,
     bytes: &[u8],
     format: logsieve_pipeline::io::Format,
     a: &Args,
@@ -67,8 +92,17 @@ fn one_pass(
     let (t0, c0) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     let mut reader = logsieve_pipeline::io::reader(bytes, format, a.source.clone())
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
-    let mut writer = logsieve_pipeline::io::JsonlWriter::new(std::io::sink());
+    let mut writer = Recording {
+        inner: logsieve_pipeline::io::JsonlWriter::new(std::io::sink()),
+        recorder,
+        rows: Vec::new(),
+        decisions: Vec::new(),
+        chunk: p.config().input.chunk_rows.max(1),
+    };
     let s = classify_stream(p, reader.as_mut(), &mut writer, |_| {})?;
+    if let Some(r) = recorder {
+        r.flush();
+    }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds().unwrap_or(0.0) - c0;
     let delta = p.stats().since(&before);
@@ -87,4 +121,41 @@ fn one_pass(
         "rows_per_s": rps.round(), "cpu_seconds": cpu, "rows_per_cpu_s": per_cpu.round(),
         "encoded_texts": delta.encoded_texts, "cache_hits": hits,
     }))
+}
+
+/// The replay's output: thrown away, and with `--aggregates` each chunk's
+/// rows sent to the aggregator as the server's batcher sends them.
+struct Recording<'r, W: RowWriter> {
+    inner: W,
+    recorder: Option<&'r Recorder>,
+    rows: Vec<(String, String)>,
+    decisions: Vec<Decision>,
+    chunk: usize,
+}
+
+impl<W: RowWriter> Recording<'_, W> {
+    fn send(&mut self) {
+        if let Some(r) = self.recorder {
+            r.record(std::mem::take(&mut self.rows), &self.decisions);
+            self.decisions.clear();
+        }
+    }
+}
+
+impl<W: RowWriter> RowWriter for Recording<'_, W> {
+    fn write(&mut self, row: &InputRow, d: &Decision) -> std::io::Result<()> {
+        if self.recorder.is_some() {
+            self.rows.push((row.source.clone(), row.message.clone()));
+            self.decisions.push(d.clone());
+            if self.rows.len() >= self.chunk {
+                self.send();
+            }
+        }
+        self.inner.write(row, d)
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.send();
+        self.inner.finish()
+    }
 }
