@@ -529,6 +529,22 @@ impl Classifier for HybridModel {
         proba(&self.lexicon, &self.softmax, x.text, x.vector)
     }
 
+    /// From the bank: every distinct training template and prototype (near
+    /// duplicates of one label merged), with its label.
+    fn neighbours(&self, vector: &[f32], k: usize) -> Vec<(String, String, f32)> {
+        if self.bank.labels.len() != self.bank.rows() {
+            return Vec::new();
+        }
+        self.bank
+            .neighbours(vector, k)
+            .into_iter()
+            .filter_map(|(i, s)| {
+                let label = self.labels.get(self.bank.labels[i] as usize)?;
+                Some((self.bank.texts[i].clone(), label.clone(), s))
+            })
+            .collect()
+    }
+
     /// The top label with its calibrated confidence as the probability;
     /// unfamiliar below `min_similarity`.
     fn predict(&self, x: Input<'_>) -> Prediction {

@@ -57,6 +57,13 @@ pub trait Classifier: Send + Sync {
     fn predict(&self, x: Input<'_>) -> Prediction {
         Prediction::rank(&self.predict_proba(x))
     }
+
+    /// The `k` training texts nearest the line's vector, most similar
+    /// first: (text, label, cosine similarity). Empty for a classifier that
+    /// keeps no training texts (the plain linear model).
+    fn neighbours(&self, _vector: &[f32], _k: usize) -> Vec<(String, String, f32)> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

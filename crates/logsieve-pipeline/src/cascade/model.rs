@@ -195,8 +195,10 @@ impl ModelStage {
 }
 
 impl ModelStage {
-    /// The `k` example-bank rows nearest `vector` as `(text, label,
-    /// similarity)`; empty without a bank or when it cannot be embedded.
+    /// The `k` training texts nearest `vector` as `(text, label,
+    /// similarity)`: from the classifier's own bank (the hybrid model keeps
+    /// every distinct training template), else from the few-shot example
+    /// bank; empty without either or when it cannot be embedded.
     pub(crate) fn nearest_examples(
         &self,
         vector: &[f32],
@@ -204,7 +206,14 @@ impl ModelStage {
         masker: &Masker,
         stats: &Stats,
     ) -> Vec<(String, String, f32)> {
-        if self.examples.is_empty() || k == 0 || vector.is_empty() {
+        if k == 0 || vector.is_empty() {
+            return Vec::new();
+        }
+        let own = self.classifier.neighbours(vector, k);
+        if !own.is_empty() {
+            return own;
+        }
+        if self.examples.is_empty() {
             return Vec::new();
         }
         match self.examples.vectors(|ex| {
