@@ -6,6 +6,8 @@ mod eval;
 mod mine_rules;
 mod model;
 mod serve;
+#[cfg(feature = "kafka")]
+mod stream;
 mod templates;
 pub mod train;
 
@@ -43,6 +45,9 @@ pub enum Command {
     MineRules(mine_rules::Args),
     /// Serve the cascade over HTTP (see crates/logsieve-server/README.md).
     Serve(serve::Args),
+    /// Classify Kafka topics with a consumer group, at least once (see crates/logsieve-kafka/README.md).
+    #[cfg(feature = "kafka")]
+    Stream(stream::Args),
 }
 
 /// Run a subcommand; the exit code on success.
@@ -56,5 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Templates(a) => templates::run(&cli.config, a),
         Command::MineRules(a) => mine_rules::run(&cli.config, a),
         Command::Serve(a) => serve::run(&cli.config, a),
+        #[cfg(feature = "kafka")]
+        Command::Stream(a) => stream::run(&cli.config, a),
     }
 }
