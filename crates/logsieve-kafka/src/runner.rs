@@ -20,7 +20,7 @@
 //! the group is.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,8 @@ struct Delivered {
 
 struct DeliveryContext {
     reports: Arc<Mutex<Vec<Delivered>>>,
+    /// Delivery reports received, ever (to tell when a poll served none).
+    received: AtomicU64,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -112,6 +114,7 @@ impl ProducerContext for DeliveryContext {
         let (ack, dlq) = *opaque;
         let error = result.as_ref().err().map(|(e, _)| e.to_string());
         lock(&self.reports).push(Delivered { ack, dlq, error });
+        self.received.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -134,6 +137,20 @@ struct Shared {
 impl Shared {
     fn topic_index(&self, topic: &str) -> Option<u32> {
         self.topics.iter().position(|t| t == topic).map(|i| i as u32)
+    }
+
+    /// Serve every delivery report that is ready (`BaseProducer::poll`
+    /// serves one event, a batch of reports, per call), then settle them.
+    fn serve_reports(&self, consumer: &BaseConsumer<StreamContext>) {
+        let received = &self.producer.context().received;
+        for _ in 0..10_000 {
+            let before = received.load(Ordering::Relaxed);
+            self.producer.poll(Duration::ZERO);
+            if received.load(Ordering::Relaxed) == before {
+                break;
+            }
+        }
+        self.settle(consumer);
     }
 
     /// Apply the delivery reports received so far: release acknowledged
@@ -214,6 +231,10 @@ impl ClientContext for StreamContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition is news, not an error (`--stop-at-end` asks for it).
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         tracing::warn!(error = %error, reason, "kafka client");
     }
 }
@@ -337,7 +358,10 @@ pub fn run(pipeline: &Pipeline, cfg: &KafkaConfig, opts: RunOptions) -> Result<S
 
     let reports = Arc::new(Mutex::new(Vec::new()));
     let producer: BaseProducer<DeliveryContext> = producer_config
-        .create_with_context(DeliveryContext { reports: reports.clone() })
+        .create_with_context(DeliveryContext {
+            reports: reports.clone(),
+            received: AtomicU64::new(0),
+        })
         .map_err(kafka("creating the producer"))?;
     let meta_timeout = Duration::from_secs(15);
     let partitions_of = |topic: &str| -> Result<i32, StreamError> {
@@ -405,8 +429,7 @@ pub fn run(pipeline: &Pipeline, cfg: &KafkaConfig, opts: RunOptions) -> Result<S
                 break Err(e);
             }
         }
-        shared.producer.poll(Duration::ZERO);
-        shared.settle(&consumer);
+        shared.serve_reports(&consumer);
         if opts.stop_at_end {
             let assigned = lock(&consumer.context().assigned).len();
             if assigned > 0 && eof.len() >= assigned && lock(&shared.tracker).in_flight() == 0 {
@@ -607,7 +630,7 @@ impl Loop<'_> {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.shared.metrics.backpressure_waits.inc();
                     self.shared.producer.poll(Duration::from_millis(50));
-                    self.shared.settle(self.consumer);
+                    self.shared.serve_reports(self.consumer);
                     self.shared.metrics.beat();
                     rec = back;
                 }
