@@ -2,7 +2,7 @@
 //! (Prometheus text: records in and out, dead letters, rebalances,
 //! consumer lag per partition from librdkafka's statistics, records in
 //! flight, backpressure waits) and `/health` (200 while the consume loop
-//! turns, 503 when it has stalled or stopped on an error).
+//! turns, 503 when it has stalled (60 s) or stopped on an error).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use axum::Router;
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The loop is unhealthy when it has not turned for this long.
-const STALL: Duration = Duration::from_secs(30);
+const STALL: Duration = Duration::from_secs(60);
 
 pub struct Metrics {
     registry: Registry,
