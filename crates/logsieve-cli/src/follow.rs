@@ -208,7 +208,11 @@ mod tests {
     use std::io::Write;
 
     fn lines(b: Vec<u8>) -> Vec<String> {
-        String::from_utf8(b).unwrap().lines().map(str::to_string).collect()
+        String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     #[test]
@@ -240,7 +244,10 @@ mod tests {
         write!(g, "seven\n").unwrap();
         let mut again = Follower::open(&p, Some(pos)).unwrap();
         assert_eq!(lines(again.poll().unwrap()), ["seven"]);
-        let other = Position { ino: pos.ino + 1, ..pos };
+        let other = Position {
+            ino: pos.ino + 1,
+            ..pos
+        };
         let mut fresh = Follower::open(&p, Some(other)).unwrap();
         assert_eq!(lines(fresh.poll().unwrap()), ["six", "seven"]);
     }

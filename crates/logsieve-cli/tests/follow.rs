@@ -8,7 +8,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 fn append(path: &std::path::Path, lines: &[String]) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     for l in lines {
         writeln!(f, "{l}").unwrap();
     }
@@ -70,11 +74,18 @@ fn follow_survives_appends_rename_and_truncation() {
     append(&log, &batch(14, 20));
     wait_for(20, &mut got);
     // Rotation by truncation (copytruncate).
-    std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
     append(&log, &batch(20, 22));
     wait_for(22, &mut got);
     // Nothing more comes out: no line twice.
-    assert!(rx.recv_timeout(Duration::from_millis(800)).is_err(), "a line came out twice");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(800)).is_err(),
+        "a line came out twice"
+    );
 
     let messages: Vec<&str> = got.iter().map(|v| v["log_message"].as_str().unwrap()).collect();
     assert_eq!(messages, batch(0, 22), "every line once, in order");
@@ -84,7 +95,11 @@ fn follow_survives_appends_rename_and_truncation() {
         assert_eq!(v["method"], "rule");
     }
     let lines: Vec<u64> = got.iter().map(|v| v["line"].as_u64().unwrap()).collect();
-    assert_eq!(lines, (1..=22).collect::<Vec<u64>>(), "line numbers run on across rotations");
+    assert_eq!(
+        lines,
+        (1..=22).collect::<Vec<u64>>(),
+        "line numbers run on across rotations"
+    );
 
     // SIGTERM ends it cleanly, saying what it did.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);

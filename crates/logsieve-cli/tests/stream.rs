@@ -35,7 +35,11 @@ fn repo() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The broker process; killed when dropped.
@@ -76,7 +80,13 @@ impl Broker {
         let log = std::fs::File::create(dir.path().join("broker.log")).unwrap();
         let child = Command::new(&bin)
             .current_dir(dir.path())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -85,7 +95,10 @@ impl Broker {
         let b = Broker { child, bin, url, dir };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "the broker did not listen");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the broker did not listen"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(b)
@@ -98,7 +111,15 @@ impl Broker {
     fn create_topic(&self, name: &str, partitions: i32) {
         let st = Command::new(&self.bin)
             .current_dir(self.dir.path())
-            .args(["topic", "create", name, "--broker", &self.url, "--partitions", &partitions.to_string()])
+            .args([
+                "topic",
+                "create",
+                name,
+                "--broker",
+                &self.url,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .status()
             .unwrap();
         assert!(st.success(), "creating topic {name}");
@@ -124,7 +145,15 @@ impl Stream {
         let metrics = free_port();
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_logsieve"))
-            .args(["stream", "--brokers", brokers, "--topic", "logs", "--group", "labellers"])
+            .args([
+                "stream",
+                "--brokers",
+                brokers,
+                "--topic",
+                "logs",
+                "--group",
+                "labellers",
+            ])
             .args(["--output-topic", "logs-labelled", "--dlq-topic", "logs-dlq"])
             .args(["--metrics-port", &metrics.to_string()])
             // Notice a dead member within seconds.
@@ -143,12 +172,16 @@ impl Stream {
     }
 
     fn health(&self) -> Option<serde_json::Value> {
-        let mut r = ureq::get(&format!("http://127.0.0.1:{}/health", self.metrics)).call().ok()?;
+        let mut r = ureq::get(&format!("http://127.0.0.1:{}/health", self.metrics))
+            .call()
+            .ok()?;
         serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
     }
 
     fn metric(&self, name: &str) -> Option<f64> {
-        let mut r = ureq::get(&format!("http://127.0.0.1:{}/metrics", self.metrics)).call().ok()?;
+        let mut r = ureq::get(&format!("http://127.0.0.1:{}/metrics", self.metrics))
+            .call()
+            .ok()?;
         let text = r.body_mut().read_to_string().ok()?;
         text.lines()
             .find(|l| l.split_whitespace().next() == Some(name))
@@ -254,8 +287,12 @@ fn two_processes_share_a_topic_and_a_killed_one_loses_nothing() {
     let b = Stream::start(&brokers, dir.path(), "b");
     let t0 = Instant::now();
     loop {
-        let ha = a.health().map_or(0, |h| h["assigned_partitions"].as_i64().unwrap_or(0));
-        let hb = b.health().map_or(0, |h| h["assigned_partitions"].as_i64().unwrap_or(0));
+        let ha = a
+            .health()
+            .map_or(0, |h| h["assigned_partitions"].as_i64().unwrap_or(0));
+        let hb = b
+            .health()
+            .map_or(0, |h| h["assigned_partitions"].as_i64().unwrap_or(0));
         if ha > 0 && hb > 0 && ha + hb == PARTITIONS as i64 {
             break;
         }
@@ -361,18 +398,35 @@ fn two_processes_share_a_topic_and_a_killed_one_loses_nothing() {
     let committed_at_kill = committed_at_kill.expect("A was killed");
 
     // Every valid record at least once, labelled; no bad record in the output.
-    assert!(unlabelled.is_empty(), "records without a label: {:?}", &unlabelled[..unlabelled.len().min(10)]);
-    assert!(distinct.iter().all(|id| !bad.contains(id)), "a bad record reached the output");
+    assert!(
+        unlabelled.is_empty(),
+        "records without a label: {:?}",
+        &unlabelled[..unlabelled.len().min(10)]
+    );
+    assert!(
+        distinct.iter().all(|id| !bad.contains(id)),
+        "a bad record reached the output"
+    );
 
     // Per-partition order: on its input partition, and each record's first
     // appearance in input order.
     let mut last_first: HashMap<i32, i64> = HashMap::new();
     let mut first_seen: HashSet<usize> = HashSet::new();
     for o in &seen {
-        assert_eq!(o.partition, (o.id % PARTITIONS as usize) as i32, "record {} left its partition", o.id);
+        assert_eq!(
+            o.partition,
+            (o.id % PARTITIONS as usize) as i32,
+            "record {} left its partition",
+            o.id
+        );
         if first_seen.insert(o.id) {
             let prev = last_first.insert(o.partition, o.seq as i64).unwrap_or(-1);
-            assert!(prev < o.seq as i64, "partition {}: seq {} after {prev}", o.partition, o.seq);
+            assert!(
+                prev < o.seq as i64,
+                "partition {}: seq {} after {prev}",
+                o.partition,
+                o.seq
+            );
         }
     }
 
@@ -427,14 +481,29 @@ fn two_processes_share_a_topic_and_a_killed_one_loses_nothing() {
             .find(|(_, v)| **v == (partition, offset))
             .expect("a dead letter names its input record")
             .0;
-        assert!(bad.contains(&id), "record {id} is valid but went to the DLQ: {error}");
+        assert!(
+            bad.contains(&id),
+            "record {id} is valid but went to the DLQ: {error}"
+        );
         let text = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-        assert_eq!(text.as_bytes(), &values[id].1[..], "the dead letter keeps the record's value");
-        let why = ["invalid JSON", "expected a JSON object, found an array", "no `log_message`"];
+        assert_eq!(
+            text.as_bytes(),
+            &values[id].1[..],
+            "the dead letter keeps the record's value"
+        );
+        let why = [
+            "invalid JSON",
+            "expected a JSON object, found an array",
+            "no `log_message`",
+        ];
         assert!(why.iter().any(|w| error.contains(w)), "{error}");
         dead.insert(id);
     }
-    assert_eq!(dead.len(), bad.len(), "bad records missing from the dead-letter topic");
+    assert_eq!(
+        dead.len(),
+        bad.len(),
+        "bad records missing from the dead-letter topic"
+    );
 
     // B took over A's partitions: it saw the second rebalance and reports it.
     let rebalances = b.metric("logsieve_stream_rebalances_total").unwrap();
@@ -457,8 +526,16 @@ fn two_processes_share_a_topic_and_a_killed_one_loses_nothing() {
     }
     let c = probe.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
     for e in c.elements() {
-        let end = input_offsets.values().filter(|(p, _)| *p == e.partition()).count() as i64;
-        assert_eq!(e.offset(), Offset::Offset(end), "partition {} fully committed", e.partition());
+        let end = input_offsets
+            .values()
+            .filter(|(p, _)| *p == e.partition())
+            .count() as i64;
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(end),
+            "partition {} fully committed",
+            e.partition()
+        );
     }
     drop(a);
 }

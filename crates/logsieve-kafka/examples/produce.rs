@@ -63,5 +63,8 @@ fn main() {
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
     let s = t0.elapsed().as_secs_f64();
-    println!("{n} records to {topic} in {s:.2} s ({:.0} records/s)", n as f64 / s);
+    println!(
+        "{n} records to {topic} in {s:.2} s ({:.0} records/s)",
+        n as f64 / s
+    );
 }

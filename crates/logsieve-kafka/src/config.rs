@@ -25,7 +25,9 @@ impl std::str::FromStr for RecordFormat {
         match s.to_ascii_lowercase().as_str() {
             "jsonl" | "json" | "ndjson" => Ok(Self::Jsonl),
             "text" | "txt" => Ok(Self::Text),
-            other => Err(format!("unknown record format `{other}` (expected jsonl or text)")),
+            other => Err(format!(
+                "unknown record format `{other}` (expected jsonl or text)"
+            )),
         }
     }
 }
@@ -147,7 +149,9 @@ impl KafkaConfig {
         if self.output_topic.trim().is_empty() {
             return Err("no output topic (--output-topic or kafka.output_topic)".into());
         }
-        if self.topics.contains(&self.output_topic) || self.dlq_topic.as_ref().is_some_and(|d| self.topics.contains(d)) {
+        if self.topics.contains(&self.output_topic)
+            || self.dlq_topic.as_ref().is_some_and(|d| self.topics.contains(d))
+        {
             return Err("the output or dead-letter topic is also an input topic".into());
         }
         if self.max_batch == 0 {
@@ -175,7 +179,10 @@ mod tests {
         let e = KafkaConfig::from_toml("[kafka]\nbrokrs = \"x\"\n", Path::new("c.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("c.toml") && e.contains("line 2") && e.contains("brokrs"), "{e}");
+        assert!(
+            e.contains("c.toml") && e.contains("line 2") && e.contains("brokrs"),
+            "{e}"
+        );
         let missing = KafkaConfig::default().validate().unwrap_err();
         assert!(missing.contains("--topic"), "{missing}");
     }

@@ -78,7 +78,10 @@ impl Metrics {
                 "logsieve_stream_dlq_total",
                 "Records acknowledged on the dead-letter topic.",
             ),
-            rebalances: counter("logsieve_stream_rebalances_total", "Consumer group rebalances (assign and revoke)."),
+            rebalances: counter(
+                "logsieve_stream_rebalances_total",
+                "Consumer group rebalances (assign and revoke).",
+            ),
             delivery_errors: counter(
                 "logsieve_stream_delivery_errors_total",
                 "Output records the broker did not acknowledge.",
@@ -88,14 +91,26 @@ impl Metrics {
                 "Times consuming paused because the producer queue was full.",
             ),
             commits: counter("logsieve_stream_commits_total", "Offset commits that succeeded."),
-            commit_errors: counter("logsieve_stream_commit_errors_total", "Offset commits that failed."),
+            commit_errors: counter(
+                "logsieve_stream_commit_errors_total",
+                "Offset commits that failed.",
+            ),
             in_flight: gauge(
                 "logsieve_stream_in_flight",
                 "Records produced and not yet acknowledged (their offsets are not stored).",
             ),
-            assigned_partitions: gauge("logsieve_stream_assigned_partitions", "Input partitions assigned to this process."),
-            lag_total: gauge("logsieve_stream_consumer_lag_total", "Consumer lag summed over the assigned partitions."),
-            resident_bytes: gauge("logsieve_stream_resident_memory_bytes", "Resident set size of this process."),
+            assigned_partitions: gauge(
+                "logsieve_stream_assigned_partitions",
+                "Input partitions assigned to this process.",
+            ),
+            lag_total: gauge(
+                "logsieve_stream_consumer_lag_total",
+                "Consumer lag summed over the assigned partitions.",
+            ),
+            resident_bytes: gauge(
+                "logsieve_stream_resident_memory_bytes",
+                "Resident set size of this process.",
+            ),
             lag,
             registry,
             started: Instant::now(),
@@ -180,15 +195,16 @@ pub fn resident_bytes() -> Option<u64> {
 }
 
 async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render())
 }
 
 async fn health(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     let (ok, body) = m.health();
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(body))
 }
 
@@ -205,7 +221,9 @@ pub fn serve(m: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     std::thread::Builder::new()
         .name("stream-metrics".into())
         .spawn(move || {

@@ -26,7 +26,12 @@ pub fn row_from_value(
     let header_source = source_header.map(|s| String::from_utf8_lossy(s).trim().to_string());
     let source = header_source.or_else(|| default_source.map(str::to_string));
     let Some(value) = value else {
-        let mut row = InputRow::new(line, source.unwrap_or_default(), String::new(), Payload::Raw(String::new()));
+        let mut row = InputRow::new(
+            line,
+            source.unwrap_or_default(),
+            String::new(),
+            Payload::Raw(String::new()),
+        );
         row.unreadable = true;
         row.note = "the record has no value (a tombstone)".into();
         return row;
@@ -39,7 +44,12 @@ pub fn row_from_value(
             }
             let message = String::from_utf8_lossy(text);
             let bad = matches!(message, std::borrow::Cow::Owned(_));
-            let mut row = InputRow::new(line, source.unwrap_or_default(), message.into_owned(), Payload::Text);
+            let mut row = InputRow::new(
+                line,
+                source.unwrap_or_default(),
+                message.into_owned(),
+                Payload::Text,
+            );
             if bad {
                 row.note = "invalid UTF-8, replaced with U+FFFD".into();
             }
@@ -62,13 +72,15 @@ pub fn row_from_value(
             let mut row = match reader.next_row() {
                 Some(Ok(row)) => row,
                 Some(Err(e)) => {
-                    let mut row = InputRow::new(line, String::new(), String::new(), Payload::Raw(String::new()));
+                    let mut row =
+                        InputRow::new(line, String::new(), String::new(), Payload::Raw(String::new()));
                     row.unreadable = true;
                     row.note = e.message;
                     row
                 }
                 None => {
-                    let mut row = InputRow::new(line, String::new(), String::new(), Payload::Raw(String::new()));
+                    let mut row =
+                        InputRow::new(line, String::new(), String::new(), Payload::Raw(String::new()));
                     row.unreadable = true;
                     row.note = "empty value, expected a JSON object".into();
                     row
@@ -116,11 +128,17 @@ mod tests {
   "log_message":"User User1 logged in.","big":123456789012345678901234567890}"#;
         let row = row_from_value(RecordFormat::Jsonl, Some(v), None, None, 42);
         assert!(!row.unreadable, "{}", row.note);
-        assert_eq!((row.source.as_str(), row.message.as_str()), ("ModernCRM", "User User1 logged in."));
+        assert_eq!(
+            (row.source.as_str(), row.message.as_str()),
+            ("ModernCRM", "User User1 logged in.")
+        );
         let mut out = Vec::new();
         output_value(&row, &label("User Action"), &mut out).unwrap();
         let s = String::from_utf8(out).unwrap();
-        assert!(s.contains("123456789012345678901234567890") && s.contains(r#""id": 7"#), "{s}");
+        assert!(
+            s.contains("123456789012345678901234567890") && s.contains(r#""id": 7"#),
+            "{s}"
+        );
         let j: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(j["target_label"], "User Action");
         assert_eq!(j["method"], "rule");
@@ -138,7 +156,11 @@ mod tests {
         ] {
             let row = row_from_value(RecordFormat::Jsonl, Some(v), None, None, 3);
             assert!(row.unreadable, "{v:?}");
-            assert!(row.note.contains(why) && !row.note.contains("line 1"), "{v:?}: {}", row.note);
+            assert!(
+                row.note.contains(why) && !row.note.contains("line 1"),
+                "{v:?}: {}",
+                row.note
+            );
         }
         let row = row_from_value(RecordFormat::Jsonl, None, None, None, 3);
         assert!(row.unreadable && row.note.contains("tombstone"));
@@ -146,7 +168,13 @@ mod tests {
 
     #[test]
     fn text_records_take_their_source_from_the_header() {
-        let row = row_from_value(RecordFormat::Text, Some(b"disk full\n"), Some(b"nova"), Some("dflt"), 9);
+        let row = row_from_value(
+            RecordFormat::Text,
+            Some(b"disk full\n"),
+            Some(b"nova"),
+            Some("dflt"),
+            9,
+        );
         assert_eq!((row.source.as_str(), row.message.as_str()), ("nova", "disk full"));
         let row = row_from_value(RecordFormat::Text, Some(b"\xff ok"), None, Some("dflt"), 9);
         assert_eq!(row.source, "dflt");

@@ -256,7 +256,12 @@ impl ConsumerContext for StreamContext {
             if let Some(t) = self.shared.topic_index(e.topic()) {
                 let dropped = tracker.revoke((t, e.partition()));
                 if dropped > 0 {
-                    tracing::warn!(topic = e.topic(), partition = e.partition(), dropped, "revoked with records unacknowledged; the next owner consumes them again");
+                    tracing::warn!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        dropped,
+                        "revoked with records unacknowledged; the next owner consumes them again"
+                    );
                 }
             }
         }
@@ -303,7 +308,9 @@ fn client_config(layers: &[(&'static str, &[(String, String)])]) -> Result<Clien
             c.set(k, v);
             // librdkafka checks settings when the client is made; check
             // each here so the error names the one at fault.
-            if let Err(KafkaError::ClientConfig(_, desc, key, _)) = ClientConfig::new().set(k, v).create_native_config() {
+            if let Err(KafkaError::ClientConfig(_, desc, key, _)) =
+                ClientConfig::new().set(k, v).create_native_config()
+            {
                 return Err(StreamError::Setting {
                     section,
                     key,
@@ -352,9 +359,21 @@ pub fn run(pipeline: &Pipeline, cfg: &KafkaConfig, opts: RunOptions) -> Result<S
         ("enable.idempotence", "true".into()),
         ("linger.ms", "5".into()),
     ]);
-    let (options, consumer_opts, producer_opts) = (pairs(&cfg.options), pairs(&cfg.consumer_options), pairs(&cfg.producer_options));
-    let consumer_config = client_config(&[("consumer", &consumer_base), ("options", &options), ("consumer_options", &consumer_opts)])?;
-    let producer_config = client_config(&[("producer", &producer_base), ("options", &options), ("producer_options", &producer_opts)])?;
+    let (options, consumer_opts, producer_opts) = (
+        pairs(&cfg.options),
+        pairs(&cfg.consumer_options),
+        pairs(&cfg.producer_options),
+    );
+    let consumer_config = client_config(&[
+        ("consumer", &consumer_base),
+        ("options", &options),
+        ("consumer_options", &consumer_opts),
+    ])?;
+    let producer_config = client_config(&[
+        ("producer", &producer_base),
+        ("options", &options),
+        ("producer_options", &producer_opts),
+    ])?;
 
     let reports = Arc::new(Mutex::new(Vec::new()));
     let producer: BaseProducer<DeliveryContext> = producer_config
@@ -368,9 +387,16 @@ pub fn run(pipeline: &Pipeline, cfg: &KafkaConfig, opts: RunOptions) -> Result<S
         let md = producer
             .client()
             .fetch_metadata(Some(topic), meta_timeout)
-            .map_err(kafka(format!("reading metadata of topic `{topic}` from {}", cfg.brokers)))?;
+            .map_err(kafka(format!(
+                "reading metadata of topic `{topic}` from {}",
+                cfg.brokers
+            )))?;
         let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| {
-            if t.error().is_some() { 0 } else { t.partitions().len() as i32 }
+            if t.error().is_some() {
+                0
+            } else {
+                t.partitions().len() as i32
+            }
         });
         if n == 0 {
             return Err(StreamError::Config(format!(
@@ -400,7 +426,9 @@ pub fn run(pipeline: &Pipeline, cfg: &KafkaConfig, opts: RunOptions) -> Result<S
         })
         .map_err(kafka("creating the consumer"))?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(kafka(format!("subscribing to {topics:?}")))?;
+    consumer
+        .subscribe(&topics)
+        .map_err(kafka(format!("subscribing to {topics:?}")))?;
     tracing::info!(group = %cfg.group, topics = ?topics, output = %cfg.output_topic, "stream started");
 
     let mut lp = Loop {
@@ -521,7 +549,9 @@ impl Loop<'_> {
         if n >= self.next_rss_mark {
             self.next_rss_mark += 100_000;
             if let Some(rss) = crate::metrics::resident_bytes() {
-                self.summary.rss_mib_per_100k.push((rss as f64 / 1048576.0 * 10.0).round() / 10.0);
+                self.summary
+                    .rss_mib_per_100k
+                    .push((rss as f64 / 1048576.0 * 10.0).round() / 10.0);
             }
         }
         batch
@@ -547,10 +577,23 @@ impl Loop<'_> {
                     .msg
                     .headers()
                     .and_then(|h| h.iter().find(|h| h.key == SOURCE_HEADER).and_then(|h| h.value));
-                let mut row = row_from_value(cfg.format, p.msg.payload(), source, cfg.source.as_deref(), p.msg.offset());
+                let mut row = row_from_value(
+                    cfg.format,
+                    p.msg.payload(),
+                    source,
+                    cfg.source.as_deref(),
+                    p.msg.offset(),
+                );
                 if row.message.len() > max_bytes {
-                    let note = format!("log_message is {} bytes; the first {max_bytes} were classified", row.message.len());
-                    row.note = if row.note.is_empty() { note } else { format!("{}; {note}", row.note) };
+                    let note = format!(
+                        "log_message is {} bytes; the first {max_bytes} were classified",
+                        row.message.len()
+                    );
+                    row.note = if row.note.is_empty() {
+                        note
+                    } else {
+                        format!("{}; {note}", row.note)
+                    };
                 }
                 row
             })
@@ -570,13 +613,20 @@ impl Loop<'_> {
             if row.unreadable {
                 if let Some(dlq) = &cfg.dlq_topic {
                     let mut headers = msg.headers().cloned().unwrap_or_else(OwnedHeaders::new);
-                    let origin = [msg.topic().to_string(), msg.partition().to_string(), msg.offset().to_string()];
+                    let origin = [
+                        msg.topic().to_string(),
+                        msg.partition().to_string(),
+                        msg.offset().to_string(),
+                    ];
                     headers = headers.insert(Header {
                         key: ERROR_HEADER,
                         value: Some(row.note.as_str()),
                     });
                     for (k, v) in ORIGIN_HEADERS.iter().zip(&origin) {
-                        headers = headers.insert(Header { key: k, value: Some(v.as_str()) });
+                        headers = headers.insert(Header {
+                            key: k,
+                            value: Some(v.as_str()),
+                        });
                     }
                     let ack = lock(&self.shared.tracker).sent(key, msg.offset());
                     let mut rec: BaseRecord<'_, [u8], [u8], Box<(Ack, bool)>> =
@@ -600,7 +650,8 @@ impl Loop<'_> {
             };
             let d = finish_decision(row, d);
             let mut buf = std::mem::take(&mut self.buf);
-            output_value(row, &d, &mut buf).map_err(|e| StreamError::Config(format!("writing an output record: {e}")))?;
+            output_value(row, &d, &mut buf)
+                .map_err(|e| StreamError::Config(format!("writing an output record: {e}")))?;
             let ack = lock(&self.shared.tracker).sent(key, msg.offset());
             let mut rec: BaseRecord<'_, [u8], [u8], Box<(Ack, bool)>> =
                 BaseRecord::with_opaque_to(&cfg.output_topic, Box::new((ack, false))).payload(&buf[..]);
@@ -617,7 +668,10 @@ impl Loop<'_> {
             self.buf = buf;
             sent?;
         }
-        self.shared.metrics.in_flight.set(lock(&self.shared.tracker).in_flight() as i64);
+        self.shared
+            .metrics
+            .in_flight
+            .set(lock(&self.shared.tracker).in_flight() as i64);
         Ok(())
     }
 

@@ -132,7 +132,8 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             records_per_s: (summary.records_in as f64 / summary.seconds.max(1e-9)).round(),
             records_per_cpu_s: (summary.records_in as f64 / cpu.max(1e-9)).round(),
             cpu_seconds: (cpu * 100.0).round() / 100.0,
-            peak_rss_mib: crate::common::peak_rss_bytes().map_or(0.0, |b| (crate::common::mib(b) * 10.0).round() / 10.0),
+            peak_rss_mib: crate::common::peak_rss_bytes()
+                .map_or(0.0, |b| (crate::common::mib(b) * 10.0).round() / 10.0),
             pipeline: pipeline.stats(),
             summary,
         };
