@@ -202,57 +202,6 @@ impl Read for Feed {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn lines(b: Vec<u8>) -> Vec<String> {
-        String::from_utf8(b)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    #[test]
-    fn partial_lines_wait_and_rotations_are_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("app.log");
-        let mut f = File::create(&p).unwrap();
-        write!(f, "one\ntw").unwrap();
-        let mut fl = Follower::open(&p, None).unwrap();
-        assert_eq!(lines(fl.poll().unwrap()), ["one"]);
-        assert!(fl.poll().unwrap().is_empty());
-        write!(f, "o\nthree\nfour").unwrap();
-        assert_eq!(lines(fl.poll().unwrap()), ["two", "three"]);
-        // Rename: the old file's unfinished last line comes out, then the new file.
-        std::fs::rename(&p, dir.path().join("app.log.1")).unwrap();
-        assert!(fl.poll().unwrap().is_empty(), "no new file yet");
-        let mut g = File::create(&p).unwrap();
-        write!(g, "five\n").unwrap();
-        assert_eq!(lines(fl.poll().unwrap()), ["four", "five"]);
-        assert_eq!(fl.rotations, 1);
-        // Truncation.
-        g.set_len(0).unwrap();
-        let mut g = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        write!(g, "six\n").unwrap();
-        assert_eq!(lines(fl.poll().unwrap()), ["six"]);
-        assert_eq!(fl.rotations, 2);
-        // The position resumes after "six" in the same file, not in another.
-        let pos = fl.position();
-        write!(g, "seven\n").unwrap();
-        let mut again = Follower::open(&p, Some(pos)).unwrap();
-        assert_eq!(lines(again.poll().unwrap()), ["seven"]);
-        let other = Position {
-            ino: pos.ino + 1,
-            ..pos
-        };
-        let mut fresh = Follower::open(&p, Some(other)).unwrap();
-        assert_eq!(lines(fresh.poll().unwrap()), ["six", "seven"]);
-    }
-}
-
 /// What `classify --follow` needs from its arguments.
 pub struct FollowArgs<'a> {
     pub path: &'a Path,
@@ -311,9 +260,61 @@ pub fn run(
             anyhow::bail!("{shown}: {f}");
         }
     }
+    let at = follower.position();
     eprintln!(
-        "interrupted: {rows} lines of {shown} classified and written ({} rotations followed)",
-        follower.rotations
+        "interrupted: {rows} lines of {shown} classified and written ({} rotations followed; stopped at byte {} of inode {})",
+        follower.rotations, at.offset, at.ino
     );
     Ok(crate::interrupt::EXIT_INTERRUPTED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn lines(b: Vec<u8>) -> Vec<String> {
+        String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn partial_lines_wait_and_rotations_are_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("app.log");
+        let mut f = File::create(&p).unwrap();
+        write!(f, "one\ntw").unwrap();
+        let mut fl = Follower::open(&p, None).unwrap();
+        assert_eq!(lines(fl.poll().unwrap()), ["one"]);
+        assert!(fl.poll().unwrap().is_empty());
+        write!(f, "o\nthree\nfour").unwrap();
+        assert_eq!(lines(fl.poll().unwrap()), ["two", "three"]);
+        // Rename: the old file's unfinished last line comes out, then the new file.
+        std::fs::rename(&p, dir.path().join("app.log.1")).unwrap();
+        assert!(fl.poll().unwrap().is_empty(), "no new file yet");
+        let mut g = File::create(&p).unwrap();
+        writeln!(g, "five").unwrap();
+        assert_eq!(lines(fl.poll().unwrap()), ["four", "five"]);
+        assert_eq!(fl.rotations, 1);
+        // Truncation.
+        g.set_len(0).unwrap();
+        let mut g = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        writeln!(g, "six").unwrap();
+        assert_eq!(lines(fl.poll().unwrap()), ["six"]);
+        assert_eq!(fl.rotations, 2);
+        // The position resumes after "six" in the same file, not in another.
+        let pos = fl.position();
+        writeln!(g, "seven").unwrap();
+        let mut again = Follower::open(&p, Some(pos)).unwrap();
+        assert_eq!(lines(again.poll().unwrap()), ["seven"]);
+        let other = Position {
+            ino: pos.ino + 1,
+            ..pos
+        };
+        let mut fresh = Follower::open(&p, Some(other)).unwrap();
+        assert_eq!(lines(fresh.poll().unwrap()), ["six", "seven"]);
+    }
 }
