@@ -697,3 +697,24 @@ impl Loop<'_> {
 fn rec_topic(cfg: &KafkaConfig) -> &str {
     &cfg.output_topic
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_setting_is_named_without_its_value() {
+        let good = vec![("sasl.password".to_string(), "hunter2".to_string())];
+        let bad = vec![("no.such.setting".to_string(), "s3cret-value".to_string())];
+        assert!(client_config(&[("options", &good)]).is_ok());
+        let e = client_config(&[("options", &good), ("consumer_options", &bad)])
+            .err()
+            .expect("an unknown setting is refused")
+            .to_string();
+        assert!(
+            e.contains("kafka.consumer_options") && e.contains("`no.such.setting`"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret") && !e.contains("hunter2"), "{e}");
+    }
+}
