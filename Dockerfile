@@ -16,9 +16,10 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN=bookworm
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN} AS build
-# make and perl: librdkafka's bundled build (rdkafka-sys); no cmake needed.
+# g++, make and perl: librdkafka's bundled build (rdkafka-sys: its configure
+# wants a C++ compiler); no cmake needed.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends make perl pkg-config \
+ && apt-get install -y --no-install-recommends g++ make perl pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
