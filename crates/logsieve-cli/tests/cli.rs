@@ -651,6 +651,100 @@ fn templates_sniffs_json_lines_on_stdin_as_classify_does() {
 }
 
 #[test]
+fn templates_eval_prints_ga_pa_and_fga_per_system() {
+    // Two labelled systems, scored by hand. Sys1: every group right; one
+    // template keeps a user name the truth has as a variable (PA 4/5).
+    // Sys2: the truth keeps `job_1` and `job_2` apart, the miner masks
+    // them into one template: those two lines are wrong in GA and PA, and
+    // one of two mined groups (of three true ones) is right: FGA 0.4.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |system: &str, rows: &str| {
+        let d = dir.path().join(system);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(
+            d.join(format!("{system}_2k.log_structured.csv")),
+            format!("LineId,Content,EventId,EventTemplate\n{rows}"),
+        )
+        .unwrap();
+    };
+    write(
+        "Sys1",
+        "1,Connection from 10.0.0.1 closed,E1,Connection from <*> closed\n\
+         2,Connection from 10.0.0.2 closed,E1,Connection from <*> closed\n\
+         3,VM Started,E2,VM Started\n\
+         4,VM Paused,E3,VM Paused\n\
+         5,User alice logged in,E4,User <*> logged in\n",
+    );
+    write(
+        "Sys2",
+        "1,job job_1 done,E1,job job_1 done\n2,job job_2 done,E2,job job_2 done\n3,all clear,E3,all clear\n",
+    );
+    let d = dir.path().to_str().unwrap();
+    let out = run(&["templates", "--eval", d], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "system",
+            "half",
+            "lines",
+            "events",
+            "templates",
+            "GA",
+            "PA",
+            "FGA"
+        ]
+    );
+    assert_eq!(
+        rows[1],
+        ["Sys1", "-", "5", "4", "4", "1.000", "0.800", "1.000"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[2],
+        ["Sys2", "-", "3", "3", "2", "0.333", "0.333", "0.400"],
+        "{table}"
+    );
+    assert_eq!(rows[3], ["mean", "(2)", "0.667", "0.567", "0.700"], "{table}");
+    assert_eq!(rows.len(), 4, "{table}");
+
+    let out = run(&["templates", "--eval", d, "--systems", "Sys2", "--json"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["systems"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["systems"][0]["system"], "Sys2");
+    assert_eq!(v["systems"][0]["templates"], 2);
+    assert!(
+        (v["means"]["mean"]["fga"].as_f64().unwrap() - 0.4).abs() < 1e-9,
+        "{v}"
+    );
+
+    // A file without the truth's template column, and an unknown system.
+    write("Sys3", "");
+    std::fs::write(
+        dir.path().join("Sys3/Sys3_2k.log_structured.csv"),
+        "LineId,Content,EventId\n1,a,E1\n",
+    )
+    .unwrap();
+    let out = run(&["templates", "--eval", d], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Sys3_2k.log_structured.csv") && err.contains("no `EventTemplate` column"),
+        "{err}"
+    );
+    let out = run(&["templates", "--eval", d, "--systems", "Nope"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no system `Nope`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn mine_rules_masks_with_the_configured_masking_rules() {
     // The configuration names masking rules that do not exist: mine-rules
     // must read them (and fail naming them), not fall back to the built-in set.

@@ -1,15 +1,19 @@
-//! Grouping accuracy and warm throughput of the template miner on loghub-2k,
-//! beside Drain's published GA. One configuration for every system.
+//! Grouping accuracy (GA), parsing accuracy (PA) and the F1 of grouping
+//! (FGA) of the template miner on loghub-2k, beside Drain's published GA,
+//! and its warm throughput. One configuration for every system.
 //!
 //! cargo run --release -p logsieve-templates --example loghub_ga -- ../shared/datasets/loghub-2k
-//!     [--lines N] [--only SYSTEM] [--errors SYSTEM [--raw]] [--no-throughput] [--config MINER_JSON] [--shuffle SEED]
+//!     [--lines N] [--only SYSTEM] [--half A|B] [--errors SYSTEM [--raw]] [--no-throughput]
+//!     [--config MINER_JSON] [--shuffle SEED]
 //!     [--threads N]  (raw log l/s: N threads sharing one miner, in total)
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use logsieve_templates::{grouping_accuracy, Masker, Miner, MinerConfig, Scratch};
+use logsieve_templates::{
+    grouping_accuracy, normalize_template, Labelled, Masker, Miner, MinerConfig, Scratch, HALF_A, HALF_B,
+};
 
 const SYSTEMS: [(&str, f64); 10] = [
     ("HDFS", 0.998),
@@ -23,27 +27,6 @@ const SYSTEMS: [(&str, f64); 10] = [
     ("Apache", 1.000),
     ("OpenSSH", 0.788),
 ];
-
-fn read_structured(dir: &Path, system: &str) -> (Vec<String>, Vec<String>) {
-    let path = dir.join(system).join(format!("{system}_2k.log_structured.csv"));
-    let mut rd = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let headers = rd.headers().unwrap().clone();
-    let col = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .unwrap_or_else(|| panic!("no {name} column"))
-    };
-    let (c, e) = (col("Content"), col("EventId"));
-    let mut contents = Vec::new();
-    let mut events = Vec::new();
-    for rec in rd.records() {
-        let rec = rec.unwrap();
-        contents.push(rec[c].to_string());
-        events.push(rec[e].to_string());
-    }
-    (contents, events)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,39 +50,77 @@ fn main() {
     });
 
     println!(
-        "{:<10} {:>6} {:>6} {:>5} | {:>11} {:>11} | {:>11} {:>11} {:>5} | {:>11}",
-        "system", "GA", "Drain", "tpls", "Content", "(wall)", "raw log", "(wall)", "tpls", "raw: mask"
+        "{:<10} {:>6} {:>6} {:>6} {:>6} {:>5} | {:>11} {:>11} | {:>11} {:>11} {:>5} | {:>11}",
+        "system",
+        "GA",
+        "PA",
+        "FGA",
+        "Drain",
+        "tpls",
+        "Content",
+        "(wall)",
+        "raw log",
+        "(wall)",
+        "tpls",
+        "raw: mask"
     );
-    let (mut sum, mut sum_drain) = (0.0, 0.0);
+    let (mut sum, mut sum_drain, mut sum_pa, mut sum_fga, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
     let only = flag("--only");
+    let half: Option<&[&str]> = flag("--half").map(|h| match h.as_str() {
+        "A" => &HALF_A[..],
+        "B" => &HALF_B[..],
+        _ => panic!("--half A|B"),
+    });
     let shuffle = flag("--shuffle");
     let threads: usize = flag("--threads").map_or(1, |s| s.parse().expect("--threads N"));
     for (system, drain) in SYSTEMS {
-        if only.as_deref().is_some_and(|o| o != system) {
+        if only.as_deref().is_some_and(|o| o != system) || half.is_some_and(|h| !h.contains(&system)) {
             continue;
         }
-        let (mut contents, mut events) = read_structured(&dir, system);
+        let path = dir.join(system).join(format!("{system}_2k.log_structured.csv"));
+        let mut labelled = Labelled::read_loghub(&path).unwrap_or_else(|e| panic!("{e}"));
         if let Some(seed) = &shuffle {
             // Online mining depends on order: `--shuffle SEED` checks how much.
             let mut state: u64 = seed.parse::<u64>().expect("--shuffle SEED") ^ 0x9E37_79B9_7F4A_7C15;
-            for i in (1..contents.len()).rev() {
+            for i in (1..labelled.contents.len()).rev() {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
                 let j = (state % (i as u64 + 1)) as usize;
-                contents.swap(i, j);
-                events.swap(i, j);
+                labelled.contents.swap(i, j);
+                labelled.events.swap(i, j);
+                labelled.templates.swap(i, j);
             }
         }
+        if args.iter().any(|a| a == "--raw-lines") {
+            // Mine the raw `X_2k.log` lines (headers and all) instead of
+            // the Content column; the truth is the same line's event.
+            let raw_path = dir.join(system).join(format!("{system}_2k.log"));
+            let raw =
+                std::fs::read_to_string(&raw_path).unwrap_or_else(|e| panic!("{}: {e}", raw_path.display()));
+            labelled.contents = raw.lines().map(str::to_string).collect();
+            assert_eq!(labelled.contents.len(), labelled.events.len(), "{system}");
+        }
+        let mut scores = labelled.evaluate(&config, &Masker::builtin());
+        if args.iter().any(|a| a == "--raw-lines") {
+            // The true templates are of the Content column: PA says nothing here.
+            scores.pa = f64::NAN;
+        }
+        let (contents, events) = (&labelled.contents, &labelled.events);
         let miner = Miner::new(config.clone(), Masker::builtin());
         let ids: Vec<u64> = contents.iter().map(|l| miner.add(l).template_id).collect();
         let ids: Vec<u64> = ids.iter().map(|&i| miner.resolve(i).unwrap()).collect();
-        let ga = grouping_accuracy(&ids, &events);
+        let ga = grouping_accuracy(&ids, events);
+        assert_eq!(ga, scores.ga);
         sum += ga;
+        sum_pa += scores.pa;
+        sum_fga += scores.fga;
         sum_drain += drain;
+        n += 1;
 
         if errors_for.as_deref() == Some(system) {
-            print_errors(&miner, &contents, &ids, &events);
+            print_errors(&miner, contents, &ids, events);
+            print_pa_errors(&miner, contents, &ids, &labelled.templates);
         }
 
         let mut raw_templates = 0;
@@ -136,9 +157,11 @@ fn main() {
             )
         };
         println!(
-            "{:<10} {:>6.3} {:>6.3} {:>5} | {:>11.0} {:>11.0} | {:>11.0} {:>11.0} {:>5} | {:>11.0}",
+            "{:<10} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>5} | {:>11.0} {:>11.0} | {:>11.0} {:>11.0} {:>5} | {:>11.0}",
             system,
             ga,
+            scores.pa,
+            scores.fga,
             drain,
             miner.len(),
             warm_content.cpu,
@@ -149,8 +172,15 @@ fn main() {
             mask_only.cpu
         );
     }
-    let n = SYSTEMS.len() as f64;
-    println!("{:<10} {:>6.3} {:>6.3}", "average", sum / n, sum_drain / n);
+    let n = n.max(1) as f64;
+    println!(
+        "{:<10} {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
+        "average",
+        sum / n,
+        sum_pa / n,
+        sum_fga / n,
+        sum_drain / n
+    );
     if !no_tput {
         println!(
             "lines/s of the warm miner (mask + mine), one thread, per CPU-second of that thread and (wall);\n\
@@ -289,5 +319,23 @@ fn print_errors(miner: &Miner, contents: &[String], ids: &[u64], events: &[Strin
                 contents[lines[0]]
             );
         }
+    }
+}
+
+fn print_pa_errors(miner: &Miner, contents: &[String], ids: &[u64], truth: &[String]) {
+    // Each (mined template, true template) pair whose texts differ, once.
+    let mut seen: BTreeMap<(u64, &str), usize> = BTreeMap::new();
+    for (i, (p, t)) in ids.iter().zip(truth).enumerate() {
+        let mined = miner.template(*p).unwrap().template;
+        if normalize_template(&mined) != normalize_template(t) {
+            seen.entry((*p, t)).or_insert(i);
+        }
+    }
+    for ((p, t), i) in seen {
+        println!(
+            "--- PA [{p}]\n   mined: {}\n   truth: {t}\n   ex   : {}",
+            miner.template(p).unwrap().template,
+            contents[i]
+        );
     }
 }

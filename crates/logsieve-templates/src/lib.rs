@@ -1,7 +1,7 @@
 //! logsieve-templates: the layer that makes the cost per log line fall as
 //! logs repeat. Lines are masked ([`mask`]), grouped into templates by an
 //! online Drain-family miner ([`miner`]), scored against ground truth
-//! ([`eval`]), pure templates become regex rules ([`rules`]), and
+//! ([`eval`]: GA, PA, FGA), pure templates become regex rules ([`rules`]), and
 //! [`output`] formats results for the CLI.
 //!
 //! ```
@@ -27,7 +27,10 @@ pub mod miner;
 pub mod output;
 pub mod rules;
 
-pub use eval::grouping_accuracy;
+pub use eval::{
+    evaluate_loghub, grouping_accuracy, grouping_scores, normalize_template, parsing_accuracy, EvalError,
+    Evaluation, GroupingScores, Labelled, HALF_A, HALF_B,
+};
 pub use mask::{MaskConfig, MaskError, MaskRule, Masker, BUILTIN_MASKING_TOML};
 pub use miner::{
     extract_parameters, Inconsistency, Match, Miner, MinerConfig, Scratch, SnapshotError, TemplateInfo,

@@ -153,7 +153,7 @@ impl Inner {
         keep(&mut self.placeholder, &used);
         keep(&mut self.word, &used);
         keep(&mut self.keyable, &used);
-        keep(&mut self.kv_wild, &used);
+        keep(&mut self.affix, &used);
         self.ids = self
             .strings
             .iter()

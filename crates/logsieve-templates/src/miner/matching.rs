@@ -15,6 +15,9 @@ pub(super) struct Score {
     pub(super) diff: usize,
     /// Of `diff`, how many replace a plain word.
     pub(super) diff_words: usize,
+    /// Of `var`, how many are a masked value of the line (`<NUM>`) under a
+    /// variable or placeholder: places that say nothing about the event.
+    pub(super) masked: usize,
 }
 
 impl Inner {
@@ -25,16 +28,21 @@ impl Inner {
             var: 0,
             diff: 0,
             diff_words: 0,
+            masked: 0,
         };
         for i in 0..tpl.len() {
             let (t, l) = (tpl[i], line[i]);
-            if t == l && t != WILD {
+            if t == l && t != WILD && !self.placeholder[t as usize] {
                 s.same += 1;
             } else if t == WILD
+                || t == l
                 || (self.is_placeholder(t) && self.is_placeholder(l))
-                || self.kv_fits(t, texts[i])
+                || self.affix_fits(t, texts[i])
             {
                 s.var += 1;
+                if self.is_placeholder(l) && (t == WILD || self.placeholder[t as usize]) {
+                    s.masked += 1;
+                }
             } else {
                 s.diff += 1;
                 if self.word_diff(t, l, texts[i]) {
@@ -58,6 +66,13 @@ impl Inner {
         }
         let sim = (s.same + s.var) as f64 / n as f64;
         if sim < similarity {
+            return false;
+        }
+        // Drain's similarity: literal agreement, over the places that could
+        // agree (not the line's masked values under variables). Without it a
+        // template drifts: each line widens it a little until it holds
+        // only variables and a stop word (`<*> <*> to <*>`).
+        if (s.same as f64) < similarity * (n - s.masked) as f64 {
             return false;
         }
         // Turning a plain word into a variable is what merges events with
@@ -117,6 +132,7 @@ impl Inner {
                     var: n - same,
                     diff: 0,
                     diff_words: 0,
+                    masked: 0,
                 },
             )
         })
@@ -135,7 +151,7 @@ impl Inner {
             if *self.strings[t as usize] == *text {
                 same += 1;
             } else if !((self.placeholder[t as usize] && crate::is_placeholder_token(text))
-                || self.kv_fits(t, text))
+                || self.affix_fits(t, text))
             {
                 return None;
             }
@@ -208,6 +224,7 @@ impl Inner {
                     var: head.var + back.var + 1,
                     diff: head.diff + back.diff,
                     diff_words: head.diff_words + back.diff_words,
+                    masked: head.masked + back.masked,
                 };
                 if !self.accepts(s, v + tail + 1, similarity) {
                     continue;

@@ -80,7 +80,7 @@ impl Inner {
         let first_before = self.clusters[ix as usize].tokens[0];
         for (i, &l) in line.iter().enumerate() {
             let t = self.clusters[ix as usize].tokens[i];
-            if t != l && t != WILD && !self.kv_fits(t, &self.strings[l as usize].clone()) {
+            if t != l && t != WILD && !self.affix_fits(t, &self.strings[l as usize].clone()) {
                 let g = self.generalize(t, l);
                 self.clusters[ix as usize].tokens[i] = g;
             }
@@ -125,12 +125,13 @@ impl Inner {
     /// `c`, unless enough distinct words have now been seen at that
     /// position, in which case all siblings merge into the oldest.
     /// Returns the cluster of the line and whether it is new.
-    pub(super) fn add_sibling(&mut self, c: u32, line: &[u32], merge_after: usize) -> (u32, bool) {
+    pub(super) fn add_sibling(&mut self, c: u32, line: &[u32], config: &MinerConfig) -> (u32, bool) {
+        let merge_after = config.word_variable_after;
         let tpl = self.clusters[c as usize].tokens.clone();
         let mut tokens = Vec::with_capacity(line.len());
         let mut pos = 0;
         for (i, (&t, &l)) in tpl.iter().zip(line).enumerate() {
-            if t == l || t == WILD || self.kv_fits(t, &self.strings[l as usize].clone()) {
+            if t == l || t == WILD || self.affix_fits(t, &self.strings[l as usize].clone()) {
                 tokens.push(t);
             } else if self.placeholder[t as usize] && self.placeholder[l as usize] {
                 tokens.push(WILD);
@@ -182,13 +183,16 @@ impl Inner {
             return (new, true);
         }
         // A variable's values are mostly rare; an enumeration's (`alt0`,
-        // `ee0`, ...) each come back. Merge once two of them were seen once.
+        // `ee0`, ...) each come back. Merge once two of them were seen once,
+        // or once there are more values than an enumeration has.
+        let diverse =
+            config.word_variable_distinct > 0 && entry.values.len() >= config.word_variable_distinct;
         let clusters = &entry.clusters;
         let rare = clusters
             .iter()
             .filter(|&&g| g == TOMB || self.clusters[g as usize].count.load(Ordering::Relaxed) <= 1)
             .count();
-        if rare < 2 {
+        if rare < 2 && !diverse {
             return (new, true);
         }
         let group = self.siblings.remove(&key).expect("entry exists").clusters;

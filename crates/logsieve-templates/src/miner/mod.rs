@@ -28,6 +28,15 @@
 //! * **order**: when a template gains a variable it absorbs the templates
 //!   that now fit it (as they are, or through a variadic variable), so an
 //!   odd first line does not leave a stray template behind.
+//! * **drift**: a line widens a template only when its literal tokens agree
+//!   on `similarity` of the places that could agree (Drain's measure);
+//!   masked values (`<TS>` against `<TS>`) and existing variables are no
+//!   evidence, or a template widens step by step into `<*> <*> to <*>`;
+//! * **value diversity**: names that differ only in their digits (`gige1`,
+//!   `gige7`) are values, and `word_variable_distinct` distinct words at
+//!   one place make it a variable even when each recurs;
+//! * **punctuation**: a variable keeps the brackets, quotes and punctuation
+//!   its values share (`<*>,`, `'<*>'`; `key=<*>` likewise).
 //!
 //! Reads (the warm path: a line fitting a known template as it stands) take
 //! the read lock and compare integers only; a line that creates or widens a
@@ -125,6 +134,12 @@ pub struct MinerConfig {
     /// (user names, host names). Default 3.
     #[serde(default = "default_word_variable_after")]
     pub word_variable_after: usize,
+    /// Value diversity: once this many distinct words have been seen at
+    /// one position of otherwise equal lines, the position is a variable
+    /// even when every word comes back (host, user or service names that
+    /// recur); an enumeration of states has fewer. 0: never. Default 6.
+    #[serde(default = "default_word_variable_distinct")]
+    pub word_variable_distinct: usize,
     /// Most templates kept; when a line would create one more, the least
     /// recently matched template is evicted first (its lines later start a
     /// new template with a new id). Bounds the miner's memory on an endless
@@ -135,6 +150,10 @@ pub struct MinerConfig {
 
 fn default_word_variable_after() -> usize {
     3
+}
+
+fn default_word_variable_distinct() -> usize {
+    6
 }
 
 fn default_similarity() -> f64 {
@@ -158,6 +177,7 @@ impl Default for MinerConfig {
             variadic_min_anchor: default_variadic_anchor(),
             variadic_max_span: default_variadic_span(),
             word_variable_after: default_word_variable_after(),
+            word_variable_distinct: default_word_variable_distinct(),
             max_templates: 0,
         }
     }
@@ -224,8 +244,11 @@ struct Inner {
     placeholder: Vec<bool>,
     word: Vec<bool>,
     keyable: Vec<bool>,
-    /// For `key=<*>` tokens, the length of `key=`; else 0.
-    kv_wild: Vec<u32>,
+    /// For a token holding one `<*>` with literal text around it (`key=<*>`,
+    /// `<*>,`, `'<*>'`): the lengths of that text before and after it, so a
+    /// line token with the same text around any value fits. Packed as
+    /// `before << 16 | after` (each under 64 KiB, else not an affix); 0: none.
+    affix: Vec<u32>,
     clusters: Vec<Cluster>,
     /// (token count, key of first token) -> clusters.
     buckets: FastMap<(u32, u32), Vec<u32>>,
@@ -394,7 +417,7 @@ impl Miner {
         let found = self.find(&inner, ids, texts);
         let (c, is_new) = match found {
             Some((c, s)) if s.diff_words == 1 && inner.clusters[c as usize].variadic.is_none() => {
-                inner.add_sibling(c, ids, self.config.word_variable_after)
+                inner.add_sibling(c, ids, &self.config)
             }
             Some((c, s)) if s.diff_words == 0 => {
                 if inner.clusters[c as usize].variadic.is_some() {

@@ -504,3 +504,103 @@ fn a_capped_miner_is_shared_between_threads() {
     assert_eq!(created, 50);
     assert!(m.evicted() >= 1200 - 50);
 }
+
+#[test]
+fn names_that_differ_only_in_their_numbers_are_one_variable() {
+    // Host and device names (`gige1`..`gige7`, `node-D0`) that each come
+    // back are values of one variable, not an enumeration of words.
+    let m = miner();
+    for i in 0..20 {
+        m.add(&format!("gige{} temperature normal", i % 7 + 1));
+        m.add(&format!("domain status node-D{} not responding", i % 4));
+    }
+    let t: Vec<String> = m.templates().into_iter().map(|t| t.template).collect();
+    assert_eq!(t, ["<*> temperature normal", "domain status <*> not responding"]);
+    assert!(super::tokens::same_shape("gige1", "gige17"));
+    assert!(!super::tokens::same_shape("alt0", "ee0"));
+    assert!(!super::tokens::same_shape("Started", "Paused"));
+}
+
+#[test]
+fn lines_that_share_only_masked_values_are_not_one_template() {
+    // A timestamp and a pid agree on every raw line; they are no evidence
+    // that two lines are one event (raw Android/Hadoop lines drifted into
+    // `<TS> <NUM> <*>` templates this way).
+    let m = miner();
+    let a = m.add("2015-10-18 18:01:49,228 1702 org.apache.App:");
+    let b = m.add("2015-10-18 18:01:53,447 1702 org.apache.Requestor:");
+    assert_ne!(a.template_id, b.template_id);
+    assert_eq!(&*b.template, "<TS> <NUM> org.apache.Requestor:");
+    // A literal word in common still lets a value vary.
+    let c = m.add("2015-10-18 18:01:49,228 1702 started job_1");
+    let d = m.add("2015-10-18 18:01:55,001 1703 started job_2");
+    assert_eq!(c.template_id, d.template_id);
+}
+
+#[test]
+fn a_template_does_not_drift_into_variables_and_a_stop_word() {
+    // Each widening is small, but literal agreement must cover half of the
+    // places that could agree: `Snapshotting: <HEX> to <PATH>` shares only
+    // `to` with `<*> set to <NUM>` and is another event.
+    let m = miner();
+    m.add("alpha.x1 set to 1");
+    let a = m.add("beta.y2 set to 2");
+    assert_eq!(&*a.template, "<*> set to <NUM>");
+    let b = m.add("Snapshotting: 0x3f to /var/lib/x");
+    assert_ne!(a.template_id, b.template_id);
+    assert_eq!(&*m.template(a.template_id).unwrap().template, "<*> set to <NUM>");
+}
+
+#[test]
+fn a_variable_keeps_the_punctuation_and_quotes_around_its_values() {
+    let m = miner();
+    m.add("Read package: Package_for_KB31~amd64~~6.1.1.0, State: 112");
+    let a = m.add("Read package: Package_for_KB29~x86~~6.1.3.0, State: 7");
+    assert_eq!(&*a.template, "Read package: <*>, State: <NUM>");
+    m.add("into registry key 'SOFTWARE' from path 'x'");
+    let b = m.add("into registry key '{bf1a}GLOBALROOT/Device' from path 'x'");
+    assert_eq!(&*b.template, "into registry key '<*>' from path 'x'");
+    // A value without the comma is still the same event; the comma goes.
+    let c = m.add("Read package: Package_for_KB77~amd64~~6.1.1.0 State: 1");
+    assert_eq!(c.template_id, a.template_id);
+    assert_eq!(&*c.template, "Read package: <*> State: <NUM>");
+    assert_eq!(
+        m.parameters(b.template_id, "into registry key 'A B' from path 'x'")
+            .unwrap(),
+        ["A B"]
+    );
+}
+
+#[test]
+fn many_distinct_words_at_one_place_are_a_variable_even_when_they_recur() {
+    // Six host names, each coming back: no longer an enumeration.
+    let hosts = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    let m = miner();
+    for h in &hosts[..5] {
+        for _ in 0..3 {
+            m.add(&format!("connection to {h} lost"));
+        }
+    }
+    assert_eq!(
+        m.templates().len(),
+        5,
+        "five recurring words are still kept apart"
+    );
+    let last = m.add("connection to foxtrot lost");
+    assert_eq!(&*last.template, "connection to <*> lost");
+    assert_eq!(m.templates().len(), 1);
+    // Off: every recurring word keeps its template.
+    let off = Miner::new(
+        MinerConfig {
+            word_variable_distinct: 0,
+            ..MinerConfig::default()
+        },
+        Masker::builtin(),
+    );
+    for h in hosts {
+        for _ in 0..3 {
+            off.add(&format!("connection to {h} lost"));
+        }
+    }
+    assert_eq!(off.templates().len(), 6);
+}

@@ -39,33 +39,57 @@ impl Inner {
         self.word.push(is_word(tok));
         self.keyable
             .push(!placeholder && !tok.contains('<') && !tok.bytes().any(|b| b.is_ascii_digit()));
-        let kv_wild = match split_key_value(tok) {
-            Some((_, "<*>")) => (tok.len() - 3) as u32,
+        let affix = match tok.find(WILDCARD) {
+            Some(i) if tok.len() > WILDCARD.len() && !tok[i + WILDCARD.len()..].contains(WILDCARD) => {
+                let after = tok.len() - i - WILDCARD.len();
+                if i <= 0xFFFF && after <= 0xFFFF {
+                    ((i as u32) << 16) | after as u32
+                } else {
+                    0
+                }
+            }
             _ => 0,
         };
-        self.kv_wild.push(kv_wild);
+        self.affix.push(affix);
         id
     }
 
-    /// Whether template token `t` is `key=<*>` and the line token `text`
-    /// has that key.
-    pub(super) fn kv_fits(&self, t: u32, text: &str) -> bool {
-        let k = self.kv_wild[t as usize] as usize;
-        k > 0 && text.len() > k && text.as_bytes()[..k] == self.strings[t as usize].as_bytes()[..k]
+    /// Whether template token `t` is a variable with literal text around
+    /// it (`key=<*>`, `<*>,`) and the line token `text` has that text
+    /// around a value.
+    pub(super) fn affix_fits(&self, t: u32, text: &str) -> bool {
+        let packed = self.affix[t as usize];
+        if packed == 0 {
+            return false;
+        }
+        let (p, s) = ((packed >> 16) as usize, (packed & 0xFFFF) as usize);
+        let b = text.as_bytes();
+        if b.len() <= p + s {
+            return false;
+        }
+        let tok = self.strings[t as usize].as_bytes();
+        b[..p] == tok[..p] && b[b.len() - s..] == tok[tok.len() - s..]
     }
 
     /// The token that covers two differing tokens: `key=<*>` when both are
-    /// values of one key, else `<*>`.
+    /// values of one key; else `<*>` with the brackets, quotes and
+    /// punctuation both have around their values kept (`<*>,`, `'<*>'`,
+    /// `(<*>)`), as a template states them; else `<*>`.
     pub(super) fn generalize(&mut self, a: u32, b: u32) -> u32 {
         let (sa, sb) = (&self.strings[a as usize], &self.strings[b as usize]);
         let prefix = |s: &str| split_key_value(s).map(|(_, v)| s.len() - v.len());
-        match (prefix(sa), prefix(sb)) {
-            (Some(pa), Some(pb)) if sa[..pa] == sb[..pb] => {
+        if let (Some(pa), Some(pb)) = (prefix(sa), prefix(sb)) {
+            if sa[..pa] == sb[..pb] {
                 let tok = format!("{}<*>", &sa[..pa]);
-                self.intern(&tok)
+                return self.intern(&tok);
             }
-            _ => WILD,
         }
+        let (p, s) = common_affix(sa, sb);
+        if p + s == 0 {
+            return WILD;
+        }
+        let tok = format!("{}<*>{}", &sa[..p], &sa[sa.len() - s..]);
+        self.intern(&tok)
     }
 
     /// What a sibling position "value" is for counting distinct words: the
@@ -100,8 +124,10 @@ impl Inner {
             &self.strings[l as usize]
         };
         match (split_key_value(ts), split_key_value(ls)) {
-            (Some((ka, va)), Some((kb, vb))) => ka != kb || (is_word(va) && is_word(vb)),
-            _ => is_word(ts) && is_word(ls),
+            (Some((ka, va)), Some((kb, vb))) => {
+                ka != kb || (is_word(va) && is_word(vb) && !same_shape(va, vb))
+            }
+            _ => is_word(ts) && is_word(ls) && !same_shape(ts, ls),
         }
     }
 
@@ -134,6 +160,26 @@ impl Inner {
     }
 }
 
+/// The lengths of the opening brackets and quotes both tokens start with,
+/// and of the closing ones and punctuation both end with, leaving each a
+/// value of one character or more between them. A token that is itself a
+/// variable with such text (`<*>,`) keeps it only where the other has it.
+pub(super) fn common_affix(a: &str, b: &str) -> (usize, usize) {
+    const OPEN: &[u8] = b"([{'\"";
+    const CLOSE: &[u8] = b")]}'\",;:.";
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let room = x.len().min(y.len()).saturating_sub(1);
+    let mut p = 0;
+    while p < room && x[p] == y[p] && OPEN.contains(&x[p]) {
+        p += 1;
+    }
+    let mut s = 0;
+    while p + s < room && x[x.len() - 1 - s] == y[y.len() - 1 - s] && CLOSE.contains(&x[x.len() - 1 - s]) {
+        s += 1;
+    }
+    (p, s)
+}
+
 /// A plain word: letters (inner `-` or `'` allowed, one digit at the end),
 /// maybe wrapped in brackets, quotes or trailing punctuation: `Started`,
 /// `finalization.`, `(root)`, `eth0`. Lines differing in such a token are
@@ -157,6 +203,35 @@ pub(super) fn is_word(tok: &str) -> bool {
         && b[b.len() - 1].is_ascii_alphabetic()
         && b.iter()
             .all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'\'' || (upper_snake && *c == b'_'))
+}
+
+/// Whether two different tokens are the same name with other numbers in
+/// it (`gige1` and `gige7`, `node-D0` and `node-D7`): then they are values
+/// of one variable (hosts, devices, ports), not two words; names that differ
+/// in letters (`alt0`, `ee0`) stay words.
+pub(super) fn same_shape(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut digits = false;
+    loop {
+        match (a.get(i), b.get(j)) {
+            (None, None) => return digits,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                while a.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                while b.get(j).is_some_and(u8::is_ascii_digit) {
+                    j += 1;
+                }
+                digits = true;
+            }
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            _ => return false,
+        }
+    }
 }
 
 /// `key=value`, `key:value` or `key......value` (a dot leader), both parts
