@@ -708,8 +708,7 @@ mod tests {
         let bad = vec![("no.such.setting".to_string(), "s3cret-value".to_string())];
         assert!(client_config(&[("options", &good)]).is_ok());
         let e = client_config(&[("options", &good), ("consumer_options", &bad)])
-            .err()
-            .expect("an unknown setting is refused")
+            .expect_err("an unknown setting is refused")
             .to_string();
         assert!(
             e.contains("kafka.consumer_options") && e.contains("`no.such.setting`"),
