@@ -13,7 +13,7 @@ use clap::Args;
 use logsieve_embed::{Embedder, MiniLm};
 use logsieve_linear::Artifact;
 use logsieve_llm::ApiKey;
-use logsieve_pipeline::{Config, Pipeline, PipelineBuilder};
+use logsieve_pipeline::{Config, Pipeline, PipelineBuilder, Store};
 use logsieve_rules::Rules;
 use logsieve_templates::Masker;
 
@@ -102,6 +102,57 @@ impl ConfigArgs {
     pub fn pipeline(&self) -> Result<Pipeline> {
         Ok(builder(self.load()?)?.build()?)
     }
+
+    /// A pipeline keeping its decisions in `store` (when there is one).
+    pub fn pipeline_on(&self, store: Option<Arc<Store>>) -> Result<Pipeline> {
+        pipeline_with_store(self.load()?, store)
+    }
+}
+
+/// `--store PATH`: the decision store a command keeps decisions in.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StoreArgs {
+    /// Decision store (SQLite): decisions are read from it on start and
+    /// written to it, so a later run (or a restarted server) asks the model
+    /// and the LLM nothing they already answered [config: store.path].
+    #[arg(long, env = "LOGSIEVE_STORE")]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store's path: the flag, else the configuration's `[store] path`.
+    pub fn path(&self, config: &Config) -> Option<PathBuf> {
+        self.store.clone().or_else(|| config.store.path.clone())
+    }
+
+    /// Open the store the flag or the configuration names, if any.
+    pub fn open(&self, config: &Config) -> Result<Option<Arc<Store>>> {
+        self.path(config).map(|p| open_store(&p)).transpose()
+    }
+}
+
+/// Open (or create) a decision store; errors say what is wrong with it.
+pub fn open_store(path: &std::path::Path) -> Result<Arc<Store>> {
+    Ok(Arc::new(Store::open(path)?))
+}
+
+/// A pipeline from `config` on `store`; warns on stderr when the store
+/// could be read only in part (the run goes on: no row is lost to it).
+pub fn pipeline_with_store(config: Config, store: Option<Arc<Store>>) -> Result<Pipeline> {
+    let mut b = builder(config)?;
+    if let Some(s) = store {
+        b = b.store(s);
+    }
+    let p = b.build()?;
+    if let Some((_, status)) = p.store() {
+        if let Some(e) = &status.error {
+            eprintln!(
+                "warning: {e}; going on with the {} decisions read (new decisions are still written where possible)",
+                status.loaded
+            );
+        }
+    }
+    Ok(p)
 }
 
 /// A pipeline builder with everything `config` names loaded: rules,
@@ -114,7 +165,9 @@ pub fn builder(config: Config) -> Result<PipelineBuilder> {
         b = b.rules(Rules::from_path(p)?);
     }
     if let Some(p) = &config.model.classifier {
-        b = b.artifact(&Artifact::load(p)?);
+        b = b
+            .artifact(&Artifact::load(p)?)
+            .model_version(artifact_version(p)?);
     }
     b = b.masker(masker(&config)?);
     let (dir, options) = (config.model.embedding_dir.clone(), config.batch_options());
@@ -122,6 +175,19 @@ pub fn builder(config: Config) -> Result<PipelineBuilder> {
         Ok(Arc::new(MiniLm::load_default(dir.as_deref(), options)?) as Arc<dyn Embedder>)
     });
     Ok(b.llm_api_key(ApiKey::from_env().map(|(key, _)| key)))
+}
+
+/// A trained classifier's version for the decision store: the sha256 of its
+/// classifier.json (a retrained model is another version).
+fn artifact_version(p: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let file = if p.is_dir() {
+        p.join(logsieve_linear::artifact::FILE_NAME)
+    } else {
+        p.to_path_buf()
+    };
+    let bytes = std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes))[..16].to_string())
 }
 
 /// The masking rules the configuration names, or the built-in set.

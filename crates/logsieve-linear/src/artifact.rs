@@ -107,6 +107,24 @@ pub struct TrainingInfo {
     /// The calibration folds' out-of-fold figures (format 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_fold: Option<crate::selective::Selective>,
+    /// Rows taken from a decision store (`train --store`): what the LLM and
+    /// people decided, learnt by the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distilled: Option<Distilled>,
+}
+
+/// The decision-store rows a model was trained on, by kind. They are all
+/// fitted (none held out): the held-out report covers the data files only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Distilled {
+    /// The store's file name.
+    pub store: String,
+    /// LLM answers at or above `llm_min_confidence` (one row per template).
+    pub llm_rows: usize,
+    /// People's corrections (one row per template).
+    pub feedback_rows: usize,
+    pub llm_min_confidence: f32,
 }
 
 /// One training data file.
@@ -227,6 +245,7 @@ impl Artifact {
                     m.bank_rows
                 )));
             }
+            m.bank.validate_labels(m.labels.len()).map_err(invalid)?;
         }
         Ok(())
     }
@@ -322,6 +341,7 @@ mod tests {
                 rows_per_source: Vec::new(),
                 units: None,
                 out_of_fold: None,
+                distilled: None,
             },
             heldout: None,
             examples: vec![Example {

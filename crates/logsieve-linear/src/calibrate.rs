@@ -23,20 +23,54 @@ pub struct Evidence {
     pub p2: f32,
     /// Cosine similarity to the nearest training template (or label prototype).
     pub nearest: f32,
+    /// Similarity-weighted share of the nearest training templates that
+    /// carry the top label (NaN where the bank keeps no labels).
+    pub agree: f32,
+    /// Distinct words of the line the model knows (its lexicon's).
+    pub words: usize,
+    /// The top label's index, and how many labels there are (0: unknown).
+    pub label: usize,
+    pub classes: usize,
 }
 
+/// Features a calibrator reads, in order, then one indicator per label (the
+/// top label's own bias: "System Notification" is the model's fallback and
+/// is wrong more often than a "Security Alert" of the same probability).
+/// A calibrator fitted before `agree` existed has three weights and reads
+/// the first three.
+pub const FEATURES: [&str; 5] = ["logit(p1)", "p1 - p2", "nearest", "agree", "ln(1 + words)"];
+
 impl Evidence {
+    /// Evidence of the familiarity kind only (tests, old banks).
+    pub fn basic(p1: f32, p2: f32, nearest: f32) -> Self {
+        Self {
+            p1,
+            p2,
+            nearest,
+            agree: f32::NAN,
+            words: 0,
+            label: 0,
+            classes: 0,
+        }
+    }
+
     fn features(&self) -> Vec<f32> {
         let p = self.p1.clamp(1e-6, 1.0 - 1e-6);
-        vec![(p / (1.0 - p)).ln(), self.p1 - self.p2, self.nearest]
+        let mut f = vec![(p / (1.0 - p)).ln(), self.p1 - self.p2, self.nearest];
+        if !self.agree.is_nan() {
+            f.push(self.agree);
+            f.push((1.0 + self.words as f32).ln());
+            f.extend((0..self.classes).map(|c| (c == self.label) as u8 as f32));
+        }
+        f
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Calibrator {
-    /// Weights of `[logit(p1), p1 - p2, nearest]`.
-    pub weights: [f32; 3],
+    /// Weights of the first `weights.len()` of [`FEATURES`].
+    pub weights: Vec<f32>,
     pub bias: f32,
     /// Out-of-fold predictions it was fitted on.
     pub fitted_on: usize,
@@ -46,7 +80,7 @@ impl Calibrator {
     /// The identity-like calibrator: confidence = p1 (used when no folds exist).
     pub fn identity() -> Self {
         Self {
-            weights: [1.0, 0.0, 0.0],
+            weights: vec![1.0, 0.0, 0.0],
             bias: 0.0,
             fitted_on: 0,
         }
@@ -62,6 +96,12 @@ impl Calibrator {
                 sparse: Vec::new(),
             })
             .collect();
+        let d = rows.first().map_or(3, |r| r.dense.len());
+        if rows.iter().any(|r| r.dense.len() != d) {
+            return Err(TrainError::Fit(
+                "calibration evidence mixes banks with and without labels".into(),
+            ));
+        }
         let y: Vec<usize> = right.iter().map(|&r| r as usize).collect();
         if !y.contains(&0) || !y.contains(&1) {
             // All right (or all wrong): nothing to scale; keep p1 as it is.
@@ -70,30 +110,76 @@ impl Calibrator {
                 ..Self::identity()
             });
         }
-        // Weak regularisation: three features, thousands of rows.
-        let m = Softmax::fit(
-            &rows,
-            &y,
-            weight,
-            2,
-            0,
-            FitOptions {
-                c: 100.0,
-                max_iterations: 200,
-            },
-        )?;
-        // Two-class softmax → one logistic: w = w1 - w0.
-        let w = |d: usize| m.dense_weights[3 + d] - m.dense_weights[d];
-        Ok(Self {
-            weights: [w(0), w(1), w(2)],
-            bias: m.bias[1] - m.bias[0],
-            fitted_on: evidence.len(),
-        })
+        // Monotone in the evidence: confidence never falls as the top
+        // probability, the margin, the similarity to training data, the
+        // neighbours' agreement or the known words rise. Fitted freely, a
+        // dozen sources' quirks gave `nearest` a negative weight (familiar
+        // lines less trusted than strange ones: the seed's own test rows fell
+        // below the threshold). A feature whose weight comes out negative is
+        // dropped (held at 0) and the rest refitted, most negative first.
+        let monotone = FEATURES.len().min(d);
+        let mut dropped = vec![false; d];
+        loop {
+            let masked: Vec<Row> = rows
+                .iter()
+                .map(|r| Row {
+                    dense: r
+                        .dense
+                        .iter()
+                        .zip(&dropped)
+                        .map(|(&x, &off)| if off { 0.0 } else { x })
+                        .collect(),
+                    sparse: Vec::new(),
+                })
+                .collect();
+            // Weak regularisation: a dozen features, thousands of rows.
+            let m = Softmax::fit(
+                &masked,
+                &y,
+                weight,
+                2,
+                0,
+                FitOptions {
+                    c: 100.0,
+                    max_iterations: 200,
+                },
+            )?;
+            // Two-class softmax → one logistic: w = w1 - w0.
+            let weights: Vec<f32> = (0..d)
+                .map(|j| {
+                    if dropped[j] {
+                        0.0
+                    } else {
+                        m.dense_weights[d + j] - m.dense_weights[j]
+                    }
+                })
+                .collect();
+            let worst = (0..monotone)
+                .filter(|&j| weights[j] < 0.0)
+                .min_by(|&a, &b| weights[a].total_cmp(&weights[b]));
+            match worst {
+                Some(j) => dropped[j] = true,
+                None => {
+                    return Ok(Self {
+                        weights,
+                        bias: m.bias[1] - m.bias[0],
+                        fitted_on: evidence.len(),
+                    })
+                }
+            }
+        }
     }
 
     /// P(the top label is right).
     pub fn confidence(&self, e: &Evidence) -> f32 {
-        let f = e.features();
+        let mut f = e.features();
+        // A calibrator fitted without `agree` ignores what follows it; one
+        // fitted with it, on a bank without labels, reads agreement as
+        // neutral (0.5) and no word or label term.
+        if f.len() == 3 && self.weights.len() > 3 {
+            f.push(0.5);
+        }
+        f.resize(self.weights.len(), 0.0);
         let z: f32 = self.weights.iter().zip(&f).map(|(w, x)| w * x).sum::<f32>() + self.bias;
         1.0 / (1.0 + (-z).exp())
     }
@@ -118,20 +204,12 @@ mod tests {
         let (mut ev, mut ok) = (Vec::new(), Vec::new());
         for _ in 0..6000 {
             let near = rand() as f32;
-            ev.push(Evidence {
-                p1: 0.97,
-                p2: 0.02,
-                nearest: near,
-            });
+            ev.push(Evidence::basic(0.97, 0.02, near));
             ok.push(rand() < truth(near) as f64);
         }
         let c = Calibrator::fit(&ev, &ok, &vec![1.0; ev.len()]).unwrap();
         for near in [0.1f32, 0.3, 0.5, 0.7, 0.9] {
-            let got = c.confidence(&Evidence {
-                p1: 0.97,
-                p2: 0.02,
-                nearest: near,
-            });
+            let got = c.confidence(&Evidence::basic(0.97, 0.02, near));
             assert!(
                 (got - truth(near)).abs() < 0.05,
                 "near {near}: {got} vs {}",
@@ -145,13 +223,31 @@ mod tests {
         assert!(crate::selective::ece(&raw, &ok, 10) > 0.3);
     }
 
+    /// Data where familiar lines happen to be wrong more often (a few
+    /// sources' quirks): the calibrator will not learn to distrust
+    /// familiarity; confidence never falls as `nearest` rises.
+    #[test]
+    fn confidence_never_falls_as_a_line_gets_more_familiar() {
+        let mut ev = Vec::new();
+        let mut ok = Vec::new();
+        for i in 0..400 {
+            let near = (i % 20) as f32 / 20.0;
+            let p1 = 0.5 + (i % 7) as f32 / 14.0;
+            ev.push(Evidence::basic(p1, 1.0 - p1, near));
+            // Right when the probability is high, and less often when near.
+            ok.push(p1 > 0.7 && (near < 0.6 || i % 3 == 0));
+        }
+        let c = Calibrator::fit(&ev, &ok, &vec![1.0; ev.len()]).unwrap();
+        assert!(c.weights.iter().all(|w| *w >= 0.0), "{:?}", c.weights);
+        assert_eq!(c.weights[2], 0.0, "{:?}", c.weights);
+        let at = |p1, near| c.confidence(&Evidence::basic(p1, 1.0 - p1, near));
+        assert!(at(0.9, 0.95) >= at(0.9, 0.1));
+        assert!(at(0.9, 0.5) > at(0.6, 0.5) + 0.2);
+    }
+
     #[test]
     fn all_right_keeps_the_probability() {
-        let ev = [Evidence {
-            p1: 0.8,
-            p2: 0.1,
-            nearest: 0.9,
-        }];
+        let ev = [Evidence::basic(0.8, 0.1, 0.9)];
         let c = Calibrator::fit(&ev, &[true], &[1.0]).unwrap();
         assert!((c.confidence(&ev[0]) - 0.8).abs() < 1e-5);
     }

@@ -57,6 +57,10 @@ pub struct HybridOptions {
     pub min_similarity: f32,
     /// Bank vectors closer than this to one already kept are dropped.
     pub bank_merge_above: f32,
+    /// Class balance: a label's units weigh (largest label's units / its
+    /// units)^balance. 0 (models trained before it existed) weighs all alike.
+    #[serde(default)]
+    pub balance: f64,
 }
 
 impl Default for HybridOptions {
@@ -64,32 +68,50 @@ impl Default for HybridOptions {
         Self {
             c: 10.0,
             prototype_weight: 3.0,
-            folds: 5,
+            folds: 10,
             max_iterations: 500,
             min_similarity: 0.35,
             bank_merge_above: 0.98,
+            balance: 0.0,
         }
     }
 }
 
-/// Unit vectors a line's familiarity is measured against.
+/// The training units a line is compared with: how familiar it is (the
+/// nearest one's similarity), which labels its neighbours carry, and which
+/// training lines explain a decision.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bank {
     pub dim: usize,
     /// `rows × dim`, row-major, each row unit length.
     pub vectors: Vec<f32>,
+    /// Each row's label (an index into the model's labels). Empty in banks
+    /// written before labels were kept: those measure familiarity only.
+    pub labels: Vec<u32>,
+    /// Each row's text (the encoder's input), beside `labels`.
+    pub texts: Vec<String>,
 }
 
+/// Neighbours the label agreement is read from.
+pub const NEIGHBOURS: usize = 7;
+
 impl Bank {
-    /// Keep each vector unless one already kept is within `merge_above`.
-    pub fn build<'a>(vectors: impl IntoIterator<Item = &'a [f32]>, merge_above: f32) -> Self {
+    /// Keep each unit unless one already kept has its label and is within
+    /// `merge_above`.
+    pub fn build<'a>(units: impl IntoIterator<Item = (&'a [f32], u32, &'a str)>, merge_above: f32) -> Self {
         let mut bank = Self::default();
-        for v in vectors {
+        for (v, label, text) in units {
             if bank.dim == 0 {
                 bank.dim = v.len();
             }
-            if bank.rows() == 0 || bank.nearest(v) < merge_above {
+            let dup = bank
+                .neighbours(v, 1)
+                .first()
+                .is_some_and(|&(i, sim)| sim >= merge_above && bank.labels[i] == label);
+            if !dup {
                 bank.vectors.extend_from_slice(v);
+                bank.labels.push(label);
+                bank.texts.push(text.to_string());
             }
         }
         bank
@@ -99,24 +121,76 @@ impl Bank {
         self.vectors.len().checked_div(self.dim).unwrap_or(0)
     }
 
+    fn similarities<'s>(&'s self, v: &'s [f32]) -> impl Iterator<Item = f32> + 's {
+        self.vectors
+            .chunks_exact(self.dim.max(1))
+            .map(move |r| r.iter().zip(v).map(|(a, b)| a * b).sum::<f32>())
+    }
+
     /// Highest cosine similarity to a bank row (vectors are unit length);
     /// -1 for an empty bank.
     pub fn nearest(&self, v: &[f32]) -> f32 {
-        self.vectors
-            .chunks_exact(self.dim.max(1))
-            .map(|r| r.iter().zip(v).map(|(a, b)| a * b).sum::<f32>())
-            .fold(-1.0, f32::max)
+        self.similarities(v).fold(-1.0, f32::max)
+    }
+
+    /// The `k` most similar rows, most similar first: (row, similarity).
+    pub fn neighbours(&self, v: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let mut top: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
+        if k == 0 {
+            return top;
+        }
+        for (i, s) in self.similarities(v).enumerate() {
+            if top.len() == k && s <= top[k - 1].1 {
+                continue;
+            }
+            let at = top.partition_point(|&(_, t)| t >= s);
+            top.insert(at, (i, s));
+            top.truncate(k);
+        }
+        top
+    }
+
+    /// What a line's neighbourhood says: the nearest row's similarity, and
+    /// the similarity-weighted share of its `NEIGHBOURS` nearest rows that
+    /// carry `label` (NaN where the bank keeps no labels).
+    pub fn familiarity(&self, v: &[f32], label: usize) -> (f32, f32) {
+        let near = self.neighbours(v, NEIGHBOURS);
+        let nearest = near.first().map_or(-1.0, |n| n.1);
+        if self.labels.len() != self.rows() || near.is_empty() {
+            return (nearest, f32::NAN);
+        }
+        let (mut with, mut all) = (0.0f32, 0.0f32);
+        for &(i, s) in &near {
+            let w = s.max(0.0);
+            all += w;
+            if self.labels[i] as usize == label {
+                with += w;
+            }
+        }
+        (nearest, if all > 0.0 { with / all } else { 0.0 })
     }
 
     pub fn save(&self, path: &Path) -> Result<String, std::io::Error> {
         let bytes: Vec<u8> = self.vectors.iter().flat_map(|f| f.to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(
-            safetensors::Dtype::F32,
-            vec![self.rows(), self.dim],
-            &bytes,
-        )
-        .map_err(std::io::Error::other)?;
-        let data = safetensors::serialize([("vectors", view)], None).map_err(std::io::Error::other)?;
+        let labels: Vec<u8> = self.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+        let view = |dtype, shape, data| {
+            safetensors::tensor::TensorView::new(dtype, shape, data).map_err(std::io::Error::other)
+        };
+        let tensors = [
+            (
+                "vectors",
+                view(safetensors::Dtype::F32, vec![self.rows(), self.dim], &bytes)?,
+            ),
+            (
+                "labels",
+                view(safetensors::Dtype::U32, vec![self.labels.len()], &labels)?,
+            ),
+        ];
+        let meta = std::collections::HashMap::from([(
+            "texts".to_string(),
+            serde_json::to_string(&self.texts).map_err(std::io::Error::other)?,
+        )]);
+        let data = safetensors::serialize(tensors, Some(meta)).map_err(std::io::Error::other)?;
         std::fs::write(path, &data)?;
         Ok(sha256_hex(&data))
     }
@@ -144,10 +218,52 @@ impl Bank {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        Ok(Self {
+        let mut bank = Self {
             dim: shape[1],
             vectors,
-        })
+            labels: Vec::new(),
+            texts: Vec::new(),
+        };
+        // Labels and texts: present in banks written since they were kept.
+        if let Ok(l) = st.tensor("labels") {
+            if l.dtype() != safetensors::Dtype::U32 || l.shape() != [bank.rows()] {
+                return Err(format!(
+                    "{origin}: `labels` must be a u32 tensor of {} rows",
+                    bank.rows()
+                ));
+            }
+            bank.labels = l
+                .data()
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let (_, meta) =
+                safetensors::SafeTensors::read_metadata(data).map_err(|e| format!("{origin}: {e}"))?;
+            let texts = meta
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get("texts"))
+                .ok_or_else(|| format!("{origin}: labels without `texts` metadata"))?;
+            bank.texts = serde_json::from_str(texts).map_err(|e| format!("{origin}: texts: {e}"))?;
+            if bank.texts.len() != bank.rows() {
+                return Err(format!(
+                    "{origin}: {} texts for {} rows",
+                    bank.texts.len(),
+                    bank.rows()
+                ));
+            }
+        }
+        Ok(bank)
+    }
+
+    /// Check the labels index a model's `classes` labels.
+    pub fn validate_labels(&self, classes: usize) -> Result<(), String> {
+        match self.labels.iter().find(|&&l| l as usize >= classes) {
+            Some(l) => Err(format!(
+                "bank label index {l} outside the model's {classes} labels"
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -206,9 +322,14 @@ fn fit_core(
         .iter()
         .map(|u| labels.binary_search(&u.label).expect("label from the set"))
         .collect();
-    let w: Vec<f64> = units
+    let mut count = vec![0usize; labels.len()];
+    for &i in &y[..units.len()] {
+        count[i] += 1;
+    }
+    let most = count.iter().copied().max().unwrap_or(1) as f64;
+    let w: Vec<f64> = y[..units.len()]
         .iter()
-        .map(|_| 1.0)
+        .map(|&i| (most / count[i] as f64).powf(opts.balance))
         .chain(prototypes.iter().map(|_| opts.prototype_weight))
         .collect();
     let softmax = Softmax::fit(
@@ -234,6 +355,32 @@ impl Core {
 /// Class probabilities of one line: its vector and its words.
 fn proba(lexicon: &Lexicon, softmax: &Softmax, text: &str, v: &[f32]) -> Vec<f32> {
     softmax.proba(v, &lexicon.vectorize(text))
+}
+
+/// The bank of `units`, each row labelled with its index in `labels`.
+fn bank_of<'a>(units: impl Iterator<Item = &'a Unit>, labels: &[String], opts: &HybridOptions) -> Bank {
+    Bank::build(
+        units.map(|u| {
+            let l = labels.binary_search(&u.label).expect("label from the set") as u32;
+            (u.vector.as_slice(), l, u.text.as_str())
+        }),
+        opts.bank_merge_above,
+    )
+}
+
+/// What the calibrator reads of a prediction `p` for one line.
+fn evidence(p: &[f32], lexicon: &Lexicon, bank: &Bank, text: &str, v: &[f32]) -> Evidence {
+    let (label, p1, p2) = top2(p);
+    let (nearest, agree) = bank.familiarity(v, label);
+    Evidence {
+        p1,
+        p2,
+        nearest,
+        agree,
+        words: lexicon.vectorize(text).len(),
+        label,
+        classes: p.len(),
+    }
 }
 
 fn top2(p: &[f32]) -> (usize, f32, f32) {
@@ -280,10 +427,7 @@ impl HybridModel {
         };
         let refs: Vec<&Unit> = units.iter().collect();
         let core = fit_core(&refs, prototypes, &labels, opts)?;
-        let bank = Bank::build(
-            units.iter().chain(prototypes).map(|u| u.vector.as_slice()),
-            opts.bank_merge_above,
-        );
+        let bank = bank_of(units.iter().chain(prototypes), &labels, opts);
         Ok((
             Self {
                 kind: "hybrid".into(),
@@ -304,12 +448,7 @@ impl HybridModel {
     /// Everything the model says about one line.
     pub fn explain(&self, text: &str, v: &[f32]) -> (Vec<f32>, Evidence, f32) {
         let p = proba(&self.lexicon, &self.softmax, text, v);
-        let (_, p1, p2) = top2(&p);
-        let e = Evidence {
-            p1,
-            p2,
-            nearest: self.bank.nearest(v),
-        };
+        let e = evidence(&p, &self.lexicon, &self.bank, text, v);
         let c = self.calibrator.confidence(&e);
         (p, e, c)
     }
@@ -366,21 +505,12 @@ fn out_of_fold(
             continue;
         }
         let core = fit_core(&train, prototypes, labels, opts)?;
-        let bank = Bank::build(
-            train
-                .iter()
-                .map(|u| u.vector.as_slice())
-                .chain(prototypes.iter().map(|u| u.vector.as_slice())),
-            opts.bank_merge_above,
-        );
+        let bank = bank_of(train.iter().copied().chain(prototypes), labels, opts);
         for u in test {
             let p = core.proba(&u.text, &u.vector);
-            let (best, p1, p2) = top2(&p);
-            oof.evidence.push(Evidence {
-                p1,
-                p2,
-                nearest: bank.nearest(&u.vector),
-            });
+            oof.evidence
+                .push(evidence(&p, &core.lexicon, &bank, &u.text, &u.vector));
+            let best = oof.evidence.last().expect("just pushed").label;
             oof.right.push(labels[best] == u.label);
             // Per line, as confidence is read: a template of 700 lines
             // weighs 700 times one of a single line.
@@ -404,9 +534,10 @@ impl Classifier for HybridModel {
     fn predict(&self, x: Input<'_>) -> Prediction {
         let (p, e, conf) = self.explain(x.text, x.vector);
         let mut r = Prediction::rank(&p);
-        // The runner-up keeps its softmax share, scaled like the winner's.
-        let scale = if e.p1 > 0.0 { conf / e.p1 } else { 0.0 };
-        r.runner_up = r.runner_up.map(|(i, q)| (i, q * scale));
+        // The other labels share what the calibrated confidence leaves, in
+        // their softmax proportions (the runner-up never outgrows the top).
+        let rest = if e.p1 < 1.0 { (1.0 - conf) / (1.0 - e.p1) } else { 0.0 };
+        r.runner_up = r.runner_up.map(|(i, q)| (i, q * rest));
         r.probability = conf;
         if e.nearest < self.min_similarity {
             r.unsure = Some(Unsure::Unfamiliar {
@@ -530,13 +661,54 @@ mod tests {
 
     #[test]
     fn the_bank_round_trips_and_its_checksum_is_enforced() {
-        let b = Bank::build(data().iter().map(|u| u.vector.as_slice()), 0.999);
+        let units = data();
+        let labels = vec!["Error".to_string(), "System Notification".to_string()];
+        let opts = HybridOptions {
+            bank_merge_above: 0.999,
+            ..Default::default()
+        };
+        let b = bank_of(units.iter(), &labels, &opts);
+        // Four sources repeat four vectors: each kept once, first text first.
+        assert_eq!(b.rows(), 4);
+        assert_eq!(b.texts[2], "a service started");
+        assert_eq!(b.labels, [0, 0, 1, 1]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(BANK_FILE);
         let sha = b.save(&path).unwrap();
         assert_eq!(Bank::load(&path, &sha).unwrap(), b);
         let err = Bank::load(&path, "00").unwrap_err();
         assert!(err.contains("sha256"), "{err}");
+    }
+
+    /// A bank written before labels were kept (vectors only) still loads and
+    /// measures familiarity; label agreement is then unknown.
+    #[test]
+    fn a_bank_without_labels_still_measures_familiarity() {
+        let v: Vec<u8> = [1.0f32, 0.0, 0.0, 1.0]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 2], &v).unwrap();
+        let bytes = safetensors::serialize([("vectors", view)], None).unwrap();
+        let b = Bank::from_bytes(&bytes, &sha256_hex(&bytes), "old").unwrap();
+        let (nearest, agree) = b.familiarity(&[0.6, 0.8], 0);
+        assert!((nearest - 0.8).abs() < 1e-6 && agree.is_nan());
+    }
+
+    /// Agreement reads the neighbours' labels, nearest weighing most.
+    #[test]
+    fn label_agreement_is_the_weighted_share_of_neighbours() {
+        let a = [1.0f32, 0.0];
+        let b = [0.8f32, 0.6];
+        let c = [0.0f32, 1.0];
+        let bank = Bank::build([(&a[..], 0, "a"), (&b[..], 1, "b"), (&c[..], 1, "c")], 0.99);
+        let n = bank.neighbours(&[0.6, 0.8], 2);
+        assert_eq!(n.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2]);
+        assert!((n[0].1 - 0.96).abs() < 1e-6 && (n[1].1 - 0.8).abs() < 1e-6);
+        let (near, agree) = bank.familiarity(&[1.0, 0.0], 0);
+        assert_eq!(near, 1.0);
+        // Weights 1.0 (label 0), 0.8 (label 1), 0.0: share 1 / 1.8.
+        assert!((agree - 1.0 / 1.8).abs() < 1e-6, "{agree}");
     }
 
     #[test]
@@ -555,7 +727,17 @@ mod tests {
 
     #[test]
     fn near_duplicates_are_merged_in_the_bank() {
-        let b = Bank::build([[1.0f32, 0.0].as_slice(), &[0.9999, 0.01], &[0.0, 1.0]], 0.99);
+        let b = Bank::build(
+            [
+                ([1.0f32, 0.0].as_slice(), 0, "x"),
+                (&[0.9999, 0.01], 0, "x'"),
+                (&[0.0, 1.0], 0, "y"),
+            ],
+            0.99,
+        );
+        assert_eq!(b.rows(), 2);
+        // The same vector under another label is kept: its label counts.
+        let b = Bank::build([([1.0f32, 0.0].as_slice(), 0, "x"), (&[1.0, 0.0], 1, "x")], 0.99);
         assert_eq!(b.rows(), 2);
     }
 }

@@ -34,6 +34,8 @@ pub struct Config {
     pub templates: TemplatesConfig,
     /// The LLM stage (see crates/logsieve-llm/README.md).
     pub llm: logsieve_llm::LlmConfig,
+    /// The decision store.
+    pub store: StoreConfig,
     /// `[server]`: `logsieve serve`'s, read by `logsieve_server::ServerConfig`.
     #[serde(skip_serializing)]
     server: Owned,
@@ -74,6 +76,15 @@ impl Default for TemplatesConfig {
             max_templates: Owned,
         }
     }
+}
+
+/// `[store]`: where decisions are kept across runs (see crates/logsieve-store).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The SQLite file. `classify` uses none unless this (or `--store`)
+    /// names one; `serve` defaults to `$LOGSIEVE_HOME/store.db`.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -180,6 +191,7 @@ impl Config {
                 &mut cfg.model.classifier,
                 &mut cfg.model.embedding_dir,
                 &mut cfg.templates.masking,
+                &mut cfg.store.path,
             ]
             .into_iter()
             .flatten()

@@ -13,6 +13,9 @@ pub enum Method {
     Rule,
     Model,
     Llm,
+    /// A person's correction for the line's template (`POST /v1/feedback`,
+    /// `logsieve feedback`); confidence 1.
+    Feedback,
     /// No stage decided; `detail` says why.
     None,
 }
@@ -23,11 +26,18 @@ impl Method {
             Method::Rule => "rule",
             Method::Model => "model",
             Method::Llm => "llm",
+            Method::Feedback => "feedback",
             Method::None => "none",
         }
     }
 
-    pub const ALL: [Method; 4] = [Method::Rule, Method::Model, Method::Llm, Method::None];
+    pub const ALL: [Method; 5] = [
+        Method::Rule,
+        Method::Model,
+        Method::Llm,
+        Method::Feedback,
+        Method::None,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

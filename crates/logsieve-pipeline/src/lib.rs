@@ -21,8 +21,9 @@ pub mod train_hybrid;
 pub mod units;
 
 pub use cascade::{
-    CacheCounts, EncoderUnavailable, Item, MethodCounts, ModelParts, Pipeline, PipelineBuilder,
-    PipelineError, StatsSnapshot, DEFAULT_CLASSIFIER_JSON,
+    Applied, CacheCounts, Correction, EncoderUnavailable, FeedbackError, Item, MethodCounts, ModelParts,
+    Pipeline, PipelineBuilder, PipelineError, StatsSnapshot, Store, StoreStatus, DEFAULT_CLASSIFIER_JSON,
+    FEEDBACK_NOTE,
 };
 pub use config::{Config, Route};
 pub use decision::{Decision, Method, UNCLASSIFIED};

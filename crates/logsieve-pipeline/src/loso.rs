@@ -45,6 +45,21 @@ pub struct LosoReport {
     /// Pooled figures at thresholds 0.5 to 0.9 (confidence alone, unfamiliar
     /// lines not set apart): the risk-coverage curve in steps.
     pub curve: Vec<Selective>,
+    /// What the model said of each held-out template (for `--predictions`).
+    #[serde(skip)]
+    pub templates: Vec<TemplatePrediction>,
+}
+
+/// One held-out distinct text: what the model trained without its source said.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplatePrediction {
+    pub source: String,
+    pub text: String,
+    pub lines: usize,
+    pub truth: String,
+    pub predicted: String,
+    pub confidence: f32,
+    pub unfamiliar: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +104,8 @@ pub fn leave_one_source_out(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let per: Vec<Result<(SourceScore, Vec<Line>), TrainFailure>> = sources
+    type Held = (SourceScore, Vec<Line>, Vec<TemplatePrediction>);
+    let per: Vec<Result<Held, TrainFailure>> = sources
         .par_iter()
         .map(|&src| {
             let train = always
@@ -99,6 +115,8 @@ pub fn leave_one_source_out(
             let units = units_of(train.map(|(r, t)| (r, t.as_str())), &cache);
             let (model, _) = HybridModel::train(&units, &protos, opts)?;
             let mut memo: HashMap<&str, (usize, f32, bool)> = HashMap::new();
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            let mut templates: Vec<TemplatePrediction> = Vec::new();
             let mut lines = Vec::new();
             let mut unfamiliar = 0;
             for (r, t) in data.iter().zip(&data_t).filter(|(r, _)| r.source == src) {
@@ -110,6 +128,19 @@ pub fn leave_one_source_out(
                     (pr.label, pr.probability, pr.unsure.is_some())
                 });
                 unfamiliar += unsure as usize;
+                let at = *seen.entry(t.as_str()).or_insert_with(|| {
+                    templates.push(TemplatePrediction {
+                        source: src.to_string(),
+                        text: t.clone(),
+                        lines: 0,
+                        truth: r.label.clone(),
+                        predicted: model.labels[label].clone(),
+                        confidence: conf,
+                        unfamiliar: unsure,
+                    });
+                    templates.len() - 1
+                });
+                templates[at].lines += 1;
                 // An unfamiliar line is never covered; its label still counts
                 // at full coverage and its confidence in ECE and AURC.
                 lines.push(Line {
@@ -127,15 +158,18 @@ pub fn leave_one_source_out(
                     unfamiliar,
                 },
                 lines,
+                templates,
             ))
         })
         .collect();
     let mut scores = Vec::new();
     let mut pooled = Vec::new();
+    let mut templates = Vec::new();
     for r in per {
-        let (score, lines) = r?;
+        let (score, lines, t) = r?;
         scores.push(score);
         pooled.extend(lines);
+        templates.extend(t);
     }
     let truth: Vec<String> = pooled.iter().map(|l| l.truth.clone()).collect();
     let pred: Vec<String> = pooled.iter().map(|l| l.predicted.clone()).collect();
@@ -161,6 +195,7 @@ pub fn leave_one_source_out(
         curve,
         report: Report::new(&truth, &pred),
         labels_predicted,
+        templates,
     })
 }
 

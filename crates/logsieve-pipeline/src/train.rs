@@ -209,6 +209,7 @@ pub fn train(
             rows_per_source: Vec::new(),
             units: None,
             out_of_fold: None,
+            distilled: None,
         },
         heldout,
         examples,

@@ -32,6 +32,9 @@ pub struct DataSet {
     pub name: String,
     pub sha256: String,
     pub rows: Vec<LabelledRow>,
+    /// Hold out a stratified share for the report (data files); false fits
+    /// every row (rows from a decision store).
+    pub split: bool,
 }
 
 /// Encoder texts of the label prototypes (masked like any line).
@@ -54,11 +57,15 @@ pub fn train_hybrid(
     // (row, is_test) over every file, each split on its own.
     let mut all: Vec<(&LabelledRow, bool)> = Vec::new();
     for d in data {
-        let is_test = stratified_split(
-            &d.rows.iter().map(|r| r.label.as_str()).collect::<Vec<_>>(),
-            s.test_fraction,
-            s.seed,
-        );
+        let is_test = if d.split {
+            stratified_split(
+                &d.rows.iter().map(|r| r.label.as_str()).collect::<Vec<_>>(),
+                s.test_fraction,
+                s.seed,
+            )
+        } else {
+            vec![false; d.rows.len()]
+        };
         all.extend(d.rows.iter().zip(is_test));
     }
     if all.is_empty() {
@@ -154,6 +161,7 @@ pub fn train_hybrid(
             rows_per_source: per_source.into_iter().collect(),
             units: Some(units.len()),
             out_of_fold,
+            distilled: None,
         },
         heldout,
         examples,

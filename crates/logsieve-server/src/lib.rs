@@ -123,7 +123,9 @@ fn route_groups() -> RouteGroups {
             .routes(routes!(upload::classify_upload))
             .routes(routes!(routes::classify_batch))
             .routes(routes!(upload::ingest_logs)),
-        single: OpenApiRouter::new().routes(routes!(routes::classify_single)),
+        single: OpenApiRouter::new()
+            .routes(routes!(routes::classify_single))
+            .routes(routes!(routes::feedback)),
         metrics: OpenApiRouter::new().routes(routes!(routes::metrics)),
     }
 }
@@ -278,12 +280,17 @@ pub fn run(pipeline: Pipeline, config: ServerConfig, token: Option<String>) -> R
                 source,
             })?;
         let local = listener.local_addr()?;
-        let state = AppState::new(Arc::new(pipeline), config, token.as_deref());
+        let pipeline = Arc::new(pipeline);
+        let state = AppState::new(pipeline.clone(), config, token.as_deref());
         eprintln!(
             "logsieve: listening on http://{local} (docs at http://{local}/docs; auth {})",
             if state.token_digest.is_some() { "on" } else { "off" }
         );
         serve(listener, state, shutdown_signal()).await?;
+        // What the classifier threads decided last goes to the store.
+        if let Err(e) = pipeline.flush_store() {
+            tracing::error!(error = %e, "the decision store did not take the last decisions");
+        }
         eprintln!("logsieve: stopped");
         Ok(())
     })

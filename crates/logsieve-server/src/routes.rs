@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use logsieve_pipeline::run::clip;
-use logsieve_pipeline::Decision;
+use logsieve_pipeline::{Correction, Decision, FeedbackError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -142,7 +142,7 @@ pub struct LogIn {
 pub struct DecisionOut {
     #[schema(example = "User Action")]
     pub target_label: String,
-    /// `rule`, `model`, `llm` or `none`.
+    /// `rule`, `model`, `llm`, `feedback` (a person's correction) or `none`.
     pub method: &'static str,
     /// 0–1, rounded to 4 decimals, as in CSV output.
     pub confidence: f64,
@@ -293,5 +293,85 @@ pub async fn classify_batch(
     }
     Ok(Json(BatchOut {
         results: decided.into_iter().map(DecisionOut::from).collect(),
+    }))
+}
+
+/// A person's correction: every line of this message's template (its source
+/// and masked text) gets `target_label` from now on.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FeedbackIn {
+    #[schema(example = "BillingSystem")]
+    pub source: String,
+    #[schema(example = "Payment gateway timeout after 30000 ms for invoice 5512")]
+    pub log_message: String,
+    /// A known label (the classifier's, the rules' or the LLM's; any letter case).
+    #[schema(example = "Workflow Error")]
+    pub target_label: String,
+}
+
+/// The correction as applied.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackOut {
+    /// The masked text every line of the template shares.
+    #[schema(example = "Payment gateway timeout after <NUM> ms for invoice <NUM>")]
+    pub template: String,
+    /// What lines of the template now get (`method` = `feedback`, confidence 1).
+    pub decision: DecisionOut,
+    /// Whether the correction is in the decision store (so it survives a
+    /// restart); false when the server runs without one (`--no-store`).
+    pub stored: bool,
+}
+
+/// `POST /v1/feedback`: a person's correction, in effect at once for every
+/// line with the template and written to the decision store before the answer.
+#[utoipa::path(post, path = "/v1/feedback", tag = "feedback", security(("bearer" = [])),
+    description = "Corrects the label of a template: from the answer on, every line with this message's source and masked text comes out with `target_label`, `method` = `feedback`, confidence 1, whatever decided it before (a rule included). The correction is written to the decision store before the answer, so it survives a restart.",
+    request_body = FeedbackIn,
+    responses(
+        (status = 200, description = "The correction, applied (and stored)", body = FeedbackOut),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Wrong content type or encoding", body = ErrorBody),
+        (status = 422, description = "Unknown label (the message lists the known ones; field `target_label`), empty `log_message`, or unparsable JSON", body = ErrorBody),
+        (status = 500, description = "Applied, but the store could not write it", body = ErrorBody),
+    ))]
+pub async fn feedback(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<FeedbackOut>, AppError> {
+    let f: FeedbackIn = json_body(&st, &headers, body)?;
+    let pipeline = st.pipeline.clone();
+    // Masking and the store's commit: off the async workers.
+    let applied = tokio::task::spawn_blocking(move || {
+        pipeline.feedback(&[Correction {
+            source: f.source,
+            message: f.log_message,
+            label: f.target_label,
+        }])
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("feedback task: {e}")))?;
+    let field = |message: String, field: &str| AppError::Validation {
+        message,
+        line: None,
+        column: None,
+        field: Some(field.into()),
+    };
+    let mut applied = applied.map_err(|e| match e {
+        FeedbackError::UnknownLabel { label, known, .. } => field(
+            format!("unknown label `{label}`; known labels: {}", known.join(", ")),
+            "target_label",
+        ),
+        FeedbackError::EmptyMessage { .. } => field("empty log_message".into(), "log_message"),
+        FeedbackError::Store(e) => AppError::Internal(e.to_string()),
+    })?;
+    let a = applied
+        .pop()
+        .ok_or_else(|| AppError::Internal("no correction applied".into()))?;
+    Ok(Json(FeedbackOut {
+        template: a.template,
+        decision: a.decision.into(),
+        stored: st.pipeline.store().is_some(),
     }))
 }

@@ -649,6 +649,7 @@ async fn docs_render_from_local_assets_only() {
         "/classify-single",
         "/v1/classify",
         "/v1/logs",
+        "/v1/feedback",
         "/health",
         "/ready",
         "/metrics",
@@ -697,7 +698,16 @@ async fn every_route_served_is_in_the_api_description() {
             "{path} is served but neither documented nor an alias"
         );
     }
-    for schema in ["LogIn", "Decision", "BatchIn", "BatchOut", "Health", "Error"] {
+    for schema in [
+        "LogIn",
+        "Decision",
+        "BatchIn",
+        "BatchOut",
+        "Health",
+        "Error",
+        "FeedbackIn",
+        "FeedbackOut",
+    ] {
         assert!(
             spec["components"]["schemas"][schema].is_object(),
             "schema {schema} is described"

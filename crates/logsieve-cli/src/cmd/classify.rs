@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logsieve_pipeline::io::{self, CountingReader, CsvWriter, Format, JsonlWriter, RowReader, RowWriter};
 use logsieve_pipeline::run::classify_stream;
 
-use crate::common::{llm_summary, ConfigArgs};
+use crate::common::{llm_summary, pipeline_with_store, ConfigArgs, StoreArgs};
 use crate::interrupt::{self, open_input, StopAt, EXIT_INTERRUPTED};
 use crate::output::{refuse_same_file, Output};
 
@@ -54,6 +54,8 @@ pub struct Args {
     /// With --follow: milliseconds between looks at an idle file.
     #[arg(long, default_value_t = 200, requires = "follow")]
     pub follow_interval_ms: u64,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// The `--stats` line: the pipeline's counters, then the run's.
@@ -66,6 +68,9 @@ struct StatsReport {
     flagged: u64,
     unreadable: u64,
     llm: logsieve_llm::LlmStats,
+    /// What was read from the decision store on start, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<logsieve_pipeline::StoreStatus>,
 }
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
@@ -73,7 +78,9 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let stop = interrupt::install().context("installing signal handlers")?;
     let out_path = a.output.clone().filter(|p| p.as_os_str() != "-");
     refuse_same_file(a.input.as_deref(), out_path.as_deref())?;
-    let pipeline = cfg.pipeline()?;
+    let config = cfg.load()?;
+    let store = a.store.open(&config)?;
+    let pipeline = pipeline_with_store(config, store)?;
     if a.follow {
         let path = a.input.as_deref().filter(|p| p.as_os_str() != "-");
         let path = path.ok_or_else(|| anyhow::anyhow!("--follow needs a file, not standard input"))?;
@@ -93,7 +100,11 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             from_end: a.from_end,
             interval: std::time::Duration::from_millis(a.follow_interval_ms.max(1)),
         };
-        return crate::follow::run(&pipeline, args, stop);
+        let code = crate::follow::run(&pipeline, args, stop)?;
+        if let Err(e) = pipeline.flush_store() {
+            eprintln!("warning: decision store: {e}");
+        }
+        return Ok(code);
     }
     let (input, len, name) = open_input(a.input.as_ref(), stop.clone())?;
     let shown = name.clone().unwrap_or_else(|| "<stdin>".into());
@@ -146,6 +157,11 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     });
     drop(writer);
     bar.finish_and_clear();
+    // The decisions are written whatever happened to the output; a store
+    // that fails to take them costs them, never a row.
+    if let Err(e) = pipeline.flush_store() {
+        eprintln!("warning: {e}");
+    }
     let interrupted = stop.load(Ordering::Relaxed);
     let summary = match result {
         Ok(s) if s.fatal.is_none() && !interrupted => {
@@ -199,6 +215,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             flagged: summary.flagged,
             unreadable: summary.unreadable,
             llm: pipeline.llm().stats(),
+            store: pipeline.store().map(|(_, s)| s.clone()),
         };
         eprintln!("{}", serde_json::to_string(&report)?);
     }

@@ -11,7 +11,7 @@ use logsieve_pipeline::eval::{evaluate, select, Split};
 use logsieve_pipeline::loso::leave_one_source_out;
 use logsieve_pipeline::train::TrainSettings;
 
-use crate::cmd::train::{input_parser, HybridArgs};
+use crate::cmd::train::{input_parser, HybridArgs, DEFAULT_THRESHOLD};
 use crate::common::{llm_summary, read_labelled_file, ConfigArgs, LabelledArgs};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -48,6 +48,11 @@ pub struct Args {
     pub max_iterations: u64,
     #[arg(long, default_value = "masked", value_parser = input_parser())]
     pub input: logsieve_linear::EncoderInput,
+    /// With --leave-one-out: write what the model said of every held-out
+    /// template (source, text, lines, truth, predicted, confidence,
+    /// unfamiliar) to this CSV.
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -67,7 +72,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             seed: a.labelled.seed,
             options: TrainOptions::default(),
             refit_all: true,
-            threshold: cfg.threshold.unwrap_or(0.5),
+            threshold: cfg.threshold.unwrap_or(DEFAULT_THRESHOLD),
             input: a.input,
             examples_per_label: 0,
         };
@@ -79,6 +84,14 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             &settings,
             &a.hybrid.options(a.max_iterations),
         )?;
+        if let Some(path) = &a.predictions {
+            let mut w = csv::Writer::from_path(path)
+                .map_err(|e| anyhow::anyhow!("--predictions {}: {e}", path.display()))?;
+            for t in &report.templates {
+                w.serialize(t)?;
+            }
+            w.flush()?;
+        }
         if a.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -3,6 +3,7 @@
 mod bench;
 mod classify;
 mod eval;
+mod feedback;
 mod mine_rules;
 mod model;
 mod serve;
@@ -48,6 +49,8 @@ pub enum Command {
     /// Classify Kafka topics with a consumer group, at least once (see crates/logsieve-kafka/README.md).
     #[cfg(feature = "kafka")]
     Stream(stream::Args),
+    /// Store people's corrections (a CSV with target_label) in the decision store.
+    Feedback(feedback::Args),
 }
 
 /// Run a subcommand; the exit code on success.
@@ -63,5 +66,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(a) => serve::run(&cli.config, a),
         #[cfg(feature = "kafka")]
         Command::Stream(a) => stream::run(&cli.config, a),
+        Command::Feedback(a) => feedback::run(&cli.config, a),
     }
 }

@@ -3,7 +3,9 @@
 //! The API token is read from `LOGSIEVE_API_TOKEN` only (not a flag, so it
 //! never shows in `ps`), and is never printed.
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 
 use crate::common::ConfigArgs;
 
@@ -48,6 +50,13 @@ pub struct Args {
     /// CORS origin to allow (repeat, or comma-separate; `*` for any) [server.cors_origins].
     #[arg(long = "cors-origin", env = "LOGSIEVE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Decision store (SQLite): decisions and corrections survive a restart
+    /// [config: store.path, default $LOGSIEVE_HOME/store.db].
+    #[arg(long, env = "LOGSIEVE_STORE")]
+    pub store: Option<PathBuf>,
+    /// Keep no decisions across restarts (corrections last until the process ends).
+    #[arg(long, conflicts_with = "store")]
+    pub no_store: bool,
 }
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
@@ -94,7 +103,36 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
         server.cors_origins = a.cors_origins;
     }
     let token = std::env::var("LOGSIEVE_API_TOKEN").ok().filter(|t| !t.is_empty());
-    let pipeline = crate::common::builder(config)?.build()?;
+    let store = if a.no_store {
+        None
+    } else {
+        let path = a
+            .store
+            .or_else(|| config.store.path.clone())
+            .unwrap_or_else(|| logsieve_embed::fetch::default_home().join("store.db"));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("store {}: cannot create its directory", path.display()))?;
+        }
+        Some(crate::common::open_store(&path)?)
+    };
+    let pipeline = crate::common::pipeline_with_store(config, store)?;
+    if let Some((_, s)) = pipeline.store() {
+        eprintln!(
+            "logsieve: decision store {} ({} decisions read, {} of them corrections{})",
+            s.path,
+            s.loaded,
+            s.corrections,
+            if s.stale_model > 0 {
+                format!(
+                    "; {} model decisions of another model version left out",
+                    s.stale_model
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     logsieve_server::run(pipeline, server, token)?;
     Ok(0)
 }

@@ -10,20 +10,24 @@
 //! an error, so a path can never be silently replaced by a built-in.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use logsieve_embed::{EmbedError, Embedder};
 use logsieve_linear::artifact::Example;
 use logsieve_linear::{Artifact, Classifier, EncoderInput};
 use logsieve_llm::{ApiKey, LlmStage};
 use logsieve_rules::Rules;
+use logsieve_store::{Store, StoredMethod};
 use logsieve_templates::Masker;
+use sha2::{Digest, Sha256};
 
-use super::cache::TemplateCache;
+use super::cache::{key_into, TemplateCache};
 use super::model::{EmbedderLoader, ModelStage};
 use super::stats::Stats;
-use super::Pipeline;
+use super::{Pipeline, StoreLink, StoreStatus};
 use crate::config::Config;
+use crate::decision::{Decision, Method};
 use crate::examples::ExampleBank;
 
 /// The model trained from the seed dataset, built into the binary.
@@ -97,6 +101,8 @@ pub struct PipelineBuilder {
     api_key: Option<ApiKey>,
     masker: Option<Masker>,
     cache_capacity: Option<usize>,
+    store: Option<Arc<Store>>,
+    model_version: Option<String>,
 }
 
 impl PipelineBuilder {
@@ -111,7 +117,26 @@ impl PipelineBuilder {
             api_key: None,
             masker: None,
             cache_capacity: None,
+            store: None,
+            model_version: None,
         }
+    }
+
+    /// Keep decisions in `store`: the template cache starts with what it
+    /// holds (people's and the LLM's decisions, and the model's when this
+    /// model made them), and every new decision is written to it in batches.
+    pub fn store(mut self, store: Arc<Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// What identifies the classifier in the store (model decisions of
+    /// another version are not reused). Default: from the artifact (its
+    /// training data and time) or the built-in model's text; the threshold
+    /// is added to it.
+    pub fn model_version(mut self, v: impl Into<String>) -> Self {
+        self.model_version = Some(v.into());
+        self
     }
 
     /// The rules stage (default: the built-in rules).
@@ -122,7 +147,10 @@ impl PipelineBuilder {
 
     /// A trained artifact: its classifier, threshold, encoder input and
     /// examples (default: the built-in model).
-    pub fn artifact(self, a: &Artifact) -> Self {
+    pub fn artifact(mut self, a: &Artifact) -> Self {
+        if self.model_version.is_none() {
+            self.model_version = Some(artifact_version(a));
+        }
         self.model(ModelParts::from_artifact(a))
     }
 
@@ -243,7 +271,18 @@ impl PipelineBuilder {
             }
         };
         let masker = self.masker.unwrap_or_else(Masker::builtin);
-        let cache = TemplateCache::new(self.cache_capacity.unwrap_or(config.templates.cache_capacity));
+        let capacity = self.cache_capacity.unwrap_or(config.templates.cache_capacity);
+        let cache = TemplateCache::new(capacity, self.store.is_some());
+        let model_version = format!(
+            "{}@{threshold:.4}",
+            self.model_version.unwrap_or_else(|| {
+                let builtin = hex::encode(Sha256::digest(DEFAULT_CLASSIFIER_JSON.as_bytes()));
+                format!("builtin-{}", &builtin[..16])
+            })
+        );
+        let store = self
+            .store
+            .map(|store| warm(&cache, store, model_version, capacity, &rules));
         let model = ModelStage {
             classifier: parts.classifier,
             threshold,
@@ -261,6 +300,68 @@ impl PipelineBuilder {
             masker,
             cache,
             stats: Stats::default(),
+            store,
         })
+    }
+}
+
+/// An artifact's version: its training data and time.
+fn artifact_version(a: &Artifact) -> String {
+    let t = &a.training;
+    let data = hex::encode(Sha256::digest(format!(
+        "{} {} {}",
+        t.data, t.data_sha256, t.rows_fitted
+    )));
+    format!("{}-{}", &data[..16], t.created_unix)
+}
+
+/// Fill the template cache from the store: people's corrections pinned, the
+/// LLM's and this model's decisions in the LRU. A damaged store gives what
+/// it can (and says so in the status); classification never waits on it.
+fn warm(
+    cache: &TemplateCache,
+    store: Arc<Store>,
+    model_version: String,
+    capacity: usize,
+    rules: &Rules,
+) -> StoreLink {
+    let loaded = store.load_decisions(&model_version, capacity.max(1));
+    let mut status = StoreStatus {
+        path: store.path().display().to_string(),
+        stale_model: loaded.stale_model,
+        model_version: model_version.clone(),
+        error: loaded.error.map(|e| e.to_string()),
+        ..StoreStatus::default()
+    };
+    let mut key = String::new();
+    let mut c = cache.lock();
+    for s in loaded.decisions {
+        key_into(&mut key, &s.source, &s.template);
+        let method = match s.method {
+            StoredMethod::Model => Method::Model,
+            StoredMethod::Llm => Method::Llm,
+            StoredMethod::Feedback => Method::Feedback,
+        };
+        let d = Decision {
+            target_label: s.label,
+            method,
+            confidence: s.confidence,
+            detail: s.reason,
+        };
+        status.loaded += 1;
+        if method == Method::Feedback {
+            status.corrections += 1;
+            let over_rule = rules.classify(&s.source, &s.example).is_some();
+            c.pin(key.clone(), d, over_rule);
+        } else {
+            c.stored(key.clone(), d);
+        }
+    }
+    drop(c);
+    StoreLink {
+        store,
+        model_version,
+        hits_sent: Mutex::new(Instant::now()),
+        warmed: status,
     }
 }

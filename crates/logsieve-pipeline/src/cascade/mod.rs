@@ -23,19 +23,22 @@ mod stats;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use logsieve_embed::Embedder;
 use logsieve_linear::{Classifier, EncoderInput};
 use logsieve_llm::{LlmOutcome, LlmRequest, LlmStage};
 use logsieve_rules::Rules;
+use logsieve_store::{Hit, StoredDecision, StoredMethod};
 use logsieve_templates::Masker;
 
 pub use builder::{ModelParts, PipelineBuilder, PipelineError, DEFAULT_CLASSIFIER_JSON};
+pub use logsieve_store::Store;
 pub use model::EncoderUnavailable;
 pub use stats::{CacheCounts, MethodCounts, StatsSnapshot};
 
-use cache::{key_into, Lookup, TemplateCache};
+use cache::{key_into, split_key, Lookup, TemplateCache};
 use model::{ModelStage, Verdict};
 use stats::Stats;
 
@@ -67,6 +70,8 @@ struct LlmBound {
     /// What the model said, when it was unsure (none for rows routed
     /// straight to the LLM).
     model_note: Option<String>,
+    /// One of its lines as logged, for the store (when there is one).
+    example: Option<String>,
 }
 
 impl Partial {
@@ -116,6 +121,72 @@ pub struct Pipeline {
     /// (source, masked text) → the decision the model or LLM reached.
     cache: TemplateCache,
     stats: Stats,
+    /// Where decisions are kept across runs, if anywhere.
+    store: Option<StoreLink>,
+}
+
+/// The pipeline's tie to its decision store.
+pub(crate) struct StoreLink {
+    pub(crate) store: Arc<Store>,
+    /// The classifier's version (model decisions of another are not reused).
+    pub(crate) model_version: String,
+    /// When line counts were last sent to the store.
+    pub(crate) hits_sent: Mutex<Instant>,
+    /// What warming the cache found.
+    pub(crate) warmed: StoreStatus,
+}
+
+/// How often the lines that hit stored decisions are counted into the store.
+const HITS_EVERY: Duration = Duration::from_secs(2);
+
+/// What the pipeline read from its store when it was built.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StoreStatus {
+    pub path: String,
+    /// Decisions put in the template cache (corrections included).
+    pub loaded: u64,
+    /// People's corrections among them.
+    pub corrections: u64,
+    /// Stored model decisions left out because another model made them.
+    pub stale_model: u64,
+    /// The classifier version model decisions are stored under.
+    pub model_version: String,
+    /// Why loading stopped early (a damaged file), if it did.
+    pub error: Option<String>,
+}
+
+/// A person's correction: every line of `message`'s template from `source`
+/// gets `label`.
+#[derive(Debug, Clone)]
+pub struct Correction {
+    pub source: String,
+    pub message: String,
+    pub label: String,
+}
+
+/// A correction as applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The masked text every line of the template shares.
+    pub template: String,
+    /// What lines of the template now get.
+    pub decision: Decision,
+}
+
+/// Why corrections were refused (none of a refused batch is applied).
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    #[error("correction {index}: unknown label `{label}` (known labels: {})", known.join(", "))]
+    UnknownLabel {
+        /// 0-based, in the order given.
+        index: usize,
+        label: String,
+        known: Vec<String>,
+    },
+    #[error("correction {index}: empty log_message")]
+    EmptyMessage { index: usize },
+    #[error("the corrections apply now but were not stored: {0}")]
+    Store(#[from] logsieve_store::StoreError),
 }
 
 impl Pipeline {
@@ -149,6 +220,106 @@ impl Pipeline {
 
     pub fn threshold(&self) -> f32 {
         self.model.threshold
+    }
+
+    /// The decision store and what warming from it found, if there is one.
+    pub fn store(&self) -> Option<(&Arc<Store>, &StoreStatus)> {
+        self.store.as_ref().map(|l| (&l.store, &l.warmed))
+    }
+
+    /// Send the line counts the cache holds to the store and wait until
+    /// everything queued is written (end of a run, shutdown).
+    pub fn flush_store(&self) -> Result<(), logsieve_store::StoreError> {
+        let Some(link) = &self.store else { return Ok(()) };
+        let hits = self.cache.lock().take_hits();
+        link.store.record_hits(to_hits(hits));
+        link.store.flush()
+    }
+
+    /// Every label a person may give: the classifier's, the rules' and the
+    /// LLM's.
+    pub fn allowed_labels(&self) -> Vec<String> {
+        let mut l = self.known_labels();
+        l.extend(self.llm.labels().iter().map(|s| s.name.clone()));
+        l.sort();
+        l.dedup();
+        l
+    }
+
+    /// Apply people's corrections: from now on every line with a
+    /// correction's template (its source and masked text) comes out with its
+    /// label, `method = feedback`, confidence 1, whatever decided it before
+    /// (a rule included), and the correction is written to the store before
+    /// this returns. Labels must be known ones (any letter case); one bad
+    /// correction refuses the batch.
+    pub fn feedback(&self, corrections: &[Correction]) -> Result<Vec<Applied>, FeedbackError> {
+        let known = self.allowed_labels();
+        let mut labels = Vec::with_capacity(corrections.len());
+        for (index, c) in corrections.iter().enumerate() {
+            if c.message.trim().is_empty() {
+                return Err(FeedbackError::EmptyMessage { index });
+            }
+            let label = c.label.trim();
+            match known.iter().find(|k| k.eq_ignore_ascii_case(label)) {
+                Some(k) => labels.push(k.clone()),
+                None => {
+                    return Err(FeedbackError::UnknownLabel {
+                        index,
+                        label: c.label.clone(),
+                        known,
+                    })
+                }
+            }
+        }
+        let mut applied = Vec::with_capacity(corrections.len());
+        let mut stored = Vec::new();
+        let (mut masked, mut key) = (String::new(), String::new());
+        {
+            let mut cache = self.cache.lock();
+            for (c, label) in corrections.iter().zip(labels) {
+                let m = if self.masker.mask_into(&c.message, &mut masked) {
+                    masked.as_str()
+                } else {
+                    c.message.as_str()
+                };
+                key_into(&mut key, &c.source, m);
+                let d = Decision {
+                    target_label: label,
+                    method: Method::Feedback,
+                    confidence: 1.0,
+                    detail: FEEDBACK_NOTE.into(),
+                };
+                let over_rule = self
+                    .rule_decision(Item {
+                        source: &c.source,
+                        message: &c.message,
+                    })
+                    .is_some();
+                cache.pin(key.clone(), d.clone(), over_rule);
+                if self.store.is_some() {
+                    stored.push(StoredDecision {
+                        source: c.source.clone(),
+                        template: m.to_string(),
+                        label: d.target_label.clone(),
+                        method: StoredMethod::Feedback,
+                        confidence: 1.0,
+                        reason: d.detail.clone(),
+                        model_version: String::new(),
+                        example: c.message.clone(),
+                        count: 0,
+                    });
+                }
+                applied.push(Applied {
+                    template: m.to_string(),
+                    decision: d,
+                });
+            }
+        }
+        if let Some(link) = &self.store {
+            link.store.record_decisions(stored);
+            link.store.flush()?;
+        }
+        Ok(applied)
     }
 
     /// Counters since the pipeline was built.
@@ -216,16 +387,21 @@ impl Pipeline {
     /// are embedded (or asked) once.
     pub fn prepare(&self, items: &[Item<'_>]) -> (Partial, Vec<LlmRequest>) {
         let (mut out, mut groups) = self.sieve(items);
-        let mut for_llm = self.model_pass(&groups, &mut out);
+        let mut for_llm = self.model_pass(items, &groups, &mut out);
         let requests = self.llm_requests(items, &groups, &mut for_llm);
         let to_llm = for_llm
             .into_iter()
             .map(|f| {
                 let grp = std::mem::take(&mut groups[f.group]);
+                let example = self
+                    .store
+                    .as_ref()
+                    .map(|_| items[grp.rows[0]].message.to_string());
                 LlmBound {
                     rows: grp.rows,
                     key: grp.key,
                     model_note: f.note,
+                    example,
                 }
             })
             .collect();
@@ -249,6 +425,19 @@ impl Pipeline {
                 continue;
             }
             if let Some(d) = self.rule_decision_on(*item, route) {
+                // A person's correction outranks a rule (checked only once
+                // such a correction exists: rule rows are never masked else).
+                let d = if cache.pinned_over_rules() {
+                    let m = if self.masker.mask_into(item.message, &mut masked) {
+                        masked.as_str()
+                    } else {
+                        item.message
+                    };
+                    key_into(&mut key, item.source, m);
+                    cache.pinned(&key).unwrap_or(d)
+                } else {
+                    d
+                };
                 out.push(Some(d));
                 continue;
             }
@@ -306,12 +495,26 @@ impl Pipeline {
             groups[g].rows.push(i);
             out.push(None);
         }
+        if let Some(link) = &self.store {
+            self.send_hits(link, &mut cache);
+        }
         (out, groups)
+    }
+
+    /// Every [`HITS_EVERY`], the lines that hit stored decisions go to the
+    /// store (a few keys, not a write per row).
+    fn send_hits(&self, link: &StoreLink, cache: &mut cache::Locked<'_>) {
+        let mut sent = link.hits_sent.lock().unwrap_or_else(|p| p.into_inner());
+        if sent.elapsed() < HITS_EVERY {
+            return;
+        }
+        *sent = Instant::now();
+        link.store.record_hits(to_hits(cache.take_hits()));
     }
 
     /// Step 2: the model stage, once per group not already bound for the
     /// LLM. Returns the groups bound for the LLM.
-    fn model_pass(&self, groups: &[Group], out: &mut [Option<Decision>]) -> Vec<ForLlm> {
+    fn model_pass(&self, items: &[Item<'_>], groups: &[Group], out: &mut [Option<Decision>]) -> Vec<ForLlm> {
         let mut for_llm: Vec<ForLlm> = groups
             .iter()
             .enumerate()
@@ -332,6 +535,7 @@ impl Pipeline {
         }
         let texts: Vec<&str> = for_model.iter().map(|&g| groups[g].text.as_str()).collect();
         let (verdicts, mut vectors) = self.model.judge(&texts, &self.stats);
+        let mut stored = Vec::new();
         let mut cache = self.cache.lock();
         for (k, (g, verdict)) in for_model.into_iter().zip(verdicts).enumerate() {
             let d = match verdict {
@@ -347,6 +551,17 @@ impl Pipeline {
                 }
                 Verdict::Decided(d) => {
                     cache.decided(groups[g].key.clone(), &d);
+                    if let Some(link) = &self.store {
+                        let first = items[groups[g].rows[0]].message;
+                        stored.push(stored_decision(
+                            &groups[g].key,
+                            &d,
+                            StoredMethod::Model,
+                            &link.model_version,
+                            first,
+                            groups[g].rows.len(),
+                        ));
+                    }
                     d
                 }
                 // Not remembered: the encoder may work next time.
@@ -355,6 +570,10 @@ impl Pipeline {
             for &i in &groups[g].rows {
                 out[i] = Some(d.clone());
             }
+        }
+        drop(cache);
+        if let Some(link) = &self.store {
+            link.store.record_decisions(stored);
         }
         for_llm
     }
@@ -398,17 +617,31 @@ impl Pipeline {
             to_llm,
         } = partial;
         debug_assert_eq!(to_llm.len(), outcomes.len());
+        let mut stored = Vec::new();
         {
             let mut cache = self.cache.lock();
             for (bound, o) in to_llm.into_iter().zip(outcomes) {
                 let d = llm_decision(o, bound.model_note.as_deref());
                 if d.method == Method::Llm {
+                    if let Some(example) = &bound.example {
+                        stored.push(stored_decision(
+                            &bound.key,
+                            &d,
+                            StoredMethod::Llm,
+                            &self.config.llm.model,
+                            example,
+                            bound.rows.len(),
+                        ));
+                    }
                     cache.decided(bound.key, &d);
                 }
                 for i in bound.rows {
                     out[i] = Some(d.clone());
                 }
             }
+        }
+        if let Some(link) = &self.store {
+            link.store.record_decisions(stored);
         }
         out.into_iter()
             .map(|d| {
@@ -429,6 +662,55 @@ impl Pipeline {
 
     pub fn masker(&self) -> &Masker {
         &self.masker
+    }
+}
+
+/// The detail of a person's correction.
+pub const FEEDBACK_NOTE: &str = "correction by a person";
+
+impl Drop for Pipeline {
+    /// The line counts not yet sent go to the store (which commits what is
+    /// queued when its last handle goes).
+    fn drop(&mut self) {
+        if let Some(link) = &self.store {
+            let hits = self.cache.lock().take_hits();
+            link.store.record_hits(to_hits(hits));
+        }
+    }
+}
+
+fn to_hits(hits: Vec<(String, u64)>) -> Vec<Hit> {
+    hits.into_iter()
+        .map(|(key, lines)| {
+            let (source, template) = split_key(&key);
+            Hit {
+                source: source.to_string(),
+                template: template.to_string(),
+                lines,
+            }
+        })
+        .collect()
+}
+
+fn stored_decision(
+    key: &str,
+    d: &Decision,
+    method: StoredMethod,
+    version: &str,
+    example: &str,
+    lines: usize,
+) -> StoredDecision {
+    let (source, template) = split_key(key);
+    StoredDecision {
+        source: source.to_string(),
+        template: template.to_string(),
+        label: d.target_label.clone(),
+        method,
+        confidence: d.confidence,
+        reason: d.detail.clone(),
+        model_version: version.to_string(),
+        example: example.to_string(),
+        count: lines as u64,
     }
 }
 

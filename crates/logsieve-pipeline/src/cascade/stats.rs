@@ -16,6 +16,7 @@ pub(crate) struct Stats {
     by_rule: AtomicU64,
     by_model: AtomicU64,
     by_llm: AtomicU64,
+    by_feedback: AtomicU64,
     by_none: AtomicU64,
     encoded: AtomicU64,
     encoded_tokens: AtomicU64,
@@ -36,6 +37,7 @@ impl Stats {
                 Method::Rule => &self.by_rule,
                 Method::Model => &self.by_model,
                 Method::Llm => &self.by_llm,
+                Method::Feedback => &self.by_feedback,
                 Method::None => &self.by_none,
             },
             1,
@@ -64,6 +66,7 @@ impl Stats {
                 rule: g(&self.by_rule),
                 model: g(&self.by_model),
                 llm: g(&self.by_llm),
+                feedback: g(&self.by_feedback),
                 none: g(&self.by_none),
             },
             encoded_texts: g(&self.encoded),
@@ -96,6 +99,8 @@ pub struct MethodCounts {
     pub rule: u64,
     pub model: u64,
     pub llm: u64,
+    /// Decided by a person's correction of the template.
+    pub feedback: u64,
     pub none: u64,
 }
 
@@ -115,6 +120,7 @@ impl StatsSnapshot {
                 rule: d(self.by_method.rule, earlier.by_method.rule),
                 model: d(self.by_method.model, earlier.by_method.model),
                 llm: d(self.by_method.llm, earlier.by_method.llm),
+                feedback: d(self.by_method.feedback, earlier.by_method.feedback),
                 none: d(self.by_method.none, earlier.by_method.none),
             },
             encoded_texts: d(self.encoded_texts, earlier.encoded_texts),
@@ -143,7 +149,7 @@ mod tests {
             j,
             serde_json::json!({
                 "rows": 2,
-                "by_method": {"rule": 1, "model": 0, "llm": 0, "none": 1},
+                "by_method": {"rule": 1, "model": 0, "llm": 0, "feedback": 0, "none": 1},
                 "encoded_texts": 2,
                 "encoded_tokens": 30,
                 "template_cache": {"hits": 1, "misses": 0},

@@ -336,3 +336,162 @@ fn the_cache_can_be_switched_off() {
     assert_eq!(encoder.texts.load(Ordering::Relaxed), 2);
     assert_eq!(p.stats().template_cache, CacheCounts::default());
 }
+
+/// A rig whose pipeline keeps its decisions in `store` under `version`.
+fn rig_on_store(store: &Arc<Store>, version: &str) -> Rig {
+    let cfg = Config::builtin();
+    let encoder = Arc::new(Encoder::default());
+    let client = Arc::new(Llm::default());
+    let pipeline = Pipeline::builder(cfg.clone())
+        .model(parts(Proportional::new()))
+        .embedder(encoder.clone())
+        .llm(LlmStage::with_client(cfg.llm.clone(), &["Error"], client.clone()).unwrap())
+        .store(store.clone())
+        .model_version(version)
+        .build()
+        .unwrap();
+    Rig {
+        pipeline,
+        encoder,
+        llm: Some(client),
+    }
+}
+
+fn open_store(dir: &tempfile::TempDir) -> Arc<Store> {
+    Arc::new(Store::open(dir.path().join("store.db")).unwrap())
+}
+
+#[test]
+fn a_new_pipeline_on_the_store_starts_from_its_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        ("Db", "disk 3 is 91% full"),             // the model decides
+        ("Db", "something odd happened 3 times"), // the model is unsure: the LLM decides
+    ];
+    let items: Vec<Item> = lines
+        .iter()
+        .map(|&(source, message)| Item { source, message })
+        .collect();
+    let first = {
+        let r = rig_on_store(&open_store(&dir), "m1");
+        let out = r.pipeline.classify(&items);
+        r.pipeline.classify(&items); // hits, counted into the store
+        assert_eq!((r.encoded(), r.llm_calls()), (2, 1));
+        r.pipeline.flush_store().unwrap();
+        out
+    };
+    assert_eq!(
+        first.iter().map(|d| d.method).collect::<Vec<_>>(),
+        [Method::Model, Method::Llm]
+    );
+    // Same model: nothing is asked again, in a new pipeline on a reopened store.
+    let store = open_store(&dir);
+    let counts = store
+        .decisions_by(logsieve_store::StoredMethod::Llm, 0.0)
+        .unwrap();
+    assert_eq!(
+        (counts.len(), counts[0].count),
+        (1, 2),
+        "two lines of the LLM's template"
+    );
+    assert_eq!(counts[0].example, "something odd happened 3 times");
+    assert_eq!(counts[0].template, "something odd happened <NUM> times");
+    let r = rig_on_store(&store, "m1");
+    assert_eq!(r.pipeline.store().unwrap().1.loaded, 2);
+    let again = r.pipeline.classify(&items);
+    assert_eq!((r.encoded(), r.llm_calls()), (0, 0));
+    for (a, b) in first.iter().zip(&again) {
+        assert_eq!((&a.target_label, a.method), (&b.target_label, b.method));
+        assert!(
+            b.detail.starts_with("template cache hit (stored decision); "),
+            "{}",
+            b.detail
+        );
+    }
+    drop(r);
+    // Another model: its own decisions are made again, the LLM's are kept.
+    let r = rig_on_store(&store, "m2");
+    let status = r.pipeline.store().unwrap().1.clone();
+    assert_eq!((status.loaded, status.stale_model), (1, 1));
+    r.pipeline.classify(&items);
+    assert_eq!((r.encoded(), r.llm_calls()), (1, 0));
+}
+
+#[test]
+fn a_correction_applies_at_once_to_its_template_and_outlives_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig_on_store(&open_store(&dir), "m1");
+    assert_eq!(
+        one(&r.pipeline, "Db", "disk 3 is 91% full").target_label,
+        "Resource Usage"
+    );
+    let login = one(&r.pipeline, "Db", "User User1 logged in.");
+    assert_eq!(login.method, Method::Rule);
+    let applied = r
+        .pipeline
+        .feedback(&[
+            Correction {
+                source: "Db".into(),
+                message: "disk 5 is 80% full".into(),
+                label: "error".into(), // any case; the canonical spelling is kept
+            },
+            Correction {
+                source: "Db".into(),
+                message: "User User7 logged in.".into(),
+                label: "Security Alert".into(),
+            },
+        ])
+        .unwrap();
+    assert_eq!(applied[0].template, "disk <NUM> is <NUM>% full");
+    let check = |p: &Pipeline| {
+        let d = one(p, "Db", "disk 9 is 10% full");
+        assert_eq!(
+            (d.target_label.as_str(), d.method, d.confidence),
+            ("Error", Method::Feedback, 1.0)
+        );
+        // Over a rule too.
+        let d = one(p, "Db", "User User7 logged in.");
+        assert_eq!(
+            (d.target_label.as_str(), d.method),
+            ("Security Alert", Method::Feedback)
+        );
+        // Other sources are other templates.
+        assert_eq!(one(p, "Other", "User User7 logged in.").method, Method::Rule);
+        assert_eq!(one(p, "Db", "User User8 logged in.").method, Method::Rule);
+    };
+    check(&r.pipeline);
+    assert_eq!(r.pipeline.stats().by_method.feedback, 2);
+    drop(r);
+    // A new pipeline on the same store, even with another model.
+    let r = rig_on_store(&open_store(&dir), "m2");
+    assert_eq!(r.pipeline.store().unwrap().1.corrections, 2);
+    check(&r.pipeline);
+    assert_eq!(r.encoded(), 0);
+}
+
+#[test]
+fn an_unknown_label_refuses_the_whole_batch_of_corrections() {
+    let r = rig(false);
+    let e = r
+        .pipeline
+        .feedback(&[
+            Correction {
+                source: "Db".into(),
+                message: "disk 5 is 80% full".into(),
+                label: "Error".into(),
+            },
+            Correction {
+                source: "Db".into(),
+                message: "x".into(),
+                label: "Disk Trouble".into(),
+            },
+        ])
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("correction 1: unknown label `Disk Trouble` (known labels: ")
+            && msg.contains("Security Alert"),
+        "{msg}"
+    );
+    assert_eq!(one(&r.pipeline, "Db", "disk 5 is 80% full").method, Method::Model);
+}

@@ -74,6 +74,11 @@ pub struct Args {
     /// replay: passes over the data.
     #[arg(long, default_value_t = 2)]
     pub passes: usize,
+    /// replay: also through a pipeline on this decision store (best a new
+    /// file), pass by pass interleaved with the store-less one, then once
+    /// through a new pipeline warmed from the store (a restart).
+    #[arg(long)]
+    pub store: Option<std::path::PathBuf>,
 }
 
 fn read_rows(path: &PathBuf) -> Result<Vec<(String, String)>> {

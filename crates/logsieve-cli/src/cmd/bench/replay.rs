@@ -9,44 +9,42 @@ use logsieve_pipeline::run::classify_stream;
 use serde_json::json;
 
 use super::{round1, Args};
-use crate::common::{cpu_seconds, mib, peak_rss_bytes, ConfigArgs};
+use crate::common::{cpu_seconds, mib, open_store, peak_rss_bytes, ConfigArgs};
+use logsieve_pipeline::Pipeline;
 
 /// Classify the file `passes` times through one pipeline (so one template
 /// cache), into JSON lines thrown away; rows/s by wall clock and per CPU
-/// second for each pass.
+/// second for each pass. With `--store`, a second pipeline on the store
+/// runs each pass right after the first (same machine state for both), and
+/// a third, built from the store afterwards, shows a restart.
 pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
-    let p = cfg.pipeline()?;
     let bytes = std::fs::read(&a.data).with_context(|| format!("{}: cannot read", a.data.display()))?;
     let name = a.data.file_name().map(|n| n.to_string_lossy().into_owned());
     let format = a.format.unwrap_or_else(|| {
         logsieve_pipeline::io::sniff_format(name.as_deref(), &bytes[..bytes.len().min(4096)])
     });
+    let plain = cfg.pipeline()?;
+    let store = a.store.as_deref().map(open_store).transpose()?;
+    let stored = store.clone().map(|s| cfg.pipeline_on(Some(s))).transpose()?;
+    let mut runs: Vec<(&str, &Pipeline)> = vec![("no store", &plain)];
+    if let Some(p) = &stored {
+        runs.push(("store", p));
+    }
     let mut passes = Vec::new();
     for pass in 1..=a.passes.max(1) {
-        let before = p.stats();
-        let (t0, c0) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
-        let mut reader = logsieve_pipeline::io::reader(bytes.as_slice(), format, a.source.clone())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
-        let mut writer = logsieve_pipeline::io::JsonlWriter::new(std::io::sink());
-        let s = classify_stream(&p, reader.as_mut(), &mut writer, |_| {})?;
-        let secs = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds().unwrap_or(0.0) - c0;
-        let delta = p.stats().since(&before);
-        let hits = delta.template_cache.hits;
-        let rps = s.rows as f64 / secs;
-        let per_cpu = s.rows as f64 / cpu.max(0.01);
+        for (label, p) in &runs {
+            passes.push(one_pass(p, &bytes, format, a, pass, label)?);
+        }
+    }
+    if let (Some(p), Some(s)) = (&stored, &store) {
+        p.flush_store()?;
+        let restarted = cfg.pipeline_on(Some(s.clone()))?;
+        let loaded = restarted.store().map_or(0, |(_, st)| st.loaded);
         println!(
-            "replay pass {pass}: {} rows in {secs:.2}s = {rps:.0} rows/s; {cpu:.2} CPU-s = {per_cpu:.0} rows per CPU-second; \
-             {} texts encoded; template cache hits {hits} ({:.1}% of rows)",
-            s.rows,
-            delta.encoded_texts,
-            100.0 * hits as f64 / s.rows.max(1) as f64,
+            "restart: a new pipeline read {loaded} decisions from {}",
+            s.path().display()
         );
-        passes.push(json!({
-            "pass": pass, "rows": s.rows, "seconds": round1(secs * 10.0) / 10.0,
-            "rows_per_s": rps.round(), "cpu_seconds": cpu, "rows_per_cpu_s": per_cpu.round(),
-            "encoded_texts": delta.encoded_texts, "cache_hits": hits,
-        }));
+        passes.push(one_pass(&restarted, &bytes, format, a, 1, "store, restarted")?);
     }
     let rss = peak_rss_bytes().unwrap_or(0);
     println!("peak RSS {:.0} MiB", mib(rss));
@@ -55,4 +53,38 @@ pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
         json!({"data": a.data.display().to_string(), "passes": passes, "peak_rss_mib": mib(rss).round()})
     );
     Ok(0)
+}
+
+fn one_pass(
+    p: &Pipeline,
+    bytes: &[u8],
+    format: logsieve_pipeline::io::Format,
+    a: &Args,
+    pass: usize,
+    label: &str,
+) -> Result<serde_json::Value> {
+    let before = p.stats();
+    let (t0, c0) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
+    let mut reader = logsieve_pipeline::io::reader(bytes, format, a.source.clone())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
+    let mut writer = logsieve_pipeline::io::JsonlWriter::new(std::io::sink());
+    let s = classify_stream(p, reader.as_mut(), &mut writer, |_| {})?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().unwrap_or(0.0) - c0;
+    let delta = p.stats().since(&before);
+    let hits = delta.template_cache.hits;
+    let rps = s.rows as f64 / secs;
+    let per_cpu = s.rows as f64 / cpu.max(0.01);
+    println!(
+        "replay pass {pass} ({label}): {} rows in {secs:.2}s = {rps:.0} rows/s; {cpu:.2} CPU-s = {per_cpu:.0} rows per CPU-second; \
+         {} texts encoded; template cache hits {hits} ({:.1}% of rows)",
+        s.rows,
+        delta.encoded_texts,
+        100.0 * hits as f64 / s.rows.max(1) as f64,
+    );
+    Ok(json!({
+        "pass": pass, "pipeline": label, "rows": s.rows, "seconds": round1(secs * 10.0) / 10.0,
+        "rows_per_s": rps.round(), "cpu_seconds": cpu, "rows_per_cpu_s": per_cpu.round(),
+        "encoded_texts": delta.encoded_texts, "cache_hits": hits,
+    }))
 }
