@@ -5,6 +5,7 @@
 
 mod cmd;
 mod common;
+mod follow;
 mod interrupt;
 mod output;
 

@@ -39,6 +39,9 @@ pub struct Config {
     /// `[server]`: `logsieve serve`'s, read by `logsieve_server::ServerConfig`.
     #[serde(skip_serializing)]
     server: Owned,
+    /// `[kafka]`: `logsieve stream`'s, read by `logsieve_kafka::KafkaConfig`.
+    #[serde(skip_serializing)]
+    kafka: Owned,
 }
 
 /// A table or field another crate reads from the same file: accepted here

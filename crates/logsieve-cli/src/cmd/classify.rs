@@ -43,6 +43,17 @@ pub struct Args {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Keep reading INPUT as it grows (surviving rotation by rename or
+    /// truncation) and write JSON lines as they come, until SIGINT/SIGTERM.
+    /// With -o, lines are appended to OUT.
+    #[arg(long, requires = "input")]
+    pub follow: bool,
+    /// With --follow: start at the file's end (only new lines), not its start.
+    #[arg(long, requires = "follow")]
+    pub from_end: bool,
+    /// With --follow: milliseconds between looks at an idle file.
+    #[arg(long, default_value_t = 200, requires = "follow")]
+    pub follow_interval_ms: u64,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -70,6 +81,31 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let config = cfg.load()?;
     let store = a.store.open(&config)?;
     let pipeline = pipeline_with_store(config, store)?;
+    if a.follow {
+        let path = a.input.as_deref().filter(|p| p.as_os_str() != "-");
+        let path = path.ok_or_else(|| anyhow::anyhow!("--follow needs a file, not standard input"))?;
+        anyhow::ensure!(
+            a.output_format.is_none_or(|f| f == Format::Jsonl),
+            "--follow writes JSON lines (--output-format jsonl)"
+        );
+        let format = match a.format {
+            Some(f) => f,
+            None => io::sniff_format_or(path.to_str(), b"", Format::Text),
+        };
+        let args = crate::follow::FollowArgs {
+            path,
+            format,
+            source: a.source.clone(),
+            output: out_path.as_deref(),
+            from_end: a.from_end,
+            interval: std::time::Duration::from_millis(a.follow_interval_ms.max(1)),
+        };
+        let code = crate::follow::run(&pipeline, args, stop)?;
+        if let Err(e) = pipeline.flush_store() {
+            eprintln!("warning: decision store: {e}");
+        }
+        return Ok(code);
+    }
     let (input, len, name) = open_input(a.input.as_ref(), stop.clone())?;
     let shown = name.clone().unwrap_or_else(|| "<stdin>".into());
     let mut input = std::io::BufReader::with_capacity(256 * 1024, CountingReader::new(input));

@@ -9,6 +9,8 @@ mod mine_rules;
 mod model;
 mod report;
 mod serve;
+#[cfg(feature = "kafka")]
+mod stream;
 mod templates;
 pub mod train;
 
@@ -46,6 +48,9 @@ pub enum Command {
     MineRules(mine_rules::Args),
     /// Serve the cascade over HTTP (see crates/logsieve-server/README.md).
     Serve(serve::Args),
+    /// Classify Kafka topics with a consumer group, at least once (see crates/logsieve-kafka/README.md).
+    #[cfg(feature = "kafka")]
+    Stream(stream::Args),
     /// Store people's corrections (a CSV with target_label) in the decision store.
     Feedback(feedback::Args),
     /// Classify one line and say why: the rule, the model's top labels and nearest examples, or the LLM's reason.
@@ -65,6 +70,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Templates(a) => templates::run(&cli.config, a),
         Command::MineRules(a) => mine_rules::run(&cli.config, a),
         Command::Serve(a) => serve::run(&cli.config, a),
+        #[cfg(feature = "kafka")]
+        Command::Stream(a) => stream::run(&cli.config, a),
         Command::Feedback(a) => feedback::run(&cli.config, a),
         Command::Explain(a) => explain::run(&cli.config, a),
         Command::Report(a) => report::run(&cli.config, a),
