@@ -536,7 +536,11 @@ impl Classifier for HybridModel {
         let mut r = Prediction::rank(&p);
         // The other labels share what the calibrated confidence leaves, in
         // their softmax proportions (the runner-up never outgrows the top).
-        let rest = if e.p1 < 1.0 { (1.0 - conf) / (1.0 - e.p1) } else { 0.0 };
+        let rest = if e.p1 < 1.0 {
+            (1.0 - conf) / (1.0 - e.p1)
+        } else {
+            0.0
+        };
         r.runner_up = r.runner_up.map(|(i, q)| (i, q * rest));
         r.probability = conf;
         if e.nearest < self.min_similarity {

@@ -3,8 +3,8 @@
 mod bench;
 mod classify;
 mod eval;
-mod feedback;
 mod explain;
+mod feedback;
 mod mine_rules;
 mod model;
 mod report;

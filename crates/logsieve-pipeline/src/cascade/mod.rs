@@ -35,10 +35,10 @@ use logsieve_store::{Hit, StoredDecision, StoredMethod};
 use logsieve_templates::Masker;
 
 pub use builder::{ModelParts, PipelineBuilder, PipelineError, DEFAULT_CLASSIFIER_JSON};
-pub use logsieve_store::Store;
 pub use explain::{
     template_id, Explanation, LabelProbability, ModelExplanation, NearExample, RuleExplanation,
 };
+pub use logsieve_store::Store;
 pub use model::EncoderUnavailable;
 pub use stats::{CacheCounts, MethodCounts, StatsSnapshot};
 
