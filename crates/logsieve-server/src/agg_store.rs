@@ -23,11 +23,17 @@ use crate::aggregates::{
 /// [`AggregateStore`] on an open decision store.
 pub struct SqliteAggregates {
     store: Arc<Store>,
+    /// Alerts kept: the `alerts` of the last [`AggregateStore::load`]
+    /// (the recorder's alert capacity); each append trims the table to it.
+    keep_alerts: usize,
 }
 
 impl SqliteAggregates {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            keep_alerts: crate::aggregates::RecorderConfig::default().alert_capacity,
+        }
     }
 }
 
@@ -39,7 +45,15 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("aggregates in {what}: {e}")
 }
 
-fn write_delta(tx: &Transaction<'_>, d: &Delta) -> rusqlite::Result<()> {
+fn trim_alerts(tx: &Transaction<'_>, keep: usize) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM agg_alerts WHERE id <= (SELECT id FROM agg_alerts ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+        [keep as i64],
+    )?;
+    Ok(())
+}
+
+fn write_delta(tx: &Transaction<'_>, d: &Delta, keep_alerts: usize) -> rusqlite::Result<()> {
     let mut s = tx.prepare_cached(
         "INSERT INTO agg_counts (minute, source, label, method, rows) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT DO UPDATE SET rows = rows + excluded.rows",
@@ -97,7 +111,9 @@ fn write_delta(tx: &Transaction<'_>, d: &Delta) -> rusqlite::Result<()> {
         "INSERT INTO agg_alerts (at_ms, source, log_message, target_label, method, confidence, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for a in &d.alerts {
+    // Only the newest `keep_alerts` can be kept; the table is trimmed to
+    // them at once, so a burst of alerts never grows the file.
+    for a in &d.alerts[d.alerts.len().saturating_sub(keep_alerts)..] {
         s.execute(params![
             a.at_ms,
             a.source,
@@ -107,6 +123,9 @@ fn write_delta(tx: &Transaction<'_>, d: &Delta) -> rusqlite::Result<()> {
             a.confidence as f64,
             a.detail
         ])?;
+    }
+    if !d.alerts.is_empty() {
+        trim_alerts(tx, keep_alerts)?;
     }
     Ok(())
 }
@@ -230,10 +249,7 @@ fn prune(tx: &Transaction<'_>, before: i64, keep_alerts: usize, fine_before: i64
         "DELETE FROM agg_alerts WHERE at_ms < ?1",
         [before.saturating_mul(1000)],
     )?;
-    tx.execute(
-        "DELETE FROM agg_alerts WHERE id <= (SELECT id FROM agg_alerts ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-        [keep_alerts as i64],
-    )?;
+    trim_alerts(tx, keep_alerts)?;
     // Per-minute rows older than a day fold into their hour's row.
     let h = COARSE_SECS;
     tx.execute(
@@ -288,6 +304,7 @@ fn prune(tx: &Transaction<'_>, before: i64, keep_alerts: usize, fine_before: i64
 
 impl AggregateStore for SqliteAggregates {
     fn load(&mut self, since: i64, alerts: usize) -> Result<Delta, String> {
+        self.keep_alerts = alerts;
         self.store
             .read(|c| load(c, since, alerts))
             .map_err(|e| err(&self.store.path().display().to_string(), e))
@@ -297,11 +314,12 @@ impl AggregateStore for SqliteAggregates {
         if delta.is_empty() && delta.template_info.is_empty() {
             return Ok(());
         }
-        let d = delta.clone();
+        let (d, keep) = (delta.clone(), self.keep_alerts);
         // Queued for the writer's next transaction; a failure is logged
         // and counted by the store (`Store::write_errors`, the next flush).
-        self.store
-            .execute(Box::new(move |tx| all_or_nothing(tx, |tx| write_delta(tx, &d))));
+        self.store.execute(Box::new(move |tx| {
+            all_or_nothing(tx, |tx| write_delta(tx, &d, keep))
+        }));
         Ok(())
     }
 
@@ -383,6 +401,15 @@ mod tests {
         a.flush().unwrap();
 
         let got = a.load(now - 7 * 86_400, 3).unwrap();
+        // The load set the alerts kept to 3: a burst of 5 more keeps 3 rows.
+        let mut burst = Delta::default();
+        burst.alerts = (10..15).map(|i| alert(minute * 1000 + i, i as usize)).collect();
+        a.append(&burst).unwrap();
+        a.flush().unwrap();
+        let kept: i64 = store
+            .read(|c| c.query_row("SELECT count(*) FROM agg_alerts", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(kept, 3);
         assert_eq!(got.counts[&(minute, "sys".into(), "Error".into(), "model")], 7);
         assert_eq!(got.confidence[&(minute, "sys".into())][9], 7);
         assert_eq!(got.sieve[&minute].cache_hits, 7);
