@@ -402,8 +402,10 @@ mod tests {
 
         let got = a.load(now - 7 * 86_400, 3).unwrap();
         // The load set the alerts kept to 3: a burst of 5 more keeps 3 rows.
-        let mut burst = Delta::default();
-        burst.alerts = (10..15).map(|i| alert(minute * 1000 + i, i as usize)).collect();
+        let burst = Delta {
+            alerts: (10..15).map(|i| alert(minute * 1000 + i, i as usize)).collect(),
+            ..Default::default()
+        };
         a.append(&burst).unwrap();
         a.flush().unwrap();
         let kept: i64 = store
