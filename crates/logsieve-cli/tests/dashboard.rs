@@ -56,8 +56,12 @@ fn artifacts() -> PathBuf {
 /// `logsieve serve --port 0`; the base URL once it listens and is ready.
 fn start_server(extra_env: &[(&str, &str)]) -> (Proc, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_logsieve"));
-    cmd.args(["serve", "--port", "0"])
+    // No decision store: the default one ($LOGSIEVE_HOME/store.db) would
+    // keep the aggregates of earlier runs, and the page's counts are
+    // checked against this upload alone.
+    cmd.args(["serve", "--port", "0", "--no-store"])
         .env_remove("LOGSIEVE_API_TOKEN")
+        .env_remove("LOGSIEVE_STORE")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in extra_env {

@@ -414,3 +414,97 @@ fn a_correction_posted_to_the_server_holds_for_its_template_and_across_a_restart
     check(&again);
     again.stop();
 }
+
+impl Served {
+    fn get(&self, path: &str) -> serde_json::Value {
+        let mut r = ureq::get(format!("{}{path}", self.base)).call().unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"))
+    }
+}
+
+/// `rows` of data/synthetic_logs.csv from `skip`, as `/v1/classify` takes them.
+fn synthetic(skip: usize, rows: usize) -> Vec<serde_json::Value> {
+    let mut r = csv::Reader::from_path(repo().join("data/synthetic_logs.csv")).unwrap();
+    r.records()
+        .skip(skip)
+        .take(rows)
+        .map(|rec| {
+            let rec = rec.unwrap();
+            serde_json::json!({"source": &rec[1], "log_message": &rec[2]})
+        })
+        .collect()
+}
+
+type Tally = std::collections::BTreeMap<String, u64>;
+
+fn tally(results: &[serde_json::Value], field: &str, into: &mut Tally) {
+    for r in results {
+        *into.entry(r[field].as_str().unwrap().to_string()).or_default() += 1;
+    }
+}
+
+fn nonzero(v: &serde_json::Value) -> Tally {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn dashboard_stats_count_every_row_classified_across_restarts_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.db");
+    let (mut labels, mut methods) = (Tally::new(), Tally::new());
+    let mut classified = 0u64;
+    // Two runs of the server on one store, each classifying its own rows,
+    // each stopped by SIGTERM; a third start only reads.
+    for (run, skip) in [(1, 0), (2, 300)] {
+        let server = Served::start(&store);
+        let logs = synthetic(skip, 300);
+        let (status, out) = server.post("/v1/classify", serde_json::json!({ "logs": logs }));
+        assert_eq!(status, 200, "{out}");
+        let results = out["results"].as_array().unwrap();
+        assert_eq!(results.len(), logs.len());
+        tally(results, "target_label", &mut labels);
+        tally(results, "method", &mut methods);
+        classified += results.len() as u64;
+        server.stop();
+        let again = Served::start(&store);
+        let stats = again.get("/v1/stats");
+        assert_eq!(stats["rows"], classified, "after run {run}: {stats}");
+        assert_eq!(nonzero(&stats["by_label"]), labels, "after run {run}");
+        assert_eq!(nonzero(&stats["by_method"]), methods, "after run {run}");
+        let hist: u64 = stats["confidence"]["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(hist, classified, "the confidence histogram too");
+        let templates = stats["templates"].as_object().unwrap();
+        assert!(
+            templates
+                .values()
+                .flat_map(|t| t.as_array().unwrap())
+                .all(|t| !t["example"].as_str().unwrap().is_empty()),
+            "templates keep their example line: {templates:?}"
+        );
+        let alerts = labels.get("Security Alert").copied().unwrap_or(0)
+            + labels.get("Critical Error").copied().unwrap_or(0);
+        assert_eq!(
+            stats["alerts"].as_array().unwrap().len() as u64,
+            alerts.min(50),
+            "the alert tail is kept"
+        );
+        again.stop();
+    }
+    // The aggregates are in the store file itself, in the documented table.
+    let s = logsieve_store::Store::open(&store).unwrap();
+    let rows: i64 = s
+        .read(|c| c.query_row("SELECT sum(rows) FROM agg_counts", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(rows as u64, classified);
+}

@@ -292,6 +292,11 @@ pub trait AggregateStore: Send + 'static {
     fn append(&mut self, delta: &Delta) -> Result<(), String>;
     /// Drop counts older than `before` (Unix seconds) and alerts beyond the newest `keep_alerts`.
     fn prune(&mut self, before: i64, keep_alerts: usize) -> Result<(), String>;
+    /// Wait until what was appended is durable (a store that writes in
+    /// the background commits its queue). Called by [`Recorder::flush`].
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What is kept: every count within the retention, and the alert ring.
@@ -511,7 +516,8 @@ impl Recorder {
         });
     }
 
-    /// Wait until every batch recorded before this call is merged.
+    /// Wait until every batch recorded before this call is merged (and,
+    /// with a store, committed to it: the graceful shutdown calls this).
     pub fn flush(&self) {
         let (done, rx) = mpsc::channel();
         if self
@@ -605,6 +611,13 @@ impl Worker {
             if last_flush.elapsed() >= tick || !done.is_empty() {
                 self.write(&mut pending);
                 last_flush = std::time::Instant::now();
+            }
+            if !done.is_empty() {
+                if let Some(s) = self.store.as_mut() {
+                    if let Err(e) = s.flush() {
+                        tracing::error!(error = %e, "the stored aggregates did not take the last counts");
+                    }
+                }
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 let before = now_ms() / 1000 - self.config.retention.as_secs() as i64;

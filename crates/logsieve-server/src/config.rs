@@ -52,8 +52,9 @@ pub struct ServerConfig {
     /// The dashboard's alert tail: the newest Security Alert and Critical
     /// Error lines kept (and listed back after a restart when stored).
     pub alert_tail: usize,
-    /// The dashboard's counts older than this many hours are pruned (in
-    /// memory; the store's `[store] retention` governs what it keeps).
+    /// The dashboard's counts older than this many hours are pruned, in
+    /// memory and in the decision store's `agg_*` tables alike (every
+    /// minute, in the background).
     pub stats_retention_hours: u64,
 }
 

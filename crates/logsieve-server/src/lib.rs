@@ -8,6 +8,7 @@
 //! registered from their `#[utoipa::path]` attributes. The configuration's
 //! `[server]` table is this crate's (`config`).
 
+pub mod agg_store;
 pub mod aggregates;
 mod auth;
 pub mod batcher;
@@ -320,6 +321,11 @@ pub enum ServeError {
 
 /// Bind `config.host:config.port` and serve until SIGTERM or ctrl-c, then
 /// finish the requests in flight. Builds its own tokio runtime.
+///
+/// When the pipeline has a decision store, the dashboard's aggregates are
+/// kept in it too ([`agg_store::SqliteAggregates`]): loaded now, so
+/// `/v1/stats` goes on from where the last run stopped, and committed
+/// before this returns.
 pub fn run(pipeline: Pipeline, config: ServerConfig, token: Option<String>) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -335,12 +341,20 @@ pub fn run(pipeline: Pipeline, config: ServerConfig, token: Option<String>) -> R
             })?;
         let local = listener.local_addr()?;
         let pipeline = Arc::new(pipeline);
-        let state = AppState::new(pipeline.clone(), config, token.as_deref());
+        let aggregates = pipeline.store().map(|(store, _)| {
+            Box::new(agg_store::SqliteAggregates::new(store.clone())) as Box<dyn aggregates::AggregateStore>
+        });
+        let state = AppState::with_store(pipeline.clone(), config, token.as_deref(), aggregates);
         eprintln!(
             "logsieve: listening on http://{local} (docs at http://{local}/docs; auth {})",
             if state.token_digest.is_some() { "on" } else { "off" }
         );
-        serve(listener, state, shutdown_signal()).await?;
+        serve(listener, state.clone(), shutdown_signal()).await?;
+        // The last counts go to the store (the recorder's thread commits them).
+        {
+            let recorder = state.recorder.clone();
+            let _ = tokio::task::spawn_blocking(move || recorder.flush()).await;
+        }
         // What the classifier threads decided last goes to the store.
         if let Err(e) = pipeline.flush_store() {
             tracing::error!(error = %e, "the decision store did not take the last decisions");

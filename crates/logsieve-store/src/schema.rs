@@ -18,10 +18,11 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Append only.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "decisions: template-cache decisions by the model, the LLM and people",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "decisions: template-cache decisions by the model, the LLM and people",
+        sql: "
 CREATE TABLE decisions (
     source        TEXT    NOT NULL,
     -- the masked text: with the source, the template cache's key
@@ -43,7 +44,67 @@ CREATE TABLE decisions (
 ) WITHOUT ROWID;
 CREATE INDEX decisions_by_method ON decisions (method, model_version);
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "agg_*: the dashboard's aggregates (crates/logsieve-server/src/agg_store.rs)",
+        sql: "
+-- lines per minute (per hour once older than a day) x source x label x method
+CREATE TABLE agg_counts (
+    minute INTEGER NOT NULL,  -- bucket start, Unix seconds
+    source TEXT    NOT NULL,
+    label  TEXT    NOT NULL,
+    method TEXT    NOT NULL,
+    rows   INTEGER NOT NULL,
+    PRIMARY KEY (minute, source, label, method)
+) WITHOUT ROWID;
+-- confidence histogram: bin 0 is [0, 0.1), ... bin 9 is [0.9, 1.0]
+CREATE TABLE agg_confidence (
+    minute INTEGER NOT NULL,
+    source TEXT    NOT NULL,
+    bin    INTEGER NOT NULL,
+    rows   INTEGER NOT NULL,
+    PRIMARY KEY (minute, source, bin)
+) WITHOUT ROWID;
+-- lines per hour x source x label x template
+CREATE TABLE agg_templates (
+    hour        INTEGER NOT NULL,
+    source      TEXT    NOT NULL,
+    label       TEXT    NOT NULL,
+    template_id TEXT    NOT NULL,
+    rows        INTEGER NOT NULL,
+    PRIMARY KEY (hour, source, label, template_id)
+) WITHOUT ROWID;
+-- a template's masked text and the first line seen with it
+CREATE TABLE agg_template_text (
+    template_id TEXT PRIMARY KEY,
+    template    TEXT NOT NULL,
+    example     TEXT NOT NULL
+) WITHOUT ROWID;
+-- what the template cache and the LLM did per minute
+CREATE TABLE agg_sieve (
+    minute               INTEGER PRIMARY KEY,
+    cache_hits           INTEGER NOT NULL,
+    cache_misses         INTEGER NOT NULL,
+    llm_calls            INTEGER NOT NULL,
+    llm_failed_calls     INTEGER NOT NULL,
+    llm_answered_calls   INTEGER NOT NULL,
+    llm_latency_ms_total INTEGER NOT NULL
+);
+-- the newest Security Alert / Critical Error lines, oldest first by id
+CREATE TABLE agg_alerts (
+    id           INTEGER PRIMARY KEY,
+    at_ms        INTEGER NOT NULL,  -- Unix milliseconds
+    source       TEXT    NOT NULL,
+    log_message  TEXT    NOT NULL,
+    target_label TEXT    NOT NULL,
+    method       TEXT    NOT NULL,
+    confidence   REAL    NOT NULL,
+    detail       TEXT    NOT NULL
+);
+",
+    },
+];
 
 /// The version a database has once every migration has run.
 pub fn latest_version() -> u32 {

@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 use logsieve_pipeline::io::{InputRow, RowWriter};
 use logsieve_pipeline::run::classify_stream;
 use logsieve_pipeline::{Decision, Pipeline};
-use logsieve_server::aggregates::{Recorder, RecorderConfig, SieveCounts};
+use logsieve_server::agg_store::SqliteAggregates;
+use logsieve_server::aggregates::{AggregateStore, Recorder, RecorderConfig, SieveCounts};
 use serde_json::json;
 
 use super::{round1, Args};
@@ -31,16 +32,19 @@ pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
         logsieve_pipeline::io::sniff_format(name.as_deref(), &bytes[..bytes.len().min(4096)])
     });
     let plain = Arc::new(cfg.pipeline()?);
+    let store = a.store.as_deref().map(open_store).transpose()?;
+    // With a store, the aggregates are kept in it, as `serve` keeps them.
     let recorder = a.aggregates.then(|| {
         let counted = plain.clone();
         Recorder::start(
             RecorderConfig::default(),
             plain.masker().clone(),
             Box::new(move || SieveCounts::of(&counted)),
-            None,
+            store
+                .clone()
+                .map(|s| Box::new(SqliteAggregates::new(s)) as Box<dyn AggregateStore>),
         )
     });
-    let store = a.store.as_deref().map(open_store).transpose()?;
     let stored = store.clone().map(|s| cfg.pipeline_on(Some(s))).transpose()?;
     let mut runs: Vec<(&str, &Pipeline)> = vec![("no store", &plain)];
     if let Some(p) = &stored {
@@ -69,6 +73,34 @@ pub(super) fn run(cfg: &ConfigArgs, a: &Args) -> Result<i32> {
             1,
             "store, restarted",
         )?);
+    }
+    if let Some(s) = &store {
+        if let Some(r) = &recorder {
+            r.flush();
+        }
+        s.flush()?;
+        // Fold the write-ahead log into the file, so its size is what is kept.
+        s.read(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))?;
+        let size = |suffix: &str| {
+            let mut p = s.path().as_os_str().to_owned();
+            p.push(suffix);
+            std::fs::metadata(p).map_or(0, |m| m.len())
+        };
+        let agg: i64 = s.read(|c| {
+            c.query_row(
+                "SELECT (SELECT count(*) FROM agg_counts) + (SELECT count(*) FROM agg_confidence)
+                      + (SELECT count(*) FROM agg_templates) + (SELECT count(*) FROM agg_template_text)
+                      + (SELECT count(*) FROM agg_sieve) + (SELECT count(*) FROM agg_alerts)",
+                [],
+                |r| r.get(0),
+            )
+        })?;
+        println!(
+            "store {}: {:.2} MiB (write-ahead log {:.2} MiB); {agg} aggregate rows",
+            s.path().display(),
+            mib(size("")),
+            mib(size("-wal")),
+        );
     }
     let rss = peak_rss_bytes().unwrap_or(0);
     println!("peak RSS {:.0} MiB", mib(rss));
