@@ -228,8 +228,32 @@ pub fn run(
         "--follow reads plain text or JSON lines (--format text|jsonl), not CSV"
     );
     let shown = a.path.display().to_string();
-    let mut follower = Follower::open(a.path, None).with_context(|| format!("{shown}: cannot open"))?;
-    if a.from_end {
+    // With a decision store, where this file was left is kept there (by
+    // its absolute path): a restart resumes after the last line written.
+    let store = pipeline.store().map(|(s, _)| s.clone());
+    let key = std::fs::canonicalize(a.path)
+        .unwrap_or_else(|_| a.path.to_path_buf())
+        .display()
+        .to_string();
+    let resume = match &store {
+        Some(s) => s
+            .follow_position(&key)
+            .with_context(|| format!("{shown}: reading its position from the store"))?
+            .map(|p| Position {
+                dev: p.dev,
+                ino: p.ino,
+                offset: p.offset,
+            }),
+        None => None,
+    };
+    let mut follower = Follower::open(a.path, resume).with_context(|| format!("{shown}: cannot open"))?;
+    let resumed = resume.is_some_and(|r| r == follower.position());
+    if resumed {
+        eprintln!(
+            "{shown}: resuming at byte {} (position kept in the decision store)",
+            follower.position().offset
+        );
+    } else if a.from_end {
         follower.skip_to_end()?;
     }
     let out: Box<dyn io::Write> = match a.output {
@@ -258,6 +282,13 @@ pub fn run(
         rows += s.rows;
         if let Some(f) = s.fatal {
             anyhow::bail!("{shown}: {f}");
+        }
+        // The lines up to here are written and flushed: only now is their
+        // end kept as the place to resume (a crash in between repeats
+        // them, never skips them).
+        if let Some(s) = &store {
+            let at = follower.position();
+            s.save_follow_position(&key, at.dev, at.ino, at.offset);
         }
     }
     let at = follower.position();

@@ -108,3 +108,59 @@ fn follow_survives_appends_rename_and_truncation() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("22 lines") && err.contains("2 rotations"), "{err}");
 }
+
+/// Start `classify --follow LOG --store DB`, read `n` JSON lines, stop it
+/// with SIGTERM; the lines and what it said on stderr.
+fn follow_for(log: &std::path::Path, db: &std::path::Path, n: usize) -> (Vec<String>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logsieve"))
+        .args(["classify", "--follow"])
+        .arg(log)
+        .arg("--store")
+        .arg(db)
+        .args(["--source", "app", "--follow-interval-ms", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let mut l = String::new();
+        assert!(
+            out.read_line(&mut l).unwrap() > 0,
+            "only {} of {n} lines came out",
+            got.len()
+        );
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        got.push(v["log_message"].as_str().unwrap().to_string());
+    }
+    // Give it a moment to keep its place after the last write, then stop it.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(rest.is_empty(), "more lines than expected: {rest}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (got, err)
+}
+
+/// With a decision store, a stopped follower picks up after the last line
+/// it wrote: lines written while it was down come out, none twice.
+#[test]
+fn follow_with_a_store_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let db = dir.path().join("store.db");
+    append(&log, &batch(0, 5));
+    let (first, err) = follow_for(&log, &db, 5);
+    assert_eq!(first, batch(0, 5));
+    assert!(!err.contains("resuming"), "{err}");
+    // Written while nobody follows.
+    append(&log, &batch(5, 8));
+    let (second, err) = follow_for(&log, &db, 3);
+    assert_eq!(second, batch(5, 8), "only the lines written since, in order");
+    assert!(err.contains("resuming at byte"), "{err}");
+}

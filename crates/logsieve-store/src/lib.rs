@@ -17,6 +17,7 @@
 //! damaged under us) is logged and counted, never passed to the caller's
 //! hot path: the store is a memory, not a place rows can get lost in.
 
+mod positions;
 pub mod schema;
 mod writer;
 
@@ -26,6 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+pub use positions::FollowPosition;
 pub use rusqlite;
 pub use writer::Job;
 

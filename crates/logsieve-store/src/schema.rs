@@ -104,6 +104,22 @@ CREATE TABLE agg_alerts (
 );
 ",
     },
+    Migration {
+        version: 3,
+        name: "follow_positions: where `classify --follow` left each file (src/positions.rs)",
+        sql: "
+CREATE TABLE follow_positions (
+    -- the followed file's absolute path
+    path    TEXT    NOT NULL PRIMARY KEY,
+    -- which file was there (a rotated-in file has another inode)
+    dev     INTEGER NOT NULL,
+    ino     INTEGER NOT NULL,
+    -- the byte after the last line written out
+    offset  INTEGER NOT NULL,
+    updated INTEGER NOT NULL  -- Unix seconds
+) WITHOUT ROWID;
+",
+    },
 ];
 
 /// The version a database has once every migration has run.
