@@ -506,6 +506,14 @@ fn two_processes_share_a_topic_and_a_killed_one_loses_nothing() {
     );
 
     // B took over A's partitions: it saw the second rebalance and reports it.
+    // (A may have written all its records before it was killed; B's
+    // takeover then waits for the group's session timeout: give it time.)
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_secs(60)
+        && b.metric("logsieve_stream_rebalances_total").unwrap_or(0.0) < 2.0
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let rebalances = b.metric("logsieve_stream_rebalances_total").unwrap();
     assert!(rebalances >= 2.0, "B saw {rebalances} rebalances");
     let health = b.health().unwrap();

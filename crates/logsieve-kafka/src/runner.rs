@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use logsieve_pipeline::io::{finish_decision, InputRow};
+use logsieve_pipeline::io::{row_decision, InputRow};
 use logsieve_pipeline::run::clip;
-use logsieve_pipeline::{Decision, Item, Pipeline};
+use logsieve_pipeline::{Item, Pipeline};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -641,14 +641,7 @@ impl Loop<'_> {
                     continue;
                 }
             }
-            let d = if row.unreadable {
-                Decision::none("")
-            } else {
-                decided
-                    .next()
-                    .unwrap_or_else(|| Decision::none("internal error: no decision for this row"))
-            };
-            let d = finish_decision(row, d);
+            let d = row_decision(row, &mut decided);
             let mut buf = std::mem::take(&mut self.buf);
             output_value(row, &d, &mut buf)
                 .map_err(|e| StreamError::Config(format!("writing an output record: {e}")))?;

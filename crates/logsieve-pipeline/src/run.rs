@@ -4,7 +4,7 @@
 
 use crate::cascade::{Item, Partial, Pipeline};
 use crate::decision::{Decision, Method};
-use crate::io::{finish_decision, InputError, InputRow, RowReader, RowWriter};
+use crate::io::{row_decision, InputError, InputRow, RowReader, RowWriter};
 
 /// What a run did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -258,14 +258,7 @@ fn write_rows(
 ) -> Result<(), RunError> {
     let mut decided = decided.into_iter();
     for row in chunk {
-        let d = if row.unreadable {
-            Decision::none("")
-        } else {
-            decided
-                .next()
-                .unwrap_or_else(|| Decision::none("internal error: no decision for this row"))
-        };
-        let d = finish_decision(row, d);
+        let d = row_decision(row, &mut decided);
         summary.rows += 1;
         if !row.note.is_empty() {
             summary.flagged += 1;

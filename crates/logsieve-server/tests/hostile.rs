@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
-use logsieve_embed::{EmbedError, Embedder};
 use logsieve_pipeline::{Config, Pipeline};
 use logsieve_server::ServerConfig;
 use logsieve_server::{app, AppState};
@@ -21,28 +20,9 @@ use tower::ServiceExt;
 
 const RULE_HIT: &str = "User User1 logged in.";
 
-/// An encoder that answers at once with one fixed vector.
-struct Fixed;
-
-impl Embedder for Fixed {
-    fn model_id(&self) -> &str {
-        "fixed"
-    }
-    fn weights_sha256(&self) -> &str {
-        "fixed"
-    }
-    fn dim(&self) -> usize {
-        384
-    }
-    fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
-        Ok(texts.iter().map(|_| 1).collect())
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut v = vec![0.0; 384];
-        v[0] = 1.0;
-        Ok(vec![v; texts.len()])
-    }
-}
+#[path = "support/fixed.rs"]
+mod fixed;
+use fixed::Fixed;
 
 fn pipeline() -> Arc<Pipeline> {
     Arc::new(

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use logsieve_embed::{EmbedError, Embedder};
 use logsieve_pipeline::{Config, Pipeline};
 use logsieve_server::ServerConfig;
 use logsieve_server::{app, AppState};
@@ -63,27 +62,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
-struct Fixed;
-
-impl Embedder for Fixed {
-    fn model_id(&self) -> &str {
-        "fixed"
-    }
-    fn weights_sha256(&self) -> &str {
-        "fixed"
-    }
-    fn dim(&self) -> usize {
-        384
-    }
-    fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
-        Ok(texts.iter().map(|_| 1).collect())
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut v = vec![0.0; 384];
-        v[0] = 1.0;
-        Ok(vec![v; texts.len()])
-    }
-}
+#[path = "support/fixed.rs"]
+mod fixed;
+use fixed::Fixed;
 
 const MIB: usize = 1 << 20;
 

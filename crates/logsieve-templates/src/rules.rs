@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::mask::Masker;
-use crate::miner::{extract_parameters, template_pieces, Miner, MinerConfig, Piece};
+use crate::miner::{extract_parameters, template_pieces, template_regex_with, Miner, MinerConfig, Piece};
 
 /// What counts as a rule worth emitting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,25 +183,9 @@ fn pattern_for(template: &str, lines: &[&str]) -> Option<String> {
         }
     }
     let mut body = String::from(r"^\s*");
-    let mut k = 0;
-    for piece in template_pieces(template) {
-        match piece {
-            Piece::Literal(text) => {
-                let mut first = true;
-                for part in text.split(' ') {
-                    if !first {
-                        body.push_str(r"\s+");
-                    }
-                    first = false;
-                    body.push_str(&regex::escape(part));
-                }
-            }
-            Piece::Var(_) => {
-                body.push_str(&value_pattern(&values[k]));
-                k += 1;
-            }
-        }
-    }
+    body.push_str(&template_regex_with(template, false, |k| {
+        value_pattern(&values[k]).into()
+    }));
     body.push_str(r"\s*$");
     Some(body)
 }

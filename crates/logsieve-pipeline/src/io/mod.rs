@@ -373,3 +373,17 @@ impl<R: Read> Read for CountingReader<R> {
 pub fn finish_decision(row: &InputRow, d: Decision) -> Decision {
     d.with_note(&row.note)
 }
+
+/// The decision `row` comes out with, given `decided` (one decision per
+/// readable row, in order): none for an unreadable row (its note says
+/// why), else the next decision, with the row's notes prefixed.
+pub fn row_decision(row: &InputRow, decided: &mut impl Iterator<Item = Decision>) -> Decision {
+    let d = if row.unreadable {
+        Decision::none("")
+    } else {
+        decided
+            .next()
+            .unwrap_or_else(|| Decision::none("internal error: no decision for this row"))
+    };
+    finish_decision(row, d)
+}

@@ -85,7 +85,7 @@ mod tokens;
 
 pub use check::Inconsistency;
 pub use render::extract_parameters;
-pub(crate) use render::{template_pieces, template_regex, Piece};
+pub(crate) use render::{template_pieces, template_regex, template_regex_with, Piece};
 pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION};
 pub use tokens::Scratch;
 
