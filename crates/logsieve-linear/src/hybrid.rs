@@ -61,6 +61,10 @@ pub struct HybridOptions {
     /// units)^balance. 0 (models trained before it existed) weighs all alike.
     #[serde(default)]
     pub balance: f64,
+    /// Fit the calibrator freely instead of monotone in its evidence
+    /// (false in models trained before it existed).
+    #[serde(default)]
+    pub free_calibration: bool,
 }
 
 impl Default for HybridOptions {
@@ -73,6 +77,7 @@ impl Default for HybridOptions {
             min_similarity: 0.35,
             bank_merge_above: 0.98,
             balance: 0.0,
+            free_calibration: false,
         }
     }
 }
@@ -433,7 +438,7 @@ impl HybridModel {
             None
         };
         let calibrator = match &oof {
-            Some(o) => Calibrator::fit(&o.evidence, &o.right, &o.weight)?,
+            Some(o) => Calibrator::fit(&o.evidence, &o.right, &o.weight, opts.free_calibration)?,
             None => Calibrator::identity(),
         };
         let refs: Vec<&Unit> = units.iter().collect();

@@ -54,6 +54,12 @@ pub struct HybridArgs {
     /// gives every label the same total weight.
     #[arg(long, default_value_t = HybridOptions::default().balance)]
     pub balance: f64,
+    /// Calibrate freely instead of monotone in the evidence: ranks lines of
+    /// unseen systems better (leave-one-system-out selective accuracy 0.93
+    /// against 0.88 at 0.80), but marks down the seed's ambiguous lines
+    /// (seed held-out macro F1 0.988 against 0.998).
+    #[arg(long)]
+    pub free_calibration: bool,
 }
 
 impl HybridArgs {
@@ -65,6 +71,7 @@ impl HybridArgs {
             max_iterations,
             min_similarity: self.min_similarity,
             balance: self.balance,
+            free_calibration: self.free_calibration,
             ..HybridOptions::default()
         }
     }
