@@ -76,7 +76,7 @@ fn separation(v: &[Vec<f32>], labels: &[usize]) -> f32 {
 
 fn options() -> FineTuneOptions {
     FineTuneOptions {
-        epochs: 6,
+        epochs: 20,
         labels_per_batch: 3,
         per_label: 4,
         // A random model needs larger steps than a pretrained one.
@@ -107,7 +107,7 @@ fn a_few_steps_lower_the_loss_and_pull_each_label_together() {
         })
         .unwrap();
     assert_eq!(report.steps, steps);
-    assert_eq!(report.steps, 6 * 36usize.div_ceil(12));
+    assert_eq!(report.steps, 20 * 36usize.div_ceil(12));
     let loss_after = tuner.loss(&texts, &labels).unwrap().unwrap();
     let sep_after = separation(&tuner.embed(&texts).unwrap(), &labels);
     eprintln!(
