@@ -15,6 +15,9 @@ const HEADS: usize = 4;
 const INTERMEDIATE: usize = 64;
 const POSITIONS: usize = 64;
 
+/// A tensor to write: name, shape, values.
+type Named = (String, Vec<usize>, Vec<f32>);
+
 /// Special tokens first, as BERT's vocabularies have them.
 const SPECIAL: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
@@ -76,7 +79,7 @@ pub fn write_tiny_model(dir: &Path, words: &[&str], seed: u64) {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
 
     let mut rng = Rng(seed);
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut tensors: Vec<Named> = Vec::new();
     let mut random = |name: String, shape: Vec<usize>, scale: f32| {
         let n = shape.iter().product();
         let v = (0..n).map(|_| rng.uniform(scale)).collect();
@@ -102,8 +105,8 @@ pub fn write_tiny_model(dir: &Path, words: &[&str], seed: u64) {
     tensors.push(ones("embeddings.LayerNorm.weight".into(), HIDDEN));
     tensors.push(zeros("embeddings.LayerNorm.bias".into(), HIDDEN));
     // Linear weights are [out × in], as PyTorch stores them.
-    let dense = |rng: &mut dyn FnMut(String, Vec<usize>, f32) -> (String, Vec<usize>, Vec<f32>),
-                 t: &mut Vec<(String, Vec<usize>, Vec<f32>)>,
+    let dense = |rng: &mut dyn FnMut(String, Vec<usize>, f32) -> Named,
+                 t: &mut Vec<Named>,
                  name: String,
                  out: usize,
                  inp: usize| {
