@@ -144,9 +144,9 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             println!(
-                "leave-one-source-out over {} sources ({} lines), {} always-in rows, in {:.1}s\n",
+                "leave-one-source-out over {} sources ({} held-out lines), {} always-in rows, in {:.1}s\n",
                 report.sources.len(),
-                data.len(),
+                report.overall.rows,
                 always.len(),
                 t0.elapsed().as_secs_f64()
             );
