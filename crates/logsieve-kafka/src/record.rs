@@ -119,6 +119,7 @@ mod tests {
             method: Method::Rule,
             confidence: 1.0,
             detail: "rule r".into(),
+            template: None,
         }
     }
 

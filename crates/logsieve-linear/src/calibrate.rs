@@ -6,8 +6,10 @@
 //! small logistic regression fitted on out-of-fold predictions (each fold
 //! holds out whole sources, so the folds look like a new user's logs):
 //! P(right | the top probability's logit, the margin to the runner-up, the
-//! similarity to the nearest training template). Platt scaling with a
-//! familiarity term: lines far from everything seen get low confidence.
+//! similarity to the nearest training template, the neighbours' agreement,
+//! the known words, the winning label). It speaks for lines of systems the
+//! model was not trained on; a line of a template it was trained on keeps
+//! the model's own probability (see `HybridModel::explain`).
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,9 @@ pub struct Evidence {
     pub agree: f32,
     /// Distinct words of the line the model knows (its lexicon's).
     pub words: usize,
+    /// A template the model was trained on: every training template (or
+    /// prototype) within the bank's merge distance carries the top label.
+    pub known: bool,
     /// The top label's index, and how many labels there are (0: unknown).
     pub label: usize,
     pub classes: usize,
@@ -49,6 +54,7 @@ impl Evidence {
             nearest,
             agree: f32::NAN,
             words: 0,
+            known: false,
             label: 0,
             classes: 0,
         }
@@ -74,6 +80,11 @@ pub struct Calibrator {
     pub bias: f32,
     /// Out-of-fold predictions it was fitted on.
     pub fitted_on: usize,
+    /// The highest similarity to a training template among them: the
+    /// calibrator has seen no line more familiar than this, and does not
+    /// speak for one (None: fitted before this was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nearest_max: Option<f32>,
 }
 
 impl Calibrator {
@@ -83,6 +94,7 @@ impl Calibrator {
             weights: vec![1.0, 0.0, 0.0],
             bias: 0.0,
             fitted_on: 0,
+            nearest_max: None,
         }
     }
 
@@ -110,64 +122,35 @@ impl Calibrator {
                 ..Self::identity()
             });
         }
-        // Monotone in the evidence: confidence never falls as the top
-        // probability, the margin, the similarity to training data, the
-        // neighbours' agreement or the known words rise. Fitted freely, a
-        // dozen sources' quirks gave `nearest` a negative weight (familiar
-        // lines less trusted than strange ones: the seed's own test rows fell
-        // below the threshold). A feature whose weight comes out negative is
-        // dropped (held at 0) and the rest refitted, most negative first.
-        let monotone = FEATURES.len().min(d);
-        let mut dropped = vec![false; d];
-        loop {
-            let masked: Vec<Row> = rows
-                .iter()
-                .map(|r| Row {
-                    dense: r
-                        .dense
-                        .iter()
-                        .zip(&dropped)
-                        .map(|(&x, &off)| if off { 0.0 } else { x })
-                        .collect(),
-                    sparse: Vec::new(),
-                })
-                .collect();
-            // Weak regularisation: a dozen features, thousands of rows.
-            let m = Softmax::fit(
-                &masked,
-                &y,
-                weight,
-                2,
-                0,
-                FitOptions {
-                    c: 100.0,
-                    max_iterations: 200,
-                },
-            )?;
-            // Two-class softmax → one logistic: w = w1 - w0.
-            let weights: Vec<f32> = (0..d)
-                .map(|j| {
-                    if dropped[j] {
-                        0.0
-                    } else {
-                        m.dense_weights[d + j] - m.dense_weights[j]
-                    }
-                })
-                .collect();
-            let worst = (0..monotone)
-                .filter(|&j| weights[j] < 0.0)
-                .min_by(|&a, &b| weights[a].total_cmp(&weights[b]));
-            match worst {
-                Some(j) => dropped[j] = true,
-                None => {
-                    return Ok(Self {
-                        weights,
-                        bias: m.bias[1] - m.bias[0],
-                        fitted_on: evidence.len(),
-                    })
-                }
-            }
-        }
+        // Fitted freely. On held-out systems the weights of `nearest` and
+        // `agree` come out negative, and consistently so in every fold (a
+        // line close to another system's template is often that template's
+        // label by mistake); a monotone fit that dropped them lost 0.06 of
+        // selective accuracy leave-one-system-out. Lines the model was
+        // trained on are not read by the calibrator at all
+        // (`HybridModel::explain`: a known template keeps its probability),
+        // so the seed's own lines are not marked down for being familiar.
+        // Weak regularisation: a dozen features, thousands of rows.
+        let m = Softmax::fit(
+            &rows,
+            &y,
+            weight,
+            2,
+            0,
+            FitOptions {
+                c: 100.0,
+                max_iterations: 200,
+            },
+        )?;
+        // Two-class softmax → one logistic: w = w1 - w0.
+        Ok(Self {
+            weights: (0..d)
+                .map(|j| m.dense_weights[d + j] - m.dense_weights[j])
+                .collect(),
+            bias: m.bias[1] - m.bias[0],
+            fitted_on: evidence.len(),
+            nearest_max: evidence.iter().map(|e| e.nearest).reduce(f32::max),
+        })
     }
 
     /// P(the top label is right).
@@ -221,28 +204,6 @@ mod tests {
         let raw: Vec<f32> = ev.iter().map(|e| e.p1).collect();
         assert!(crate::selective::ece(&conf, &ok, 10) < 0.02);
         assert!(crate::selective::ece(&raw, &ok, 10) > 0.3);
-    }
-
-    /// Data where familiar lines happen to be wrong more often (a few
-    /// sources' quirks): the calibrator will not learn to distrust
-    /// familiarity; confidence never falls as `nearest` rises.
-    #[test]
-    fn confidence_never_falls_as_a_line_gets_more_familiar() {
-        let mut ev = Vec::new();
-        let mut ok = Vec::new();
-        for i in 0..400 {
-            let near = (i % 20) as f32 / 20.0;
-            let p1 = 0.5 + (i % 7) as f32 / 14.0;
-            ev.push(Evidence::basic(p1, 1.0 - p1, near));
-            // Right when the probability is high, and less often when near.
-            ok.push(p1 > 0.7 && (near < 0.6 || i % 3 == 0));
-        }
-        let c = Calibrator::fit(&ev, &ok, &vec![1.0; ev.len()]).unwrap();
-        assert!(c.weights.iter().all(|w| *w >= 0.0), "{:?}", c.weights);
-        assert_eq!(c.weights[2], 0.0, "{:?}", c.weights);
-        let at = |p1, near| c.confidence(&Evidence::basic(p1, 1.0 - p1, near));
-        assert!(at(0.9, 0.95) >= at(0.9, 0.1));
-        assert!(at(0.9, 0.5) > at(0.6, 0.5) + 0.2);
     }
 
     #[test]

@@ -154,11 +154,21 @@ impl Bank {
     /// the similarity-weighted share of its `NEIGHBOURS` nearest rows that
     /// carry `label` (NaN where the bank keeps no labels).
     pub fn familiarity(&self, v: &[f32], label: usize) -> (f32, f32) {
+        let (nearest, agree, _) = self.familiarity_within(v, label, f32::INFINITY);
+        (nearest, agree)
+    }
+
+    /// [`Bank::familiarity`], and whether the line is a known template: at
+    /// least one row is within `same` (the merge distance: the same
+    /// template) and every such row carries `label`.
+    pub fn familiarity_within(&self, v: &[f32], label: usize, same: f32) -> (f32, f32, bool) {
         let near = self.neighbours(v, NEIGHBOURS);
         let nearest = near.first().map_or(-1.0, |n| n.1);
         if self.labels.len() != self.rows() || near.is_empty() {
-            return (nearest, f32::NAN);
+            return (nearest, f32::NAN, false);
         }
+        let mut twins = near.iter().filter(|&&(_, s)| s >= same).peekable();
+        let known = twins.peek().is_some() && twins.all(|&(i, _)| self.labels[i] as usize == label);
         let (mut with, mut all) = (0.0f32, 0.0f32);
         for &(i, s) in &near {
             let w = s.max(0.0);
@@ -167,7 +177,7 @@ impl Bank {
                 with += w;
             }
         }
-        (nearest, if all > 0.0 { with / all } else { 0.0 })
+        (nearest, if all > 0.0 { with / all } else { 0.0 }, known)
     }
 
     pub fn save(&self, path: &Path) -> Result<String, std::io::Error> {
@@ -369,14 +379,15 @@ fn bank_of<'a>(units: impl Iterator<Item = &'a Unit>, labels: &[String], opts: &
 }
 
 /// What the calibrator reads of a prediction `p` for one line.
-fn evidence(p: &[f32], lexicon: &Lexicon, bank: &Bank, text: &str, v: &[f32]) -> Evidence {
+fn evidence(p: &[f32], lexicon: &Lexicon, bank: &Bank, same: f32, text: &str, v: &[f32]) -> Evidence {
     let (label, p1, p2) = top2(p);
-    let (nearest, agree) = bank.familiarity(v, label);
+    let (nearest, agree, known) = bank.familiarity_within(v, label, same);
     Evidence {
         p1,
         p2,
         nearest,
         agree,
+        known,
         words: lexicon.vectorize(text).len(),
         label,
         classes: p.len(),
@@ -445,11 +456,28 @@ impl HybridModel {
         ))
     }
 
-    /// Everything the model says about one line.
+    /// Everything the model says about one line: its probabilities, the
+    /// evidence, and the confidence. A known template keeps the model's own
+    /// probability: the model was trained on templates closer to it than
+    /// any line the calibrator was fitted on came to its training data, and
+    /// all of those carry the label it gives. The calibrator speaks for
+    /// systems the model has not seen; fitted there, it marks lines down
+    /// for being close to another system's templates, which would mark the
+    /// model's own templates down too.
     pub fn explain(&self, text: &str, v: &[f32]) -> (Vec<f32>, Evidence, f32) {
         let p = proba(&self.lexicon, &self.softmax, text, v);
-        let e = evidence(&p, &self.lexicon, &self.bank, text, v);
-        let c = self.calibrator.confidence(&e);
+        let same = self
+            .calibrator
+            .nearest_max
+            .map_or(self.options.bank_merge_above, |m| {
+                m.min(self.options.bank_merge_above)
+            });
+        let e = evidence(&p, &self.lexicon, &self.bank, same, text, v);
+        let c = if e.known {
+            e.p1
+        } else {
+            self.calibrator.confidence(&e)
+        };
         (p, e, c)
     }
 
@@ -508,8 +536,14 @@ fn out_of_fold(
         let bank = bank_of(train.iter().copied().chain(prototypes), labels, opts);
         for u in test {
             let p = core.proba(&u.text, &u.vector);
-            oof.evidence
-                .push(evidence(&p, &core.lexicon, &bank, &u.text, &u.vector));
+            oof.evidence.push(evidence(
+                &p,
+                &core.lexicon,
+                &bank,
+                opts.bank_merge_above,
+                &u.text,
+                &u.vector,
+            ));
             let best = oof.evidence.last().expect("just pushed").label;
             oof.right.push(labels[best] == u.label);
             // Per line, as confidence is read: a template of 700 lines
@@ -637,6 +671,40 @@ mod tests {
             }
             other => panic!("expected unfamiliar, got {other:?}"),
         }
+    }
+
+    /// The calibrator speaks for systems the model has not seen; a line of
+    /// a template it was trained on keeps the model's own probability, even
+    /// under a calibrator that distrusts familiar lines.
+    #[test]
+    fn a_known_template_keeps_its_probability_and_a_new_line_is_calibrated() {
+        let (mut m, _) = HybridModel::train(&data(), &[], &HybridOptions::default()).unwrap();
+        // Familiarity weighs -20: a calibrator fitted on held-out systems
+        // where lines near another system's templates were often wrong.
+        m.calibrator = Calibrator {
+            weights: vec![1.0, 0.0, -20.0],
+            bias: 10.0,
+            fitted_on: 1,
+            nearest_max: Some(0.95),
+        };
+        let seen = &data()[0];
+        let (p, e, conf) = m.explain("disk failure", &seen.vector);
+        assert!(e.known, "{e:?}");
+        let pr = m.predict(Input {
+            text: "disk failure",
+            vector: &seen.vector,
+        });
+        assert_eq!(m.labels[pr.label], "Error");
+        assert_eq!(pr.probability, conf);
+        assert_eq!(conf, p.iter().copied().fold(0.0, f32::max));
+        assert!(conf > 0.5, "{conf}");
+        // Between the two kinds of line: near both, the same as neither.
+        let n = (0.55f32 * 0.55 + 0.55 * 0.55 + 0.6 * 0.6).sqrt();
+        let new = [0.55 / n, 0.55 / n, 0.6 / n];
+        let (_, e, conf) = m.explain("disk started", &new);
+        assert!(!e.known && e.nearest < 0.98, "{e:?}");
+        assert_eq!(conf, m.calibrator.confidence(&e));
+        assert!(conf < 0.5, "the calibrator marks it down: {conf}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! What the sieve says about one line: label, method, confidence, detail.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 /// The label of a row no stage could decide (one constant: the LLM stage's,
@@ -40,7 +42,7 @@ impl Method {
     ];
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     pub target_label: String,
     pub method: Method,
@@ -48,6 +50,24 @@ pub struct Decision {
     pub confidence: f32,
     /// The rule id, the model's runner-up, or why the row fell through.
     pub detail: String,
+    /// The line's masked text, when the cascade masked it (every row past
+    /// the rules): shared with the template cache, so carrying it costs a
+    /// reference count, and whoever groups lines by template (the
+    /// dashboard's aggregates) need not mask the line again. Not output.
+    #[serde(skip)]
+    pub template: Option<Arc<str>>,
+}
+
+/// Two decisions are equal when they say the same (label, method,
+/// confidence, detail); the template they carry is where they came from,
+/// not what they say.
+impl PartialEq for Decision {
+    fn eq(&self, o: &Self) -> bool {
+        self.target_label == o.target_label
+            && self.method == o.method
+            && self.confidence == o.confidence
+            && self.detail == o.detail
+    }
 }
 
 impl Decision {
@@ -57,7 +77,16 @@ impl Decision {
             method: Method::None,
             confidence: 0.0,
             detail: detail.into(),
+            template: None,
         }
+    }
+
+    /// This decision, carrying `template` (when it carries none yet).
+    pub fn with_template(mut self, template: &Arc<str>) -> Self {
+        if self.template.is_none() {
+            self.template = Some(template.clone());
+        }
+        self
     }
 
     /// Prefix a note about the input row (e.g. "ragged row") to the detail.

@@ -50,6 +50,54 @@ pub struct LosoReport {
     /// What the model said of each held-out template (for `--predictions`).
     #[serde(skip)]
     pub templates: Vec<TemplatePrediction>,
+    /// What each fold's calibrator was fitted on and what it then met (for
+    /// `--calibration-dump`: calibration studied offline).
+    #[serde(skip)]
+    pub evidence: Vec<EvidenceRow>,
+}
+
+/// One calibration datum: the evidence the calibrator reads, whether the
+/// top label was right, and the lines it stands for.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceRow {
+    /// The held-out source of the outer fold.
+    pub fold: String,
+    /// `inner`: an out-of-fold prediction the fold's calibrator was fitted
+    /// on; `held-out`: a template of the held-out source.
+    pub kind: &'static str,
+    pub p1: f32,
+    pub p2: f32,
+    pub nearest: f32,
+    pub agree: f32,
+    pub words: usize,
+    pub label: String,
+    pub right: bool,
+    pub lines: f64,
+    /// The calibrated confidence the fold's model gives.
+    pub confidence: f32,
+}
+
+fn evidence_row(
+    fold: &str,
+    kind: &'static str,
+    m: &HybridModel,
+    e: &logsieve_linear::calibrate::Evidence,
+    right: bool,
+    lines: f64,
+) -> EvidenceRow {
+    EvidenceRow {
+        fold: fold.to_string(),
+        kind,
+        p1: e.p1,
+        p2: e.p2,
+        nearest: e.nearest,
+        agree: e.agree,
+        words: e.words,
+        label: m.labels.get(e.label).cloned().unwrap_or_default(),
+        right,
+        lines,
+        confidence: m.calibrator.confidence(e),
+    }
 }
 
 /// One held-out distinct text: what the model trained without its source said.
@@ -95,7 +143,7 @@ pub struct LosoOptions<'a> {
     pub fold_encoder: Option<FoldEncoder<'a>>,
 }
 
-type Held = (SourceScore, Vec<Line>, Vec<TemplatePrediction>);
+type Held = (SourceScore, Vec<Line>, Vec<TemplatePrediction>, Vec<EvidenceRow>);
 
 /// `data`'s sources are held out one at a time; `always` rows (the seed set)
 /// are always in training.
@@ -173,11 +221,13 @@ pub fn leave_one_source_out_with(
     let mut scores = Vec::new();
     let mut pooled = Vec::new();
     let mut templates = Vec::new();
+    let mut evidence = Vec::new();
     for r in per {
-        let (score, lines, t) = r?;
+        let (score, lines, t, e) = r?;
         scores.push(score);
         pooled.extend(lines);
         templates.extend(t);
+        evidence.extend(e);
     }
     let truth: Vec<String> = pooled.iter().map(|l| l.truth.clone()).collect();
     let pred: Vec<String> = pooled.iter().map(|l| l.predicted.clone()).collect();
@@ -204,6 +254,7 @@ pub fn leave_one_source_out_with(
         report: Report::new(&truth, &pred),
         labels_predicted,
         templates,
+        evidence,
     })
 }
 
@@ -225,7 +276,12 @@ fn hold_out(
         .zip(always_t)
         .chain(data.iter().zip(data_t).filter(|(r, _)| r.source != src));
     let units = units_of(train.map(|(r, t)| (r, t.as_str())), cache);
-    let (model, _) = HybridModel::train(&units, protos, opts)?;
+    let (model, oof) = HybridModel::train(&units, protos, opts)?;
+    let mut evidence: Vec<EvidenceRow> = oof
+        .iter()
+        .flat_map(|o| o.evidence.iter().zip(&o.right).zip(&o.weight))
+        .map(|((e, &right), &w)| evidence_row(src, "inner", &model, e, right, w))
+        .collect();
     let mut memo: HashMap<&str, (usize, f32, bool)> = HashMap::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut templates: Vec<TemplatePrediction> = Vec::new();
@@ -253,6 +309,17 @@ fn hold_out(
             templates.len() - 1
         });
         templates[at].lines += 1;
+        if templates[at].lines == 1 {
+            let (_, e, _) = model.explain(t, cache.get(t));
+            evidence.push(evidence_row(
+                src,
+                "held-out",
+                &model,
+                &e,
+                model.labels[label] == r.label,
+                0.0,
+            ));
+        }
         // An unfamiliar line is never covered; its label still counts
         // at full coverage and its confidence in ECE and AURC.
         lines.push(Line {
@@ -261,6 +328,14 @@ fn hold_out(
             confidence: conf,
             covered: !unsure && conf >= s.threshold,
         });
+    }
+    // Held-out rows were pushed one per template, in template order.
+    for (e, t) in evidence
+        .iter_mut()
+        .filter(|e| e.kind == "held-out")
+        .zip(&templates)
+    {
+        e.lines = t.lines as f64;
     }
     Ok((
         SourceScore {
@@ -271,6 +346,7 @@ fn hold_out(
         },
         lines,
         templates,
+        evidence,
     ))
 }
 

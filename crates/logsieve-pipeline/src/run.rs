@@ -171,7 +171,7 @@ fn run_chunks<S: ChunkStage>(
     let mut in_flight: Option<(Vec<InputRow>, S::Pending)> = None;
     let mut flush = |(chunk, pending): (Vec<InputRow>, S::Pending), stage: &mut S| -> Result<(), RunError> {
         let decided = stage.finish(pending, &chunk, max_bytes)?;
-        write_rows(&chunk, decided, writer, &mut summary)?;
+        write_rows(chunk, decided, writer, &mut summary)?;
         on_chunk(&summary);
         Ok(())
     };
@@ -251,13 +251,14 @@ fn read_chunk(
 
 /// Write a chunk's rows with their decisions (one per readable row, in order).
 fn write_rows(
-    chunk: &[InputRow],
+    chunk: Vec<InputRow>,
     decided: Vec<Decision>,
     writer: &mut dyn RowWriter,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
     let mut decided = decided.into_iter();
-    for row in chunk {
+    let mut out = Vec::with_capacity(chunk.len());
+    for row in &chunk {
         let d = row_decision(row, &mut decided);
         summary.rows += 1;
         if !row.note.is_empty() {
@@ -268,6 +269,8 @@ fn write_rows(
             debug_assert_eq!(d.method, Method::None);
         }
         writer.write(row, &d)?;
+        out.push(d);
     }
+    writer.written(chunk, out);
     Ok(())
 }

@@ -18,6 +18,7 @@ fn stub(items: &[Item]) -> Result<Vec<Decision>, std::io::Error> {
             method: Method::Rule,
             confidence: 1.0,
             detail: "stub".into(),
+            template: None,
         })
         .collect())
 }

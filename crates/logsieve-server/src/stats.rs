@@ -393,6 +393,7 @@ mod tests {
             method,
             confidence: c,
             detail: "x".into(),
+            template: None,
         }
     }
 
@@ -453,6 +454,53 @@ mod tests {
         assert_eq!(some.rows, 2);
         assert_eq!(some.sources, ["A", "B"]);
         assert_eq!(some.by_source_label.len(), 1);
+    }
+
+    /// A decision that carries the cascade's masked text is counted under
+    /// it (the line is not masked again); one without is masked here.
+    #[test]
+    fn the_cascades_template_is_used_when_the_decision_carries_one() {
+        let m = Masker::builtin();
+        let mut carried = d("Error", Method::Model, 0.9);
+        carried.template = Some(std::sync::Arc::from("replica <*> lagging"));
+        let plain = d("Error", Method::Rule, 1.0);
+        let mut delta = Delta::default();
+        delta.add_rows(
+            60_000,
+            [
+                RowRef {
+                    source: "S",
+                    message: "replica 7 lagging",
+                    decision: &carried,
+                },
+                RowRef {
+                    source: "S",
+                    message: "replica 9 lagging",
+                    decision: &carried,
+                },
+                RowRef {
+                    source: "S",
+                    message: "disk 4 failed",
+                    decision: &plain,
+                },
+            ],
+            &m,
+        );
+        let mut a = Aggregates::new(10);
+        a.merge(delta);
+        let all = summarise(&a, &StatsQuery::default().window(1000).unwrap());
+        let mut t: Vec<(String, u64)> = all.templates["Error"]
+            .iter()
+            .map(|t| (t.template.clone(), t.rows))
+            .collect();
+        t.sort();
+        assert_eq!(
+            t,
+            [
+                (m.mask("disk 4 failed").into_owned(), 1),
+                ("replica <*> lagging".to_string(), 2),
+            ]
+        );
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub struct Args {
     /// unfamiliar) to this CSV.
     #[arg(long)]
     pub predictions: Option<PathBuf>,
+    /// With --leave-one-out: write each fold's calibration data (the
+    /// out-of-fold evidence its calibrator was fitted on, and the evidence
+    /// of the held-out templates) to this file, one JSON object a line.
+    #[arg(long)]
+    pub calibration_dump: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +144,15 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
                 w.serialize(t)?;
             }
             w.flush()?;
+        }
+        if let Some(path) = &a.calibration_dump {
+            let mut out = String::new();
+            for e in &report.evidence {
+                out.push_str(&serde_json::to_string(e)?);
+                out.push('\n');
+            }
+            std::fs::write(path, out)
+                .map_err(|e| anyhow::anyhow!("--calibration-dump {}: {e}", path.display()))?;
         }
         if a.json {
             println!("{}", serde_json::to_string_pretty(&report)?);

@@ -40,37 +40,28 @@ pub struct Args {
 struct Counting<'m> {
     delta: Delta,
     masker: &'m Masker,
-    chunk: Vec<(String, String, Decision)>,
-}
-
-impl Counting<'_> {
-    fn fold(&mut self) {
-        let rows = std::mem::take(&mut self.chunk);
-        self.delta.add_rows(
-            logsieve_server::aggregates::now_ms(),
-            rows.iter().map(|(s, m, d)| RowRef {
-                source: s,
-                message: m,
-                decision: d,
-            }),
-            self.masker,
-        );
-    }
 }
 
 impl RowWriter for Counting<'_> {
-    fn write(&mut self, row: &InputRow, d: &Decision) -> std::io::Result<()> {
-        self.chunk
-            .push((row.source.clone(), row.message.clone(), d.clone()));
-        if self.chunk.len() >= 4096 {
-            self.fold();
-        }
+    fn write(&mut self, _row: &InputRow, _d: &Decision) -> std::io::Result<()> {
         Ok(())
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
-        self.fold();
         Ok(())
+    }
+
+    /// Each chunk is counted as it comes (rows moved, not copied).
+    fn written(&mut self, rows: Vec<InputRow>, decisions: Vec<Decision>) {
+        self.delta.add_rows(
+            logsieve_server::aggregates::now_ms(),
+            rows.iter().zip(&decisions).map(|(r, d)| RowRef {
+                source: &r.source,
+                message: &r.message,
+                decision: d,
+            }),
+            self.masker,
+        );
     }
 }
 
@@ -92,7 +83,6 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
     let mut counting = Counting {
         delta: Delta::default(),
         masker: pipeline.masker(),
-        chunk: Vec::new(),
     };
     let summary = classify_stream(&pipeline, reader.as_mut(), &mut counting, |_| {})?;
     if let Some(f) = &summary.fatal {

@@ -347,6 +347,7 @@ fn warm(
             method,
             confidence: s.confidence,
             detail: s.reason,
+            template: None,
         };
         status.loaded += 1;
         if method == Method::Feedback {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
 
@@ -163,7 +163,12 @@ impl Locked<'_> {
         self.put_decided(key, d.with_note(STORED_NOTE));
     }
 
-    fn put_decided(&mut self, key: String, d: Decision) {
+    /// Every decision the cache holds carries its key's masked text, so
+    /// its hits do too (an `Arc`: a hit copies a pointer, not the text).
+    fn put_decided(&mut self, key: String, mut d: Decision) {
+        if d.template.is_none() {
+            d.template = Some(Arc::from(split_key(&key).1));
+        }
         self.0.insert(key, Entry::Decided { d, pending: 0 });
     }
 

@@ -71,6 +71,8 @@ struct LlmBound {
     rows: Vec<usize>,
     /// Their template-cache key.
     key: String,
+    /// Their masked text.
+    template: Arc<str>,
     /// What the model said, when it was unsure (none for rows routed
     /// straight to the LLM).
     model_note: Option<String>,
@@ -92,6 +94,8 @@ struct Group {
     key: String,
     /// What the encoder sees.
     text: String,
+    /// The masked text its decision carries.
+    template: Arc<str>,
     rows: Vec<usize>,
     next: Next,
 }
@@ -292,6 +296,7 @@ impl Pipeline {
                     method: Method::Feedback,
                     confidence: 1.0,
                     detail: FEEDBACK_NOTE.into(),
+                    template: None,
                 };
                 let over_rule = self
                     .rule_decision(Item {
@@ -368,6 +373,7 @@ impl Pipeline {
                     method: Method::Rule,
                     confidence: 1.0,
                     detail: format!("rule {}", m.id),
+                    template: None,
                 })
             }
         }
@@ -404,6 +410,7 @@ impl Pipeline {
                 LlmBound {
                     rows: grp.rows,
                     key: grp.key,
+                    template: grp.template,
                     model_note: f.note,
                     example,
                 }
@@ -489,6 +496,7 @@ impl Pipeline {
                     groups.push(Group {
                         key: key.clone(),
                         text: text.to_string(),
+                        template: Arc::from(masked_text),
                         rows: Vec::new(),
                         next,
                     });
@@ -554,6 +562,7 @@ impl Pipeline {
                     continue;
                 }
                 Verdict::Decided(d) => {
+                    let d = d.with_template(&groups[g].template);
                     cache.decided(groups[g].key.clone(), &d);
                     if let Some(link) = &self.store {
                         let first = items[groups[g].rows[0]].message;
@@ -569,7 +578,7 @@ impl Pipeline {
                     d
                 }
                 // Not remembered: the encoder may work next time.
-                Verdict::Failed(d) => d,
+                Verdict::Failed(d) => d.with_template(&groups[g].template),
             };
             for &i in &groups[g].rows {
                 out[i] = Some(d.clone());
@@ -625,7 +634,7 @@ impl Pipeline {
         {
             let mut cache = self.cache.lock();
             for (bound, o) in to_llm.into_iter().zip(outcomes) {
-                let d = llm_decision(o, bound.model_note.as_deref());
+                let d = llm_decision(o, bound.model_note.as_deref()).with_template(&bound.template);
                 if d.method == Method::Llm {
                     if let Some(example) = &bound.example {
                         stored.push(stored_decision(
@@ -732,5 +741,6 @@ fn llm_decision(o: LlmOutcome, model_note: Option<&str>) -> Decision {
         method,
         confidence: o.confidence,
         detail,
+        template: None,
     }
 }

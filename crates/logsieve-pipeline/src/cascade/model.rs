@@ -128,6 +128,7 @@ impl ModelStage {
                 method: Method::Model,
                 confidence: p.probability,
                 detail,
+                template: None,
             })
         }
     }

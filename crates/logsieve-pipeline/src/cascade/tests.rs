@@ -178,6 +178,44 @@ fn a_repeated_template_is_decided_from_the_cache() {
     assert_eq!(r.encoded(), 2);
 }
 
+/// Whoever groups lines by template (the dashboard) reads the masked text
+/// off the decision instead of masking the line again.
+#[test]
+fn decisions_past_the_rules_carry_their_masked_text() {
+    let r = rig(true);
+    let t = |d: &Decision| d.template.as_deref().map(str::to_string);
+    let first = one(&r.pipeline, "Db", "disk 3 is 91% full");
+    let want = r.pipeline.masker().mask("disk 3 is 91% full").into_owned();
+    assert_ne!(want, "disk 3 is 91% full", "the masker changed the line");
+    assert_eq!(t(&first).as_deref(), Some(want.as_str()));
+    // A cache hit carries the same text (shared, not copied).
+    let hit = one(&r.pipeline, "Db", "disk 7 is 12% full");
+    assert_eq!(t(&hit), t(&first));
+    assert!(std::sync::Arc::ptr_eq(
+        hit.template.as_ref().unwrap(),
+        one(&r.pipeline, "Db", "disk 8 is 13% full")
+            .template
+            .as_ref()
+            .unwrap()
+    ));
+    // The LLM's answer too.
+    let llm = one(&r.pipeline, "Db", "something odd happened 3 times");
+    assert_eq!(llm.method, Method::Llm);
+    assert_eq!(
+        t(&llm).as_deref(),
+        Some(
+            r.pipeline
+                .masker()
+                .mask("something odd happened 3 times")
+                .as_ref()
+        )
+    );
+    // A rule's decision was never masked, and an empty line has no template.
+    let rule = one(&r.pipeline, "Db", "User 42 logged in");
+    assert_eq!((rule.method, rule.template.is_none()), (Method::Rule, true));
+    assert!(one(&r.pipeline, "Db", "  ").template.is_none());
+}
+
 #[test]
 fn rows_sharing_a_key_in_a_batch_are_embedded_once() {
     let r = rig(false);

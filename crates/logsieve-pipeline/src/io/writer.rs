@@ -11,6 +11,13 @@ use crate::decision::Decision;
 pub trait RowWriter {
     fn write(&mut self, row: &InputRow, d: &Decision) -> std::io::Result<()>;
     fn finish(&mut self) -> std::io::Result<()>;
+    /// After a chunk's rows are written, the rows and their decisions (one
+    /// each, in order), moved: a writer that keeps them (the dashboard's
+    /// aggregates, a report) takes them without copying. The default drops
+    /// them.
+    fn written(&mut self, rows: Vec<InputRow>, decisions: Vec<Decision>) {
+        let _ = (rows, decisions);
+    }
 }
 
 fn confidence(d: &Decision) -> String {
@@ -220,6 +227,7 @@ mod tests {
             method: Method::Rule,
             confidence: 1.0,
             detail: "rule login".into(),
+            template: None,
         }
     }
 

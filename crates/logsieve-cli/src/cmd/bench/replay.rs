@@ -127,9 +127,6 @@ fn one_pass(
     let mut writer = Recording {
         inner: logsieve_pipeline::io::JsonlWriter::new(std::io::sink()),
         recorder,
-        rows: Vec::new(),
-        decisions: Vec::new(),
-        chunk: p.config().input.chunk_rows.max(1),
     };
     let s = classify_stream(p, reader.as_mut(), &mut writer, |_| {})?;
     if let Some(r) = recorder {
@@ -156,38 +153,27 @@ fn one_pass(
 }
 
 /// The replay's output: thrown away, and with `--aggregates` each chunk's
-/// rows sent to the aggregator as the server's batcher sends them.
+/// rows moved to the aggregator as the server's batcher moves them.
 struct Recording<'r, W: RowWriter> {
     inner: W,
     recorder: Option<&'r Recorder>,
-    rows: Vec<(String, String)>,
-    decisions: Vec<Decision>,
-    chunk: usize,
-}
-
-impl<W: RowWriter> Recording<'_, W> {
-    fn send(&mut self) {
-        if let Some(r) = self.recorder {
-            r.record(std::mem::take(&mut self.rows), &self.decisions);
-            self.decisions.clear();
-        }
-    }
 }
 
 impl<W: RowWriter> RowWriter for Recording<'_, W> {
     fn write(&mut self, row: &InputRow, d: &Decision) -> std::io::Result<()> {
-        if self.recorder.is_some() {
-            self.rows.push((row.source.clone(), row.message.clone()));
-            self.decisions.push(d.clone());
-            if self.rows.len() >= self.chunk {
-                self.send();
-            }
-        }
         self.inner.write(row, d)
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
-        self.send();
         self.inner.finish()
+    }
+
+    fn written(&mut self, rows: Vec<InputRow>, decisions: Vec<Decision>) {
+        if let Some(r) = self.recorder {
+            r.record(
+                rows.into_iter().map(|r| (r.source, r.message)).collect(),
+                &decisions,
+            );
+        }
     }
 }
