@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use logsieve_embed::{Embedder, MiniLm};
+use logsieve_embed::{BatchOptions, EmbedError, Embedder, Engine, MiniLm};
 use logsieve_linear::Artifact;
 use logsieve_llm::ApiKey;
 use logsieve_pipeline::{Config, Pipeline, PipelineBuilder, Store};
@@ -25,7 +25,10 @@ pub struct ConfigArgs {
     /// Rules file (TOML), overriding the config.
     #[arg(long, global = true)]
     pub rules: Option<PathBuf>,
-    /// Trained classifier directory (from `logsieve train`), overriding the config.
+    /// Trained classifier directory (from `logsieve train`), overriding the
+    /// config. One trained with --fine-tune brings its own encoder
+    /// (DIR/encoder, checked against the sha256 it recorded), used instead
+    /// of --model-dir and the cache.
     #[arg(long, global = true)]
     pub model: Option<PathBuf>,
     /// Local copy of all-MiniLM-L6-v2, instead of the cache.
@@ -164,17 +167,63 @@ pub fn builder(config: Config) -> Result<PipelineBuilder> {
     if let Some(p) = &config.rules.path {
         b = b.rules(Rules::from_path(p)?);
     }
+    let mut artifact = None;
     if let Some(p) = &config.model.classifier {
-        b = b
-            .artifact(&Artifact::load(p)?)
-            .model_version(artifact_version(p)?);
+        let a = Artifact::load(p)?;
+        b = b.artifact(&a).model_version(artifact_version(p)?);
+        artifact = Some((p.as_path(), a));
     }
     b = b.masker(masker(&config)?);
-    let (dir, options) = (config.model.embedding_dir.clone(), config.batch_options());
-    b = b.embedder_loader(move || {
-        Ok(Arc::new(MiniLm::load_default(dir.as_deref(), options)?) as Arc<dyn Embedder>)
-    });
+    let source = EncoderSource::of(&config, artifact.as_ref().map(|(p, a)| (*p, a)));
+    let options = config.batch_options();
+    b = b
+        .embedder_loader(move || Ok(Arc::new(source.load(options, Engine::default())?) as Arc<dyn Embedder>));
     Ok(b.llm_api_key(ApiKey::from_env().map(|(key, _)| key)))
+}
+
+/// Where the encoder comes from: the fine-tuned encoder a classifier
+/// carries (`train --fine-tune`), its weights checked against the sha256 the
+/// classifier recorded; else `--model-dir` (`model.embedding_dir`); else the
+/// cache (fetched on first use).
+#[derive(Debug, Clone, Default)]
+pub struct EncoderSource {
+    pub dir: Option<PathBuf>,
+    /// The weights' sha256 the encoder must have (a fine-tuned encoder).
+    pub sha256: Option<String>,
+}
+
+impl EncoderSource {
+    /// The encoder for `config` and the classifier artifact it names (as
+    /// loaded from the path).
+    pub fn of(config: &Config, artifact: Option<(&std::path::Path, &Artifact)>) -> Self {
+        if let Some((path, a)) = artifact {
+            if let Some(dir) = a.encoder_dir(path) {
+                return Self {
+                    dir: Some(dir),
+                    sha256: Some(a.embedding.weights_sha256.clone()),
+                };
+            }
+        }
+        Self {
+            dir: config.model.embedding_dir.clone(),
+            sha256: None,
+        }
+    }
+
+    pub fn load(&self, options: BatchOptions, engine: Engine) -> Result<MiniLm, EmbedError> {
+        match (&self.dir, &self.sha256) {
+            (Some(dir), Some(sha)) => MiniLm::load_verified(dir, options, engine, sha),
+            (dir, _) => MiniLm::load_default_with(dir.as_deref(), options, engine),
+        }
+    }
+}
+
+/// [`EncoderSource::of`] the configuration, reading the classifier it names.
+pub fn encoder_source(config: &Config) -> Result<EncoderSource> {
+    Ok(match &config.model.classifier {
+        Some(p) => EncoderSource::of(config, Some((p.as_path(), &Artifact::load(p)?))),
+        None => EncoderSource::of(config, None),
+    })
 }
 
 /// A trained classifier's version for the decision store: the sha256 of its

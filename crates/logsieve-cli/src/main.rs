@@ -5,6 +5,7 @@
 
 mod cmd;
 mod common;
+mod finetune;
 mod follow;
 mod interrupt;
 mod output;

@@ -18,10 +18,10 @@ use sha2::{Digest, Sha256};
 pub const MODEL_ID: &str = "sentence-transformers/all-MiniLM-L6-v2";
 pub const MODEL_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
 const CACHE_NAME: &str = "all-MiniLM-L6-v2";
-const WEIGHTS: &str = "model.safetensors";
+pub const WEIGHTS: &str = "model.safetensors";
 /// Files the encoder needs; the rest of the snapshot is kept when available.
-const REQUIRED: &[&str] = &["config.json", "tokenizer.json", WEIGHTS];
-const OPTIONAL: &[&str] = &[
+pub const REQUIRED: &[&str] = &["config.json", "tokenizer.json", WEIGHTS];
+pub const OPTIONAL: &[&str] = &[
     "tokenizer_config.json",
     "special_tokens_map.json",
     "vocab.txt",
@@ -328,7 +328,7 @@ pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
     Ok(hex::encode(h.finalize()))
 }
 
-fn write_marker(dir: &Path, sha: &str) -> Result<(), FetchError> {
+pub fn write_marker(dir: &Path, sha: &str) -> Result<(), FetchError> {
     let p = dir.join(SHA_MARKER);
     fs::write(&p, sha).map_err(io_err(&p))
 }

@@ -9,11 +9,15 @@
 //! The forward pass runs on an [`Engine`]: [`lean`] (our own, the default) or,
 //! with the `candle` feature, [`bert`] on candle.
 //! [`fetch`] puts the model files in a local cache and verifies them.
+//! [`finetune`] (with `candle`) trains the encoder on labelled texts and
+//! writes it in the same layout.
 
 #[cfg(feature = "candle")]
 pub mod bert;
 pub mod config;
 pub mod fetch;
+#[cfg(feature = "candle")]
+pub mod finetune;
 pub mod lean;
 
 use std::path::Path;
@@ -40,6 +44,15 @@ pub enum EmbedError {
     Lean(#[from] lean::LeanError),
     #[error("encoder unhealthy: {0}")]
     Unhealthy(String),
+    #[error("{path}: the weights' sha256 is {actual}, but the classifier was trained on {expected}")]
+    WrongWeights {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[cfg(feature = "candle")]
+    #[error("fine-tuning: {0}")]
+    FineTune(String),
 }
 
 /// Which implementation runs the forward pass.
@@ -144,25 +157,7 @@ impl MiniLm {
 
     /// As [`MiniLm::load`], on the given engine.
     pub fn load_with(dir: &Path, options: BatchOptions, engine: Engine) -> Result<Self, EmbedError> {
-        let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| EmbedError::Tokenizer {
-            path: tok_path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        // The snapshot's tokenizer.json truncates and pads to a fixed 128; the
-        // model (and sentence-transformers) use 256 and no fixed padding.
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: options.max_tokens,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| EmbedError::Tokenizer {
-                path: tok_path.display().to_string(),
-                message: e.to_string(),
-            })?;
-        tokenizer.with_padding(None);
+        let tokenizer = load_tokenizer(dir, options.max_tokens)?;
         let model = match engine {
             Engine::Lean => Model::Lean(lean::LeanModel::load(dir, config::BertConfig::load(dir)?)?),
             #[cfg(feature = "candle")]
@@ -176,6 +171,30 @@ impl MiniLm {
             options,
             sha256,
         })
+    }
+
+    /// As [`MiniLm::load_with`], after hashing `dir/model.safetensors` and
+    /// checking it is `expected_sha256` (the weights a classifier was
+    /// trained on, such as a fine-tuned encoder it carries).
+    pub fn load_verified(
+        dir: &Path,
+        options: BatchOptions,
+        engine: Engine,
+        expected_sha256: &str,
+    ) -> Result<Self, EmbedError> {
+        let files = ModelFiles::local(dir)?;
+        let weights = files.dir.join(fetch::WEIGHTS);
+        let actual = fetch::sha256_file(&weights)?;
+        if actual != expected_sha256 {
+            return Err(EmbedError::WrongWeights {
+                path: weights.display().to_string(),
+                expected: expected_sha256.to_string(),
+                actual,
+            });
+        }
+        let mut m = Self::load_with(&files.dir, options, engine)?;
+        m.sha256 = actual;
+        Ok(m)
     }
 
     /// Fetch (if needed) and load the default model.
@@ -230,6 +249,28 @@ impl MiniLm {
             .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
         Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
+}
+
+/// `dir/tokenizer.json`, truncating at `max_tokens` and padding nothing.
+pub(crate) fn load_tokenizer(dir: &Path, max_tokens: usize) -> Result<Tokenizer, EmbedError> {
+    let tok_path = dir.join("tokenizer.json");
+    let err = |e: tokenizers::Error| EmbedError::Tokenizer {
+        path: tok_path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(err)?;
+    // The snapshot's tokenizer.json truncates and pads to a fixed 128; the
+    // model (and sentence-transformers) use 256 and no fixed padding.
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_tokens,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(err)?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
 }
 
 /// Group length-sorted rows into batches under a padded-token budget.

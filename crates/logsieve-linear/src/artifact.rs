@@ -73,6 +73,42 @@ pub struct EmbeddingInfo {
     pub max_tokens: usize,
     /// What text the encoder saw: `raw` message, or `masked` (variables replaced).
     pub input: EncoderInput,
+    /// Set when the encoder is a fine-tuned one the artifact carries
+    /// (`train --fine-tune`); `weights_sha256` is then the sha256 of its
+    /// weights file, and the cascade loads it instead of the cached model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tuned: Option<FineTuned>,
+}
+
+/// A fine-tuned encoder carried by the artifact, and how it was made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FineTuned {
+    /// The encoder's directory, relative to the artifact's (`encoder`): the
+    /// base model's layout (`config.json`, `tokenizer.json`,
+    /// `model.safetensors`).
+    pub dir: String,
+    /// The model it was fine-tuned from.
+    pub base_model_id: String,
+    pub base_weights_sha256: String,
+    /// Distinct (masked) texts trained on.
+    pub texts: usize,
+    pub epochs: usize,
+    pub steps: usize,
+    /// Labels × texts per label in a batch.
+    pub batch: String,
+    pub learning_rate: f64,
+    pub temperature: f64,
+    /// Texts were truncated to this many tokens in training.
+    pub max_tokens: usize,
+    /// The embeddings and this many first layers were left as they were.
+    #[serde(default)]
+    pub frozen_layers: usize,
+    pub seed: u64,
+    /// Mean loss of the first and the last tenth of the steps.
+    pub loss_first: f32,
+    pub loss_last: f32,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -250,6 +286,18 @@ impl Artifact {
         Ok(())
     }
 
+    /// The directory of the fine-tuned encoder this artifact carries, if
+    /// any; `path` is what [`Artifact::load`] was given.
+    pub fn encoder_dir(&self, path: &Path) -> Option<std::path::PathBuf> {
+        let f = self.embedding.fine_tuned.as_ref()?;
+        let base = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(Path::new("."))
+        };
+        Some(base.join(&f.dir))
+    }
+
     /// Load `classifier.json` from a directory (or the file itself).
     pub fn load(path: &Path) -> Result<Self, ArtifactError> {
         let file = if path.is_dir() {
@@ -316,6 +364,7 @@ mod tests {
                 dim: 2,
                 max_tokens: 256,
                 input: EncoderInput::Raw,
+                fine_tuned: None,
             },
             model_threshold: 0.5,
             model: ModelKind::Linear(LinearModel {
@@ -372,6 +421,40 @@ mod tests {
         v.as_object_mut().unwrap().remove("examples");
         let a = Artifact::from_json(&v.to_string(), "old.json").unwrap();
         assert!(a.examples.is_empty());
+    }
+
+    #[test]
+    fn a_fine_tuned_encoder_is_found_beside_the_file_and_old_files_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = sample();
+        assert_eq!(a.encoder_dir(dir.path()), None);
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(!text.contains("fine_tuned"), "absent, not null: {text}");
+        a.embedding.fine_tuned = Some(FineTuned {
+            dir: "encoder".into(),
+            base_model_id: "m".into(),
+            base_weights_sha256: "00".into(),
+            texts: 2,
+            epochs: 1,
+            steps: 1,
+            batch: "8x4".into(),
+            learning_rate: 2e-5,
+            temperature: 0.1,
+            max_tokens: 64,
+            frozen_layers: 0,
+            seed: 42,
+            loss_first: 1.0,
+            loss_last: 0.5,
+            seconds: 1.0,
+        });
+        a.save(dir.path()).unwrap();
+        let back = Artifact::load(dir.path()).unwrap();
+        assert_eq!(back.embedding.fine_tuned, a.embedding.fine_tuned);
+        assert_eq!(back.encoder_dir(dir.path()), Some(dir.path().join("encoder")));
+        assert_eq!(
+            back.encoder_dir(&dir.path().join(FILE_NAME)),
+            Some(dir.path().join("encoder"))
+        );
     }
 
     #[test]

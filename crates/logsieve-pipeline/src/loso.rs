@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
+use logsieve_embed::Embedder;
 use logsieve_linear::hybrid::{HybridModel, HybridOptions};
 use logsieve_linear::report::Report;
 use logsieve_linear::selective::Selective;
@@ -125,6 +127,24 @@ fn score(lines: &[Line], threshold: f32) -> Selective {
     Selective::with_coverage(&conf, &right, threshold, &covered)
 }
 
+/// Each fold's encoder, made from the fold's training rows as (encoder
+/// text, label) pairs (the held-out source's rows never among them); the
+/// first argument is the held-out source. `train --fine-tune` fine-tunes one.
+pub type FoldEncoder<'a> =
+    &'a (dyn Fn(&str, &[(&str, &str)]) -> Result<Arc<dyn Embedder>, TrainFailure> + Sync);
+
+/// What [`leave_one_source_out_with`] varies.
+#[derive(Default, Clone, Copy)]
+pub struct LosoOptions<'a> {
+    /// Hold out only these sources (every source when empty).
+    pub only: &'a [String],
+    /// A fresh encoder per fold (folds then run one after another);
+    /// `None`: the pipeline's encoder for every fold.
+    pub fold_encoder: Option<FoldEncoder<'a>>,
+}
+
+type Held = (SourceScore, Vec<Line>, Vec<TemplatePrediction>, Vec<EvidenceRow>);
+
 /// `data`'s sources are held out one at a time; `always` rows (the seed set)
 /// are always in training.
 pub fn leave_one_source_out(
@@ -135,106 +155,69 @@ pub fn leave_one_source_out(
     s: &TrainSettings,
     opts: &HybridOptions,
 ) -> Result<LosoReport, TrainFailure> {
-    let embedder = p.embedder()?;
+    leave_one_source_out_with(p, always, data, labels, s, opts, LosoOptions::default())
+}
+
+/// [`leave_one_source_out`], on some sources only or with an encoder made
+/// per fold.
+pub fn leave_one_source_out_with(
+    p: &Pipeline,
+    always: &[LabelledRow],
+    data: &[LabelledRow],
+    labels: &[LabelSpec],
+    s: &TrainSettings,
+    opts: &HybridOptions,
+    lo: LosoOptions<'_>,
+) -> Result<LosoReport, TrainFailure> {
     let text = |r: &LabelledRow| encoder_input(p, &r.message, s.input).into_owned();
     let always_t: Vec<String> = always.iter().map(text).collect();
     let data_t: Vec<String> = data.iter().map(text).collect();
     let proto_t = prototype_texts(p, labels, s);
-    let mut cache = VectorCache::default();
-    cache.fill(
-        embedder.as_ref(),
-        always_t.iter().chain(&data_t).chain(&proto_t).map(String::as_str),
-    )?;
-    let protos = prototype_units(labels, &proto_t, &cache);
-    let sources: Vec<&str> = data
-        .iter()
-        .map(|r| r.source.as_str())
-        .collect::<BTreeSet<_>>()
+    let all_sources: BTreeSet<&str> = data.iter().map(|r| r.source.as_str()).collect();
+    for o in lo.only {
+        if !all_sources.contains(o.as_str()) {
+            return Err(TrainFailure::Input(format!(
+                "source `{o}` is not in the data (its sources: {})",
+                all_sources.iter().copied().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let sources: Vec<&str> = all_sources
         .into_iter()
+        .filter(|src| lo.only.is_empty() || lo.only.iter().any(|o| o == src))
         .collect();
-    type Held = (SourceScore, Vec<Line>, Vec<TemplatePrediction>, Vec<EvidenceRow>);
-    let per: Vec<Result<Held, TrainFailure>> = sources
-        .par_iter()
-        .map(|&src| {
-            let train = always
-                .iter()
-                .zip(&always_t)
-                .chain(data.iter().zip(&data_t).filter(|(r, _)| r.source != src));
-            let units = units_of(train.map(|(r, t)| (r, t.as_str())), &cache);
-            let (model, oof) = HybridModel::train(&units, &protos, opts)?;
-            let mut evidence: Vec<EvidenceRow> = oof
-                .iter()
-                .flat_map(|o| o.evidence.iter().zip(&o.right).zip(&o.weight))
-                .map(|((e, &right), &w)| evidence_row(src, "inner", &model, e, right, w))
-                .collect();
-            let mut memo: HashMap<&str, (usize, f32, bool)> = HashMap::new();
-            let mut seen: HashMap<&str, usize> = HashMap::new();
-            let mut templates: Vec<TemplatePrediction> = Vec::new();
-            let mut lines = Vec::new();
-            let mut unfamiliar = 0;
-            for (r, t) in data.iter().zip(&data_t).filter(|(r, _)| r.source == src) {
-                let &mut (label, conf, unsure) = memo.entry(t.as_str()).or_insert_with(|| {
-                    let pr = model.predict(Input {
-                        text: t,
-                        vector: cache.get(t),
-                    });
-                    (pr.label, pr.probability, pr.unsure.is_some())
-                });
-                unfamiliar += unsure as usize;
-                let at = *seen.entry(t.as_str()).or_insert_with(|| {
-                    templates.push(TemplatePrediction {
-                        source: src.to_string(),
-                        text: t.clone(),
-                        lines: 0,
-                        truth: r.label.clone(),
-                        predicted: model.labels[label].clone(),
-                        confidence: conf,
-                        unfamiliar: unsure,
-                    });
-                    templates.len() - 1
-                });
-                templates[at].lines += 1;
-                if templates[at].lines == 1 {
-                    let (_, e, _) = model.explain(t, cache.get(t));
-                    evidence.push(evidence_row(
-                        src,
-                        "held-out",
-                        &model,
-                        &e,
-                        model.labels[label] == r.label,
-                        0.0,
-                    ));
-                }
-                // An unfamiliar line is never covered; its label still counts
-                // at full coverage and its confidence in ECE and AURC.
-                lines.push(Line {
-                    truth: r.label.clone(),
-                    predicted: model.labels[label].clone(),
-                    confidence: conf,
-                    covered: !unsure && conf >= s.threshold,
-                });
-            }
-            // Held-out rows were pushed one per template, in template order.
-            for (e, t) in evidence
-                .iter_mut()
-                .filter(|e| e.kind == "held-out")
-                .zip(&templates)
-            {
-                e.lines = t.lines as f64;
-            }
-            Ok((
-                SourceScore {
-                    source: src.to_string(),
-                    templates: memo.len(),
-                    score: score(&lines, s.threshold),
-                    unfamiliar,
-                },
-                lines,
-                templates,
-                evidence,
-            ))
-        })
-        .collect();
+    let fill = |e: &dyn Embedder| -> Result<VectorCache, TrainFailure> {
+        let mut cache = VectorCache::default();
+        cache.fill(
+            e,
+            always_t.iter().chain(&data_t).chain(&proto_t).map(String::as_str),
+        )?;
+        Ok(cache)
+    };
+    let fold = |src: &str, cache: &VectorCache| -> Result<Held, TrainFailure> {
+        let protos = prototype_units(labels, &proto_t, cache);
+        hold_out(src, always, &always_t, data, &data_t, cache, &protos, s, opts)
+    };
+    let per: Vec<Result<Held, TrainFailure>> = match lo.fold_encoder {
+        None => {
+            let cache = fill(p.embedder()?.as_ref())?;
+            sources.par_iter().map(|&src| fold(src, &cache)).collect()
+        }
+        Some(make) => sources
+            .iter()
+            .map(|&src| {
+                let pairs: Vec<(&str, &str)> = always
+                    .iter()
+                    .zip(&always_t)
+                    .chain(data.iter().zip(&data_t).filter(|(r, _)| r.source != src))
+                    .map(|(r, t)| (t.as_str(), r.label.as_str()))
+                    .collect();
+                let encoder = make(src, &pairs)?;
+                let cache = fill(encoder.as_ref())?;
+                fold(src, &cache)
+            })
+            .collect(),
+    };
     let mut scores = Vec::new();
     let mut pooled = Vec::new();
     let mut templates = Vec::new();
@@ -273,6 +256,98 @@ pub fn leave_one_source_out(
         templates,
         evidence,
     })
+}
+
+/// One fold: train on everything but `src`, score `src`'s lines.
+#[allow(clippy::too_many_arguments)]
+fn hold_out(
+    src: &str,
+    always: &[LabelledRow],
+    always_t: &[String],
+    data: &[LabelledRow],
+    data_t: &[String],
+    cache: &VectorCache,
+    protos: &[logsieve_linear::hybrid::Unit],
+    s: &TrainSettings,
+    opts: &HybridOptions,
+) -> Result<Held, TrainFailure> {
+    let train = always
+        .iter()
+        .zip(always_t)
+        .chain(data.iter().zip(data_t).filter(|(r, _)| r.source != src));
+    let units = units_of(train.map(|(r, t)| (r, t.as_str())), cache);
+    let (model, oof) = HybridModel::train(&units, protos, opts)?;
+    let mut evidence: Vec<EvidenceRow> = oof
+        .iter()
+        .flat_map(|o| o.evidence.iter().zip(&o.right).zip(&o.weight))
+        .map(|((e, &right), &w)| evidence_row(src, "inner", &model, e, right, w))
+        .collect();
+    let mut memo: HashMap<&str, (usize, f32, bool)> = HashMap::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut templates: Vec<TemplatePrediction> = Vec::new();
+    let mut lines = Vec::new();
+    let mut unfamiliar = 0;
+    for (r, t) in data.iter().zip(data_t).filter(|(r, _)| r.source == src) {
+        let &mut (label, conf, unsure) = memo.entry(t.as_str()).or_insert_with(|| {
+            let pr = model.predict(Input {
+                text: t,
+                vector: cache.get(t),
+            });
+            (pr.label, pr.probability, pr.unsure.is_some())
+        });
+        unfamiliar += unsure as usize;
+        let at = *seen.entry(t.as_str()).or_insert_with(|| {
+            templates.push(TemplatePrediction {
+                source: src.to_string(),
+                text: t.clone(),
+                lines: 0,
+                truth: r.label.clone(),
+                predicted: model.labels[label].clone(),
+                confidence: conf,
+                unfamiliar: unsure,
+            });
+            templates.len() - 1
+        });
+        templates[at].lines += 1;
+        if templates[at].lines == 1 {
+            let (_, e, _) = model.explain(t, cache.get(t));
+            evidence.push(evidence_row(
+                src,
+                "held-out",
+                &model,
+                &e,
+                model.labels[label] == r.label,
+                0.0,
+            ));
+        }
+        // An unfamiliar line is never covered; its label still counts
+        // at full coverage and its confidence in ECE and AURC.
+        lines.push(Line {
+            truth: r.label.clone(),
+            predicted: model.labels[label].clone(),
+            confidence: conf,
+            covered: !unsure && conf >= s.threshold,
+        });
+    }
+    // Held-out rows were pushed one per template, in template order.
+    for (e, t) in evidence
+        .iter_mut()
+        .filter(|e| e.kind == "held-out")
+        .zip(&templates)
+    {
+        e.lines = t.lines as f64;
+    }
+    Ok((
+        SourceScore {
+            source: src.to_string(),
+            templates: memo.len(),
+            score: score(&lines, s.threshold),
+            unfamiliar,
+        },
+        lines,
+        templates,
+        evidence,
+    ))
 }
 
 impl LosoReport {

@@ -45,6 +45,10 @@ pub enum TrainFailure {
     Encoder(#[from] logsieve_embed::EmbedError),
     #[error(transparent)]
     Train(#[from] logsieve_linear::TrainError),
+    #[error("{0}")]
+    Input(String),
+    #[error("fine-tuning the encoder: {0}")]
+    FineTune(String),
 }
 
 pub struct Trained {
@@ -232,6 +236,7 @@ pub(crate) fn embedding_info(
         dim: e.dim(),
         max_tokens: p.config().model.max_tokens,
         input,
+        fine_tuned: None,
     }
 }
 

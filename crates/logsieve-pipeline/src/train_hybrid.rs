@@ -46,16 +46,9 @@ pub fn prototype_texts(p: &Pipeline, labels: &[LabelSpec], s: &TrainSettings) ->
         .collect()
 }
 
-pub fn train_hybrid(
-    p: &Pipeline,
-    data: &[DataSet],
-    labels: &[LabelSpec],
-    s: &TrainSettings,
-    opts: &HybridOptions,
-) -> Result<Trained, TrainFailure> {
-    let embedder = p.embedder()?;
-    // (row, is_test) over every file, each split on its own.
-    let mut all: Vec<(&LabelledRow, bool)> = Vec::new();
+/// (row, is_test) over every file, each split on its own.
+fn split_rows<'a>(data: &'a [DataSet], s: &TrainSettings) -> Vec<(&'a LabelledRow, bool)> {
+    let mut all = Vec::new();
     for d in data {
         let is_test = if d.split {
             stratified_split(
@@ -68,6 +61,34 @@ pub fn train_hybrid(
         };
         all.extend(d.rows.iter().zip(is_test));
     }
+    all
+}
+
+/// The (encoder text, label) of every row [`train_hybrid`] fits the model
+/// on (the held-out split left out unless `refit_all`): what `train
+/// --fine-tune` fine-tunes the encoder on, so the held-out rows stay unseen.
+pub fn fitted_texts(p: &Pipeline, data: &[DataSet], s: &TrainSettings) -> Vec<(String, String)> {
+    split_rows(data, s)
+        .into_iter()
+        .filter(|(_, test)| s.refit_all || !*test)
+        .map(|(r, _)| {
+            (
+                encoder_input(p, &r.message, s.input).into_owned(),
+                r.label.clone(),
+            )
+        })
+        .collect()
+}
+
+pub fn train_hybrid(
+    p: &Pipeline,
+    data: &[DataSet],
+    labels: &[LabelSpec],
+    s: &TrainSettings,
+    opts: &HybridOptions,
+) -> Result<Trained, TrainFailure> {
+    let embedder = p.embedder()?;
+    let all = split_rows(data, s);
     if all.is_empty() {
         return Err(TrainFailure::NoModelRows);
     }

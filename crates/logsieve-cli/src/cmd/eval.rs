@@ -6,13 +6,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
+use logsieve_embed::{Embedder, Engine, MiniLm};
 use logsieve_linear::TrainOptions;
 use logsieve_pipeline::eval::{evaluate, select, Split};
-use logsieve_pipeline::loso::leave_one_source_out;
+use logsieve_pipeline::loso::{leave_one_source_out_with, FoldEncoder, LosoOptions};
+use logsieve_pipeline::train::TrainFailure;
 use logsieve_pipeline::train::TrainSettings;
 
 use crate::cmd::train::{input_parser, HybridArgs, DEFAULT_THRESHOLD};
 use crate::common::{llm_summary, read_labelled_file, ConfigArgs, LabelledArgs};
+use crate::finetune::FineTuneArgs;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SplitArg {
@@ -61,9 +64,22 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// With --leave-one-out: hold out only these sources (comma-separated;
+    /// default every source of --data).
+    #[arg(long, value_delimiter = ',')]
+    pub sources: Vec<String>,
+    // With --leave-one-out --fine-tune, each fold fine-tunes the encoder on
+    // its own training rows (the held-out source's never among them).
+    #[command(flatten)]
+    pub fine_tune: FineTuneArgs,
 }
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
+    a.fine_tune.check_build()?;
+    anyhow::ensure!(
+        a.leave_one_out.is_some() || (!a.fine_tune.fine_tune && a.sources.is_empty()),
+        "--fine-tune and --sources go with --leave-one-out (to score a fine-tuned classifier, pass --model DIR)"
+    );
     let pipeline = cfg.pipeline()?;
     let t0 = Instant::now();
     if a.leave_one_out.is_some() {
@@ -81,13 +97,45 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             input: a.input,
             examples_per_label: 0,
         };
-        let report = leave_one_source_out(
+        let config = cfg.load()?;
+        let base = if a.fine_tune.fine_tune {
+            Some(crate::finetune::base_dir(&config)?)
+        } else {
+            None
+        };
+        let options = config.batch_options();
+        let make =
+            |src: &str, pairs: &[(&str, &str)]| -> Result<std::sync::Arc<dyn Embedder>, TrainFailure> {
+                let failed = |e: anyhow::Error| TrainFailure::FineTune(format!("{e:#}"));
+                let base = base.as_deref().expect("set with --fine-tune");
+                let tmp = tempfile::tempdir().map_err(|e| failed(e.into()))?;
+                let dir = tmp.path().join("encoder");
+                let (_, sha) = crate::finetune::fine_tune(
+                    base,
+                    pairs,
+                    &a.fine_tune,
+                    a.labelled.seed,
+                    &dir,
+                    &format!("fold without {src}"),
+                )
+                .map_err(failed)?;
+                // The lean engine reads the weights whole at load: the
+                // temporary directory can go once it has.
+                let m = MiniLm::load_verified(&dir, options, Engine::default(), &sha)?;
+                Ok(std::sync::Arc::new(m))
+            };
+        let fold_encoder: Option<FoldEncoder<'_>> = a.fine_tune.fine_tune.then_some(&make as _);
+        let report = leave_one_source_out_with(
             &pipeline,
             &always,
             &data,
             &a.hybrid.labels()?,
             &settings,
             &a.hybrid.options(a.max_iterations),
+            LosoOptions {
+                only: &a.sources,
+                fold_encoder,
+            },
         )?;
         if let Some(path) = &a.predictions {
             let mut w = csv::Writer::from_path(path)
@@ -110,9 +158,9 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             println!(
-                "leave-one-source-out over {} sources ({} lines), {} always-in rows, in {:.1}s\n",
+                "leave-one-source-out over {} sources ({} held-out lines), {} always-in rows, in {:.1}s\n",
                 report.sources.len(),
-                data.len(),
+                report.overall.rows,
                 always.len(),
                 t0.elapsed().as_secs_f64()
             );

@@ -11,10 +11,11 @@ use logsieve_linear::{Balance, EncoderInput, TrainOptions};
 use logsieve_pipeline::labelled::LabelledRow;
 use logsieve_pipeline::labels::{builtin_labels, parse_labels, LabelSpec};
 use logsieve_pipeline::train::{save, train, TrainSettings};
-use logsieve_pipeline::train_hybrid::{train_hybrid, DataSet};
+use logsieve_pipeline::train_hybrid::{fitted_texts, train_hybrid, DataSet};
 use sha2::{Digest, Sha256};
 
 use crate::common::{ConfigArgs, LabelledArgs};
+use crate::finetune::FineTuneArgs;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Kind {
@@ -122,6 +123,8 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub fine_tune: FineTuneArgs,
     /// Also learn from a decision store: its LLM answers at or above
     /// `llm.min_confidence` and its corrections, one row per template, all
     /// fitted (counted in the artifact's `training.distilled`).
@@ -189,7 +192,12 @@ fn store_rows(path: &std::path::Path, min_confidence: f32) -> Result<(DataSet, D
 }
 
 pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
-    let pipeline = cfg.pipeline()?;
+    a.fine_tune.check_build()?;
+    anyhow::ensure!(
+        !a.fine_tune.fine_tune || matches!(a.kind, Kind::Hybrid),
+        "--fine-tune trains the hybrid model; drop --kind linear"
+    );
+    let mut pipeline = cfg.pipeline()?;
     let files = a.labelled.read_each()?;
     let from_store = match &a.store {
         Some(p) => {
@@ -251,6 +259,31 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
                 data.push(d);
                 distilled = Some(counts);
             }
+            let mut fine_tuned = None;
+            if a.fine_tune.fine_tune {
+                let config = cfg.load()?;
+                let pairs = fitted_texts(&pipeline, &data, &settings);
+                let pairs: Vec<(&str, &str)> = pairs.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
+                let dir = a.out.join("encoder");
+                let (info, sha) = crate::finetune::fine_tune(
+                    &crate::finetune::base_dir(&config)?,
+                    &pairs,
+                    &a.fine_tune,
+                    a.labelled.seed,
+                    &dir,
+                    "the encoder",
+                )?;
+                let encoder = logsieve_embed::MiniLm::load_verified(
+                    &dir,
+                    config.batch_options(),
+                    logsieve_embed::Engine::default(),
+                    &sha,
+                )?;
+                pipeline = crate::common::builder(config)?
+                    .embedder(std::sync::Arc::new(encoder))
+                    .build()?;
+                fine_tuned = Some(info);
+            }
             let mut t = train_hybrid(
                 &pipeline,
                 &data,
@@ -259,6 +292,7 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
                 &a.hybrid.options(a.max_iterations),
             )?;
             t.artifact.training.distilled = distilled;
+            t.artifact.embedding.fine_tuned = fine_tuned;
             t
         }
     };
@@ -278,6 +312,12 @@ pub fn run(cfg: &ConfigArgs, a: Args) -> Result<i32> {
                 .unwrap_or_default(),
             t0.elapsed().as_secs_f64()
         );
+        if let Some(f) = &art.embedding.fine_tuned {
+            println!(
+                "encoder fine-tuned on {} distinct texts ({} steps, {:.0}s, loss {:.3} -> {:.3}), weights sha256 {}",
+                f.texts, f.steps, f.seconds, f.loss_first, f.loss_last, art.embedding.weights_sha256
+            );
+        }
         if let Some(d) = &art.training.distilled {
             println!(
                 "from store {}: {} LLM answers (confidence >= {}) and {} corrections, all fitted",

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use logsieve_embed::{Embedder, MiniLm};
+use logsieve_embed::Embedder;
 use serde_json::{json, Value};
 
 use super::EncoderRun;
@@ -26,7 +26,7 @@ pub(super) fn measure(
     let (config, a, dir, texts, engines, default) = (
         run.config,
         run.args,
-        run.dir,
+        &run.encoder,
         &run.texts,
         &run.engines,
         run.default_engine(),
@@ -41,7 +41,7 @@ pub(super) fn measure(
     let mut latency = serde_json::Map::new();
     if !typical.is_empty() {
         for &engine in engines {
-            let m = MiniLm::load_default_with(dir, config.batch_options(), engine)?;
+            let m = dir.load(config.batch_options(), engine)?;
             m.embed(&typical[..1])?; // warm-up
             let mut lat: Vec<f64> = Vec::with_capacity(typical.len());
             for t in &typical {

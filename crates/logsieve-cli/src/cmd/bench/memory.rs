@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use logsieve_embed::{Embedder, MiniLm};
+use logsieve_embed::Embedder;
 use serde_json::{json, Value};
 
 use super::EncoderRun;
@@ -17,13 +17,13 @@ pub(super) fn measure(
     run: &EncoderRun<'_>,
     result: &mut serde_json::Map<String, Value>,
 ) -> Result<Vec<usize>> {
-    let (config, dir, texts, default) = (run.config, run.dir, &run.texts, run.default_engine());
+    let (config, dir, texts, default) = (run.config, &run.encoder, &run.texts, run.default_engine());
     let mut memory = serde_json::Map::new();
     let mut counts = Vec::new();
     for &engine in &run.engines {
         let before = rss_bytes().unwrap_or(0);
         let t0 = Instant::now();
-        let m = MiniLm::load_default_with(dir, config.batch_options(), engine)?;
+        let m = dir.load(config.batch_options(), engine)?;
         let load_s = t0.elapsed().as_secs_f64();
         let (loaded, peak_loaded) = (rss_bytes().unwrap_or(0), peak_rss_bytes().unwrap_or(0));
         if counts.is_empty() {

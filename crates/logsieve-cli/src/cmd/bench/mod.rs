@@ -19,7 +19,7 @@ mod replay;
 mod st;
 mod throughput;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -28,7 +28,7 @@ use logsieve_pipeline::io::{CsvReader, CsvWriter, RowReader};
 use logsieve_pipeline::run::classify_stream;
 use serde_json::{json, Value};
 
-use crate::common::{mib, peak_rss_bytes, ConfigArgs};
+use crate::common::{mib, peak_rss_bytes, ConfigArgs, EncoderSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Stage {
@@ -170,8 +170,8 @@ fn round1(x: f64) -> f64 {
 struct EncoderRun<'a> {
     config: &'a logsieve_pipeline::Config,
     args: &'a Args,
-    /// A local copy of the model, else the cache.
-    dir: Option<&'a Path>,
+    /// The encoder: the classifier's fine-tuned one, a local copy, else the cache.
+    encoder: EncoderSource,
     /// The engines to time, the build's default first.
     engines: Vec<Engine>,
     texts: Vec<&'a str>,
@@ -189,7 +189,9 @@ fn bench_embed(
     rows: &[(String, String)],
     result: &mut serde_json::Map<String, Value>,
 ) -> Result<()> {
-    let dir = config.model.embedding_dir.as_deref();
+    let encoder = crate::common::encoder_source(config)?;
+    let dir = encoder.dir.clone();
+    let dir = dir.as_deref();
     let mut texts: Vec<&str> = rows.iter().map(|(_, m)| m.as_str()).collect();
     if a.limit > 0 {
         texts.truncate(a.limit);
@@ -223,7 +225,7 @@ fn bench_embed(
     let run = EncoderRun {
         config,
         args: a,
-        dir,
+        encoder,
         engines,
         texts,
     };

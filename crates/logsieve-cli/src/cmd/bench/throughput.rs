@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use logsieve_embed::{BatchOptions, Embedder, MiniLm};
+use logsieve_embed::{BatchOptions, Embedder};
 use serde_json::{json, Value};
 
 use super::st::StRunner;
@@ -30,8 +30,13 @@ pub(super) fn measure(
     total_tokens: usize,
     st: Option<&StRunner>,
 ) -> Result<Throughput> {
-    let (config, a, dir, engines, default) =
-        (run.config, run.args, run.dir, &run.engines, run.default_engine());
+    let (config, a, dir, engines, default) = (
+        run.config,
+        run.args,
+        &run.encoder,
+        &run.engines,
+        run.default_engine(),
+    );
     let mut per_engine: Vec<serde_json::Map<String, Value>> = vec![serde_json::Map::new(); engines.len()];
     let mut best = vec![(0f64, 0usize); engines.len()];
     let mut st_figures = serde_json::Map::new();
@@ -44,7 +49,7 @@ pub(super) fn measure(
         };
         let mut line = format!("encoder: batch {b:3}:");
         for (e, &engine) in engines.iter().enumerate() {
-            let m = MiniLm::load_default_with(dir, opts, engine)?;
+            let m = dir.load(opts, engine)?;
             let t0 = Instant::now();
             for chunk in sorted.chunks(b) {
                 m.embed(chunk)?;
