@@ -156,10 +156,14 @@ impl MiniLm {
     }
 
     /// As [`MiniLm::load`], on the given engine.
-    pub fn load_with(dir: &Path, options: BatchOptions, engine: Engine) -> Result<Self, EmbedError> {
+    pub fn load_with(dir: &Path, mut options: BatchOptions, engine: Engine) -> Result<Self, EmbedError> {
+        let cfg = config::BertConfig::load(dir)?;
+        // Truncate to what the model has positions for (256 for
+        // all-MiniLM-L6-v2; fewer for a small model).
+        options.max_tokens = options.max_tokens.min(cfg.max_position_embeddings);
         let tokenizer = load_tokenizer(dir, options.max_tokens)?;
         let model = match engine {
-            Engine::Lean => Model::Lean(lean::LeanModel::load(dir, config::BertConfig::load(dir)?)?),
+            Engine::Lean => Model::Lean(lean::LeanModel::load(dir, cfg)?),
             #[cfg(feature = "candle")]
             Engine::Candle => Model::Candle(bert::BertModel::load(dir)?),
         };
