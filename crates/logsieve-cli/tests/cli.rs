@@ -5,6 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "support/seed.rs"]
+mod seed;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_logsieve"));
     // Tests decide for themselves whether an LLM is reachable.
@@ -391,18 +394,12 @@ fn built_in_model_scores_the_held_out_seed_split() {
 #[test]
 fn train_writes_an_artifact_that_classify_uses() {
     // A small labelled file: two sources' worth of model-stage rows.
-    let seed = std::fs::read_to_string(repo().join("data/synthetic_logs.csv")).unwrap();
-    let mut lines = seed.lines();
-    let header = lines.next().unwrap();
-    let keep: Vec<&str> = lines
-        .filter(|l| {
-            l.contains(",Resource Usage") || l.contains(",Critical Error") || l.contains(",User Action")
-        })
-        .take(120)
-        .collect();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("small.csv");
-    std::fs::write(&data, format!("{header}\n{}\n", keep.join("\n"))).unwrap();
+    let data = seed::seed_subset(
+        dir.path(),
+        &["Resource Usage", "Critical Error", "User Action"],
+        120,
+    );
     let model = dir.path().join("model");
     // The hybrid model (the default): every row trains it, rule-claimed ones
     // too, and the label prototypes make all nine labels learnable.

@@ -7,13 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/seed.rs"]
+mod seed;
+
 #[cfg(feature = "fine-tune")]
 #[path = "../../logsieve-embed/tests/support/tiny.rs"]
 mod tiny;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The binary with no LLM, no configuration from the environment, and a
 /// cache it cannot fill (so the real model is never what answers).
@@ -42,18 +41,7 @@ fn text(b: &[u8]) -> String {
 
 /// 150 seed rows of three labels the model stage learns.
 fn small_data(dir: &Path) -> PathBuf {
-    let seed = std::fs::read_to_string(repo().join("data/synthetic_logs.csv")).unwrap();
-    let mut lines = seed.lines();
-    let header = lines.next().unwrap();
-    let keep: Vec<&str> = lines
-        .filter(|l| {
-            l.contains(",Resource Usage") || l.contains(",Critical Error") || l.contains(",Security Alert")
-        })
-        .take(150)
-        .collect();
-    let data = dir.join("small.csv");
-    std::fs::write(&data, format!("{header}\n{}\n", keep.join("\n"))).unwrap();
-    data
+    seed::seed_subset(dir, &["Resource Usage", "Critical Error", "Security Alert"], 150)
 }
 
 #[cfg(not(feature = "fine-tune"))]

@@ -148,18 +148,7 @@ impl BertModel {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let b = rows.len();
-        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![0u32; b * len];
-        let mut mask = vec![0f32; b * len];
-        for (r, row) in rows.iter().enumerate() {
-            ids[r * len..r * len + row.len()].copy_from_slice(row);
-            mask[r * len..r * len + row.len()]
-                .iter_mut()
-                .for_each(|m| *m = 1.0);
-        }
-        let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (b, len), &self.device)?;
+        let (ids, mask) = padded(rows, &self.device)?;
         let pooled = self.forward(&ids, &mask)?;
         Ok(pooled.to_vec2::<f32>()?)
     }
@@ -224,4 +213,21 @@ impl BertModel {
             n.forward(x)
         }
     }
+}
+
+/// Token-id rows as one batch: ids [rows × longest] (u32, right-padded
+/// with 0) and the attention mask (f32, 1 for real tokens).
+pub(crate) fn padded(rows: &[&[u32]], device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    let b = rows.len();
+    let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+    let mut ids = vec![0u32; b * len];
+    let mut mask = vec![0f32; b * len];
+    for (r, row) in rows.iter().enumerate() {
+        ids[r * len..r * len + row.len()].copy_from_slice(row);
+        mask[r * len..r * len + row.len()].fill(1.0);
+    }
+    Ok((
+        Tensor::from_vec(ids, (b, len), device)?,
+        Tensor::from_vec(mask, (b, len), device)?,
+    ))
 }

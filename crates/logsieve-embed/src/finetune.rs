@@ -200,22 +200,6 @@ impl FineTuner {
         Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
-    /// One padded batch: ids [rows × longest] and the attention mask.
-    fn batch(&self, rows: &[&[u32]]) -> candle_core::Result<(Tensor, Tensor)> {
-        let b = rows.len();
-        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![0u32; b * len];
-        let mut mask = vec![0f32; b * len];
-        for (r, row) in rows.iter().enumerate() {
-            ids[r * len..r * len + row.len()].copy_from_slice(row);
-            mask[r * len..r * len + row.len()].fill(1.0);
-        }
-        Ok((
-            Tensor::from_vec(ids, (b, len), &self.device)?,
-            Tensor::from_vec(mask, (b, len), &self.device)?,
-        ))
-    }
-
     /// The supervised contrastive loss of unit vectors `emb` [b × d] with
     /// `labels`; `None` when no text has another of its label in the batch.
     fn contrastive(&self, emb: &Tensor, labels: &[usize]) -> candle_core::Result<Option<Tensor>> {
@@ -255,7 +239,7 @@ impl FineTuner {
     pub fn loss(&self, texts: &[&str], labels: &[usize]) -> Result<Option<f32>, EmbedError> {
         let ids = self.encode(texts)?;
         let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-        let (ids, mask) = self.batch(&rows)?;
+        let (ids, mask) = crate::bert::padded(&rows, &self.device)?;
         let emb = self.model.forward(&ids, &mask)?;
         Ok(match self.contrastive(&emb, labels)? {
             Some(l) => Some(l.to_scalar::<f32>()?),
@@ -270,7 +254,7 @@ impl FineTuner {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in ids.chunks(32) {
             let rows: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-            let (ids, mask) = self.batch(&rows)?;
+            let (ids, mask) = crate::bert::padded(&rows, &self.device)?;
             out.extend(self.model.forward(&ids, &mask)?.to_vec2::<f32>()?);
         }
         Ok(out)
@@ -336,7 +320,7 @@ impl FineTuner {
             opt.set_learning_rate(self.opts.learning_rate * scale);
             let rows: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
             let batch_labels: Vec<usize> = batch.iter().map(|&i| labels[i]).collect();
-            let (t_ids, t_mask) = self.batch(&rows)?;
+            let (t_ids, t_mask) = crate::bert::padded(&rows, &self.device)?;
             let emb = self.model.forward(&t_ids, &t_mask)?;
             let Some(loss) = self.contrastive(&emb, &batch_labels)? else {
                 continue;

@@ -247,20 +247,26 @@ mod tests {
         assert!(crate::selective::ece(&raw, &ok, 10) > 0.3);
     }
 
-    /// Data where familiar lines happen to be wrong more often (a few
-    /// sources' quirks): the calibrator will not learn to distrust
-    /// familiarity; confidence never falls as `nearest` rises.
+    /// Predictions right when the probability is high, and less often
+    /// when the line is familiar (a few sources' quirks).
+    fn familiar_often_wrong() -> (Vec<Evidence>, Vec<bool>) {
+        (0..400)
+            .map(|i| {
+                let near = (i % 20) as f32 / 20.0;
+                let p1 = 0.5 + (i % 7) as f32 / 14.0;
+                (
+                    Evidence::basic(p1, 1.0 - p1, near),
+                    p1 > 0.7 && (near < 0.6 || i % 3 == 0),
+                )
+            })
+            .unzip()
+    }
+
+    /// On such data the calibrator will not learn to distrust familiarity;
+    /// confidence never falls as `nearest` rises.
     #[test]
     fn confidence_never_falls_as_a_line_gets_more_familiar() {
-        let mut ev = Vec::new();
-        let mut ok = Vec::new();
-        for i in 0..400 {
-            let near = (i % 20) as f32 / 20.0;
-            let p1 = 0.5 + (i % 7) as f32 / 14.0;
-            ev.push(Evidence::basic(p1, 1.0 - p1, near));
-            // Right when the probability is high, and less often when near.
-            ok.push(p1 > 0.7 && (near < 0.6 || i % 3 == 0));
-        }
+        let (ev, ok) = familiar_often_wrong();
         let c = Calibrator::fit(&ev, &ok, &vec![1.0; ev.len()], false).unwrap();
         assert!(c.weights.iter().all(|w| *w >= 0.0), "{:?}", c.weights);
         assert_eq!(c.weights[2], 0.0, "{:?}", c.weights);
@@ -272,14 +278,7 @@ mod tests {
     /// The same data fitted freely: familiarity keeps its negative weight.
     #[test]
     fn a_free_calibrator_keeps_what_the_data_says() {
-        let mut ev = Vec::new();
-        let mut ok = Vec::new();
-        for i in 0..400 {
-            let near = (i % 20) as f32 / 20.0;
-            let p1 = 0.5 + (i % 7) as f32 / 14.0;
-            ev.push(Evidence::basic(p1, 1.0 - p1, near));
-            ok.push(p1 > 0.7 && (near < 0.6 || i % 3 == 0));
-        }
+        let (ev, ok) = familiar_often_wrong();
         let c = Calibrator::fit(&ev, &ok, &vec![1.0; ev.len()], true).unwrap();
         assert!(c.weights[2] < 0.0, "{:?}", c.weights);
         let at = |p1, near| c.confidence(&Evidence::basic(p1, 1.0 - p1, near));
