@@ -141,11 +141,35 @@ pub struct Delta {
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// What the aggregates read of a decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    pub label: &'a str,
+    pub method: Method,
+    pub confidence: f32,
+    /// Read only for alert lines.
+    pub detail: &'a str,
+    /// The cascade's masked text, when it carries one.
+    pub template: Option<&'a str>,
+}
+
+impl<'a> From<&'a Decision> for Counted<'a> {
+    fn from(d: &'a Decision) -> Self {
+        Self {
+            label: &d.target_label,
+            method: d.method,
+            confidence: d.confidence,
+            detail: &d.detail,
+            template: d.template.as_deref(),
+        }
+    }
+}
+
 /// A row as the aggregates see it.
 pub struct RowRef<'a> {
     pub source: &'a str,
     pub message: &'a str,
-    pub decision: &'a Decision,
+    pub decision: Counted<'a>,
 }
 
 fn method_name(m: Method) -> &'static str {
@@ -180,12 +204,12 @@ impl Delta {
         for r in rows {
             let d = r.decision;
             *counts
-                .entry((r.source, d.target_label.as_str(), method_name(d.method)))
+                .entry((r.source, d.label, method_name(d.method)))
                 .or_default() += 1;
             conf.entry(r.source).or_insert([0; CONFIDENCE_BINS])[bin(d.confidence)] += 1;
             // The cascade's masked text when it carries one (every row past
             // the rules); rule-decided rows are masked here.
-            let text = match d.template.as_deref() {
+            let text = match d.template {
                 Some(t) => t,
                 None if masker.mask_into(r.message, &mut masked) => masked.as_str(),
                 None => r.message,
@@ -208,18 +232,16 @@ impl Delta {
                     ids.len() - 1
                 }
             };
-            *templates
-                .entry((r.source, d.target_label.as_str(), t))
-                .or_default() += 1;
-            if ALERT_LABELS.contains(&d.target_label.as_str()) {
+            *templates.entry((r.source, d.label, t)).or_default() += 1;
+            if ALERT_LABELS.contains(&d.label) {
                 self.alerts.push(Alert {
                     at_ms,
                     source: r.source.to_string(),
                     log_message: clip(r.message, 2000),
-                    target_label: d.target_label.clone(),
+                    target_label: d.label.to_string(),
                     method: method_name(d.method).to_string(),
                     confidence: d.confidence,
-                    detail: d.detail.clone(),
+                    detail: d.detail.to_string(),
                 });
             }
         }
@@ -435,11 +457,24 @@ impl Default for RecorderConfig {
     }
 }
 
+/// A decision as a batch carries it to the aggregator: the label an index
+/// into the batch's labels (no string copied per row), the detail only for
+/// an alert line, the masked text shared with the template cache.
+struct Compact {
+    label: u32,
+    method: Method,
+    confidence: f32,
+    detail: Option<Box<str>>,
+    template: Option<Arc<str>>,
+}
+
 /// One batch on its way to the aggregator thread.
 struct Batch {
     at_ms: i64,
     rows: Vec<(String, String)>,
-    decisions: Vec<Decision>,
+    decisions: Vec<Compact>,
+    /// The distinct labels of `decisions`.
+    labels: Vec<String>,
     /// Answered once the batch is merged (tests and `flush`).
     done: Option<mpsc::Sender<()>>,
 }
@@ -495,30 +530,42 @@ impl Recorder {
         Self { tx, state, alerts }
     }
 
-    /// Count a batch of classified rows. Rows are moved; decisions are
-    /// copied. Waits only when the aggregator is `queue_batches` behind.
+    /// Count a batch of classified rows. Rows are moved; of the decisions
+    /// only what the aggregates read is copied, with no allocation per row
+    /// but an alert's detail. Waits only when the aggregator is
+    /// `queue_batches` behind.
     pub fn record(&self, rows: Vec<(String, String)>, decisions: &[Decision]) {
         if rows.is_empty() {
             return;
         }
+        // A batch holds a handful of labels: a scan beats hashing.
+        let mut labels: Vec<&str> = Vec::new();
+        let decisions = decisions
+            .iter()
+            .map(|d| {
+                let label = match labels.iter().position(|l| *l == d.target_label) {
+                    Some(i) => i,
+                    None => {
+                        labels.push(&d.target_label);
+                        labels.len() - 1
+                    }
+                };
+                Compact {
+                    label: label as u32,
+                    method: d.method,
+                    confidence: d.confidence,
+                    detail: ALERT_LABELS
+                        .contains(&d.target_label.as_str())
+                        .then(|| d.detail.as_str().into()),
+                    template: d.template.clone(),
+                }
+            })
+            .collect();
         let _ = self.tx.send(Batch {
             at_ms: now_ms(),
             rows,
-            // What the aggregates read: the detail only for alert lines.
-            decisions: decisions
-                .iter()
-                .map(|d| Decision {
-                    target_label: d.target_label.clone(),
-                    method: d.method,
-                    confidence: d.confidence,
-                    detail: if ALERT_LABELS.contains(&d.target_label.as_str()) {
-                        d.detail.clone()
-                    } else {
-                        String::new()
-                    },
-                    template: d.template.clone(),
-                })
-                .collect(),
+            decisions,
+            labels: labels.into_iter().map(str::to_string).collect(),
             done: None,
         });
     }
@@ -533,6 +580,7 @@ impl Recorder {
                 at_ms: now_ms(),
                 rows: Vec::new(),
                 decisions: Vec::new(),
+                labels: Vec::new(),
                 done: Some(done),
             })
             .is_ok()
@@ -582,7 +630,13 @@ impl Worker {
                     b.rows.iter().zip(&b.decisions).map(|((s, m), d)| RowRef {
                         source: s,
                         message: m,
-                        decision: d,
+                        decision: Counted {
+                            label: &b.labels[d.label as usize],
+                            method: d.method,
+                            confidence: d.confidence,
+                            detail: d.detail.as_deref().unwrap_or(""),
+                            template: d.template.as_deref(),
+                        },
                     }),
                     &self.masker,
                 );
@@ -655,5 +709,69 @@ impl Worker {
             }
         }
         *pending = Delta::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decided(label: &str, method: Method, detail: &str) -> Decision {
+        Decision {
+            target_label: label.to_string(),
+            method,
+            confidence: 0.9,
+            detail: detail.to_string(),
+            template: None,
+        }
+    }
+
+    #[test]
+    fn a_recorded_batch_is_counted_by_label_and_its_alerts_keep_their_detail() {
+        let r = Recorder::start(
+            RecorderConfig::default(),
+            Masker::builtin(),
+            Box::new(SieveCounts::default),
+            None,
+        );
+        let rows = vec![
+            ("web".to_string(), "User 7 logged in".to_string()),
+            ("web".to_string(), "IP 10.0.0.9 blocked".to_string()),
+            ("db".to_string(), "User 8 logged in".to_string()),
+            ("db".to_string(), "disk 3 failed".to_string()),
+        ];
+        let decisions = [
+            decided("User Action", Method::Rule, "login"),
+            decided("Security Alert", Method::Model, "runner-up Error 0.05"),
+            decided("User Action", Method::Rule, "login"),
+            decided("Critical Error", Method::Model, "runner-up Error 0.08"),
+        ];
+        r.record(rows, &decisions);
+        r.flush();
+        r.with(|a| {
+            let by_label = |label: &str| -> u64 {
+                a.data
+                    .counts
+                    .iter()
+                    .filter(|((_, _, l, _), _)| l == label)
+                    .map(|(_, n)| n)
+                    .sum()
+            };
+            assert_eq!(by_label("User Action"), 2);
+            assert_eq!(by_label("Security Alert"), 1);
+            assert_eq!(by_label("Critical Error"), 1);
+            let alerts: Vec<(&str, &str, &str)> = a
+                .alerts
+                .iter()
+                .map(|x| (x.source.as_str(), x.target_label.as_str(), x.detail.as_str()))
+                .collect();
+            assert_eq!(
+                alerts,
+                [
+                    ("web", "Security Alert", "runner-up Error 0.05"),
+                    ("db", "Critical Error", "runner-up Error 0.08"),
+                ]
+            );
+        });
     }
 }

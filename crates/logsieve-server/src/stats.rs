@@ -416,7 +416,7 @@ mod tests {
             rows.iter().map(|(s, msg, d)| RowRef {
                 source: s,
                 message: msg,
-                decision: d,
+                decision: d.into(),
             }),
             &m,
         );
@@ -426,7 +426,7 @@ mod tests {
             std::iter::once(RowRef {
                 source: "A",
                 message: "disk full",
-                decision: &rows[2].2,
+                decision: (&rows[2].2).into(),
             }),
             &m,
         );
@@ -471,17 +471,17 @@ mod tests {
                 RowRef {
                     source: "S",
                     message: "replica 7 lagging",
-                    decision: &carried,
+                    decision: (&carried).into(),
                 },
                 RowRef {
                     source: "S",
                     message: "replica 9 lagging",
-                    decision: &carried,
+                    decision: (&carried).into(),
                 },
                 RowRef {
                     source: "S",
                     message: "disk 4 failed",
-                    decision: &plain,
+                    decision: (&plain).into(),
                 },
             ],
             &m,
@@ -515,7 +515,7 @@ mod tests {
                 std::iter::once(RowRef {
                     source: "S",
                     message: "x",
-                    decision: &dec,
+                    decision: (&dec).into(),
                 }),
                 &m,
             );
@@ -578,7 +578,7 @@ mod tests {
                 std::iter::once(RowRef {
                     source: "S",
                     message: msg,
-                    decision: &dec,
+                    decision: (&dec).into(),
                 }),
                 &m,
             );

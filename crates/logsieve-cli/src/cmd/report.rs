@@ -58,7 +58,7 @@ impl RowWriter for Counting<'_> {
             rows.iter().zip(&decisions).map(|(r, d)| RowRef {
                 source: &r.source,
                 message: &r.message,
-                decision: d,
+                decision: d.into(),
             }),
             self.masker,
         );
