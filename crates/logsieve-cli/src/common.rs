@@ -287,6 +287,15 @@ fn proc_status_bytes(key: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU seconds the calling thread has run (Linux's scheduler statistics,
+/// in nanoseconds; time the hypervisor gave to other guests is not in it,
+/// so it is steadier than wall time on a shared machine).
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
 /// CPU seconds this process has used, all threads, user + system (Linux;
 /// /proc reports in USER_HZ = 100 ticks per second).
 pub fn cpu_seconds() -> Option<f64> {

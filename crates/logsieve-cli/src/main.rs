@@ -18,7 +18,29 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc v3's option numbers (`mi_option_e` in its mimalloc.h; the
+/// Rust bindings name only v2's).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Return freed memory to the system at once and commit arena memory as it
+/// is used: mimalloc's defaults (a 10 ms purge delay, arenas committed
+/// eagerly) hold about 45 MB more at peak than glibc on `classify`; with
+/// these it holds less. A `MIMALLOC_*` variable the user set wins.
+fn tune_allocator() {
+    for (var, option, value) in [
+        ("MIMALLOC_PURGE_DELAY", MI_OPTION_PURGE_DELAY, 0),
+        ("MIMALLOC_ARENA_EAGER_COMMIT", MI_OPTION_ARENA_EAGER_COMMIT, 0),
+    ] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY: mi_option_set stores a value in mimalloc's option table.
+            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        }
+    }
+}
+
 fn main() {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

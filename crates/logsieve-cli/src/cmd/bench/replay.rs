@@ -16,7 +16,7 @@ use logsieve_server::aggregates::{AggregateStore, Recorder, RecorderConfig, Siev
 use serde_json::json;
 
 use super::{round1, Args};
-use crate::common::{cpu_seconds, mib, open_store, peak_rss_bytes, ConfigArgs};
+use crate::common::{cpu_seconds, mib, open_store, peak_rss_bytes, thread_cpu_seconds, ConfigArgs};
 
 /// Classify the file `passes` times through one pipeline (so one template
 /// cache), into JSON lines thrown away; rows/s by wall clock and per CPU
@@ -122,6 +122,7 @@ fn one_pass(
 ) -> Result<serde_json::Value> {
     let before = p.stats();
     let (t0, c0) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
+    let own0 = thread_cpu_seconds().unwrap_or(0.0);
     let mut reader = logsieve_pipeline::io::reader(bytes, format, a.source.clone())
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.data.display()))?;
     let mut writer = Recording {
@@ -134,12 +135,17 @@ fn one_pass(
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds().unwrap_or(0.0) - c0;
+    // This thread reads, classifies and writes; the aggregator (and, on a
+    // cold cache, the encoder's pool) run on others.
+    let own = thread_cpu_seconds().unwrap_or(0.0) - own0;
     let delta = p.stats().since(&before);
     let hits = delta.template_cache.hits;
     let rps = s.rows as f64 / secs;
     let per_cpu = s.rows as f64 / cpu.max(0.01);
+    let per_own = s.rows as f64 / own.max(1e-6);
     println!(
         "replay pass {pass} ({label}): {} rows in {secs:.2}s = {rps:.0} rows/s; {cpu:.2} CPU-s = {per_cpu:.0} rows per CPU-second; \
+         classify thread {own:.3} CPU-s = {per_own:.0} rows per its CPU-second; \
          {} texts encoded; template cache hits {hits} ({:.1}% of rows)",
         s.rows,
         delta.encoded_texts,
@@ -148,6 +154,7 @@ fn one_pass(
     Ok(json!({
         "pass": pass, "pipeline": label, "rows": s.rows, "seconds": round1(secs * 10.0) / 10.0,
         "rows_per_s": rps.round(), "cpu_seconds": cpu, "rows_per_cpu_s": per_cpu.round(),
+        "classify_thread_cpu_seconds": own, "rows_per_classify_thread_cpu_s": per_own.round(),
         "encoded_texts": delta.encoded_texts, "cache_hits": hits,
     }))
 }
