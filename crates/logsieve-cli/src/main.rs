@@ -13,29 +13,24 @@ mod output;
 use clap::Parser;
 
 /// mimalloc: per-thread free lists, so a string allocated by the classify
-/// thread and freed by the aggregator thread costs no lock (glibc's malloc
-/// took 9 % of the warm replay's time and more with the dashboard on).
+/// thread and freed by the aggregator thread costs no lock (with the
+/// dashboard on, glibc's allocator went from 13.9 % to 18.9 % of a warm
+/// replay's samples; docs/notes/dash.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc v3's option numbers (`mi_option_e` in its mimalloc.h; the
-/// Rust bindings name only v2's).
-const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+/// mimalloc v3's number for `mi_option_purge_delay` (`mi_option_e` in its
+/// mimalloc.h; the Rust bindings name only v2's options).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Return freed memory to the system at once and commit arena memory as it
-/// is used: mimalloc's defaults (a 10 ms purge delay, arenas committed
-/// eagerly) hold about 45 MB more at peak than glibc on `classify`; with
-/// these it holds less. A `MIMALLOC_*` variable the user set wins.
+/// Return freed memory to the system at once: mimalloc's default 10 ms
+/// delay holds about 27 MB more at peak on `classify` (231 → 204 MB; glibc
+/// 187 MB). Options read only at mimalloc's start (arena commit) cannot be
+/// set here; `MIMALLOC_PURGE_DELAY` set by the user wins.
 fn tune_allocator() {
-    for (var, option, value) in [
-        ("MIMALLOC_PURGE_DELAY", MI_OPTION_PURGE_DELAY, 0),
-        ("MIMALLOC_ARENA_EAGER_COMMIT", MI_OPTION_ARENA_EAGER_COMMIT, 0),
-    ] {
-        if std::env::var_os(var).is_none() {
-            // SAFETY: mi_option_set stores a value in mimalloc's option table.
-            unsafe { libmimalloc_sys::mi_option_set(option, value) };
-        }
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set stores a value in mimalloc's option table.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
 }
 
