@@ -111,7 +111,7 @@ impl Calibrator {
             .iter()
             .map(|e| Row {
                 dense: e.features(),
-                sparse: Vec::new(),
+                ..Row::default()
             })
             .collect();
         let d = rows.first().map_or(3, |r| r.dense.len());
@@ -152,7 +152,7 @@ impl Calibrator {
                         .zip(&dropped)
                         .map(|(&x, &off)| if off { 0.0 } else { x })
                         .collect(),
-                    sparse: Vec::new(),
+                    ..Row::default()
                 })
                 .collect();
             // Weak regularisation: a dozen features, thousands of rows.

@@ -18,11 +18,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::{Calibrator, Evidence};
-use crate::lexical::Lexicon;
+use crate::lexical::{Lexicon, Sparse};
 use crate::predict::{Prediction, Unsure};
 use crate::softmax::{FitOptions, Row, Softmax};
 use crate::{Classifier, Input, TrainError};
@@ -65,6 +66,11 @@ pub struct HybridOptions {
     /// (false in models trained before it existed).
     #[serde(default)]
     pub free_calibration: bool,
+    /// Weight of the prototypes' words as a prior ([`Prior`]): each
+    /// label's logit gains this times the cosine of the line's words to its
+    /// nearest prototype's (0 in models trained before it existed).
+    #[serde(default)]
+    pub word_prior_weight: f64,
 }
 
 impl Default for HybridOptions {
@@ -78,6 +84,7 @@ impl Default for HybridOptions {
             bank_merge_above: 0.98,
             balance: 0.0,
             free_calibration: false,
+            word_prior_weight: 10.0,
         }
     }
 }
@@ -282,6 +289,100 @@ impl Bank {
     }
 }
 
+/// The label prototypes' words: how near a line's words are to each
+/// label's description, a prior that does not depend on which systems the
+/// training data came from. Each label's score gains `word_prior_weight`
+/// times the cosine of the line's words to its nearest prototype's, in
+/// training and prediction alike.
+///
+/// Why words and not the vectors (measured leave-one-system-out, README):
+/// the vectors' similarity to the prototypes as the prior moved accuracy
+/// 0.863 → 0.819–0.824 and ECE to 0.087–0.161; the words' 0.863 → 0.843,
+/// selective accuracy at 0.80 0.875 → 0.922, AURC 0.095 → 0.058, ECE
+/// 0.095 → 0.077. Added at prediction only (not while fitting) it ranked
+/// worse (AURC 0.067–0.075).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prior {
+    /// Each prototype: its label (an index into the model's labels) and
+    /// its text (masked, as the model reads a line).
+    pub prototypes: Vec<(u32, String)>,
+    /// The prototypes' words under the lexicon of the model holding this
+    /// prior, made on first use.
+    #[serde(skip)]
+    words: OnceLock<Vec<Sparse>>,
+}
+
+impl PartialEq for Prior {
+    fn eq(&self, other: &Self) -> bool {
+        self.prototypes == other.prototypes
+    }
+}
+
+impl Prior {
+    /// The same prototypes, their words not yet read (for another lexicon).
+    fn clone_unread(&self) -> Self {
+        Self {
+            prototypes: self.prototypes.clone(),
+            words: OnceLock::new(),
+        }
+    }
+
+    pub fn of(prototypes: &[Unit], labels: &[String]) -> Self {
+        Self {
+            prototypes: prototypes
+                .iter()
+                .map(|u| {
+                    let l = labels.binary_search(&u.label).expect("label from the set") as u32;
+                    (l, u.text.clone())
+                })
+                .collect(),
+            words: OnceLock::new(),
+        }
+    }
+
+    /// Per label, `weight` times the highest cosine of the line's words `x`
+    /// to one of that label's prototypes' (0 for a label without any), the
+    /// words read by `lexicon`, the same lexicon on every call. Empty when
+    /// `weight` is 0 or there are no prototypes.
+    pub fn offsets(&self, lexicon: &Lexicon, x: &[(u32, f32)], classes: usize, weight: f64) -> Vec<f32> {
+        if weight == 0.0 || self.prototypes.is_empty() {
+            return Vec::new();
+        }
+        let words = self.words.get_or_init(|| {
+            self.prototypes
+                .iter()
+                .map(|(_, t)| lexicon.vectorize(t))
+                .collect()
+        });
+        let mut best = vec![0f32; classes];
+        for ((l, _), w) in self.prototypes.iter().zip(words) {
+            if let Some(b) = best.get_mut(*l as usize) {
+                *b = b.max(sparse_dot(x, w));
+            }
+        }
+        best.iter_mut().for_each(|b| *b *= weight as f32);
+        best
+    }
+}
+
+/// Dot product of two sparse rows, indices ascending.
+fn sparse_dot(a: &[(u32, f32)], b: &[(u32, f32)]) -> f32 {
+    let (mut i, mut j, mut s) = (0, 0, 0.0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                s += a[i].1 * b[j].1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    s
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
@@ -303,6 +404,9 @@ pub struct HybridModel {
     pub options: HybridOptions,
     #[serde(skip)]
     pub bank: Bank,
+    /// The prototypes the prior reads (none in models trained before it).
+    #[serde(default)]
+    pub prior: Prior,
 }
 
 /// Out-of-fold figures from training (what the calibrator was fitted on).
@@ -313,24 +417,33 @@ pub struct OutOfFold {
     pub weight: Vec<f64>,
 }
 
-struct Core {
+struct Core<'o> {
     lexicon: Lexicon,
     softmax: Softmax,
+    prior: Prior,
+    opts: &'o HybridOptions,
 }
 
-fn fit_core(
+fn fit_core<'o>(
     units: &[&Unit],
     prototypes: &[Unit],
+    prior: &Prior,
     labels: &[String],
-    opts: &HybridOptions,
-) -> Result<Core, TrainError> {
+    opts: &'o HybridOptions,
+) -> Result<Core<'o>, TrainError> {
     let all: Vec<&Unit> = units.iter().copied().chain(prototypes).collect();
     let lexicon = Lexicon::fit(all.iter().map(|u| u.text.as_str()));
+    // Its own copy: the prototypes' words are read by this lexicon.
+    let prior = prior.clone_unread();
     let rows: Vec<Row> = all
         .iter()
-        .map(|u| Row {
-            dense: u.vector.clone(),
-            sparse: lexicon.vectorize(&u.text),
+        .map(|u| {
+            let sparse = lexicon.vectorize(&u.text);
+            Row {
+                offset: prior.offsets(&lexicon, &sparse, labels.len(), opts.word_prior_weight),
+                dense: u.vector.clone(),
+                sparse,
+            }
         })
         .collect();
     let y: Vec<usize> = all
@@ -358,18 +471,32 @@ fn fit_core(
             max_iterations: opts.max_iterations,
         },
     )?;
-    Ok(Core { lexicon, softmax })
+    Ok(Core {
+        lexicon,
+        softmax,
+        prior,
+        opts,
+    })
 }
 
-impl Core {
+impl Core<'_> {
     fn proba(&self, text: &str, v: &[f32]) -> Vec<f32> {
-        proba(&self.lexicon, &self.softmax, text, v)
+        proba(&self.lexicon, &self.softmax, &self.prior, self.opts, text, v)
     }
 }
 
-/// Class probabilities of one line: its vector and its words.
-fn proba(lexicon: &Lexicon, softmax: &Softmax, text: &str, v: &[f32]) -> Vec<f32> {
-    softmax.proba(v, &lexicon.vectorize(text))
+/// Class probabilities of one line: its vector, its words and the prior.
+fn proba(
+    lexicon: &Lexicon,
+    softmax: &Softmax,
+    prior: &Prior,
+    opts: &HybridOptions,
+    text: &str,
+    v: &[f32],
+) -> Vec<f32> {
+    let x = lexicon.vectorize(text);
+    let offset = prior.offsets(lexicon, &x, softmax.classes, opts.word_prior_weight);
+    softmax.proba_with(v, &x, &offset)
 }
 
 /// The bank of `units`, each row labelled with its index in `labels`.
@@ -432,8 +559,11 @@ impl HybridModel {
             .into_iter()
             .collect();
         let folds = opts.folds.min(groups.len());
+        let prior = Prior::of(prototypes, &labels);
         let oof = if folds >= 2 {
-            Some(out_of_fold(units, prototypes, &labels, &groups, folds, opts)?)
+            Some(out_of_fold(
+                units, prototypes, &prior, &labels, &groups, folds, opts,
+            )?)
         } else {
             None
         };
@@ -442,20 +572,22 @@ impl HybridModel {
             None => Calibrator::identity(),
         };
         let refs: Vec<&Unit> = units.iter().collect();
-        let core = fit_core(&refs, prototypes, &labels, opts)?;
+        let core = fit_core(&refs, prototypes, &prior, &labels, opts)?;
         let bank = bank_of(units.iter().chain(prototypes), &labels, opts);
+        let (lexicon, softmax) = (core.lexicon, core.softmax);
         Ok((
             Self {
                 kind: "hybrid".into(),
                 labels,
-                lexicon: core.lexicon,
-                softmax: core.softmax,
+                lexicon,
+                softmax,
                 calibrator,
                 min_similarity: opts.min_similarity,
                 bank_rows: bank.rows(),
                 bank_sha256: String::new(),
                 options: opts.clone(),
                 bank,
+                prior,
             },
             oof,
         ))
@@ -470,7 +602,7 @@ impl HybridModel {
     /// for being close to another system's templates, which would mark the
     /// model's own templates down too.
     pub fn explain(&self, text: &str, v: &[f32]) -> (Vec<f32>, Evidence, f32) {
-        let p = proba(&self.lexicon, &self.softmax, text, v);
+        let p = self.proba(text, v);
         let same = self
             .calibrator
             .nearest_max
@@ -484,6 +616,10 @@ impl HybridModel {
             self.calibrator.confidence(&e)
         };
         (p, e, c)
+    }
+
+    fn proba(&self, text: &str, v: &[f32]) -> Vec<f32> {
+        proba(&self.lexicon, &self.softmax, &self.prior, &self.options, text, v)
     }
 
     /// Check shapes after loading (the bank included).
@@ -513,6 +649,12 @@ impl HybridModel {
         if self.lexicon.idf.len() != self.lexicon.len() {
             return Err("lexicon words and idf differ in length".into());
         }
+        if let Some((l, t)) = self.prior.prototypes.iter().find(|(l, _)| *l as usize >= k) {
+            return Err(format!(
+                "prior prototype `{t}` has label index {l}, the model {k} labels"
+            ));
+        }
+
         Ok(())
     }
 }
@@ -520,6 +662,7 @@ impl HybridModel {
 fn out_of_fold(
     units: &[Unit],
     prototypes: &[Unit],
+    prior: &Prior,
     labels: &[String],
     groups: &[&str],
     folds: usize,
@@ -537,7 +680,7 @@ fn out_of_fold(
         if test.is_empty() || train.is_empty() {
             continue;
         }
-        let core = fit_core(&train, prototypes, labels, opts)?;
+        let core = fit_core(&train, prototypes, prior, labels, opts)?;
         let bank = bank_of(train.iter().copied().chain(prototypes), labels, opts);
         for u in test {
             let p = core.proba(&u.text, &u.vector);
@@ -565,7 +708,7 @@ impl Classifier for HybridModel {
     }
 
     fn predict_proba(&self, x: Input<'_>) -> Vec<f32> {
-        proba(&self.lexicon, &self.softmax, x.text, x.vector)
+        self.proba(x.text, x.vector)
     }
 
     /// From the bank: every distinct training template and prototype (near
@@ -804,10 +947,74 @@ mod tests {
         assert!((agree - 1.0 / 1.8).abs() < 1e-6, "{agree}");
     }
 
+    /// A label no training line carries, only its prototypes: the
+    /// prototypes' words as a prior let a line in those words come out
+    /// under it, where its vector alone sits among another label's lines.
+    #[test]
+    fn a_label_known_only_by_its_prototypes_words_is_predicted() {
+        let mut units = data();
+        for g in ["a", "b", "c", "d"] {
+            units.push(unit(
+                &format!("{g} setting loaded"),
+                [0.1, 1.0, 0.05],
+                "System Notification",
+                g,
+            ));
+        }
+        let protos = [
+            unit(
+                "option is deprecated, use the new option instead",
+                [0.0, 0.3, 1.0],
+                "Deprecation Warning",
+                "prototype",
+            ),
+            unit(
+                "service started",
+                [0.1, 1.0, 0.0],
+                "System Notification",
+                "prototype",
+            ),
+        ];
+        // The line's vector is a System Notification's; its words are the
+        // deprecation prototype's.
+        let line = "setting is deprecated, use another setting instead";
+        let v = &units[2].vector;
+        let label = |weight: f64| {
+            let (m, _) = HybridModel::train(
+                &units,
+                &protos,
+                &HybridOptions {
+                    word_prior_weight: weight,
+                    folds: 0,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let pr = m.predict(Input {
+                text: line,
+                vector: v,
+            });
+            m.labels[pr.label].clone()
+        };
+        assert_eq!(label(0.0), "System Notification");
+        assert_eq!(
+            label(HybridOptions::default().word_prior_weight),
+            "Deprecation Warning"
+        );
+    }
+
     #[test]
     fn a_saved_model_predicts_as_the_trained_one() {
-        let (m, _) = HybridModel::train(&data(), &[], &HybridOptions::default()).unwrap();
+        let protos = [unit(
+            "disk failure detected",
+            [1.0, 0.0, 0.2],
+            "Error",
+            "prototype",
+        )];
+        let (m, _) = HybridModel::train(&data(), &protos, &HybridOptions::default()).unwrap();
+        assert_eq!(m.prior.prototypes.len(), 1);
         let mut back: HybridModel = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back.prior, m.prior);
         back.bank = m.bank.clone();
         for u in data() {
             let x = Input {

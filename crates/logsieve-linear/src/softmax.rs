@@ -24,6 +24,9 @@ use crate::TrainError;
 pub struct Row {
     pub dense: Vec<f32>,
     pub sparse: Sparse,
+    /// Fixed per-class scores added to the logits (a prior the fit does not
+    /// learn, only adjusts to); empty: none.
+    pub offset: Vec<f32>,
 }
 
 /// Fitted weights: per class, `dense` then `sparse` weights and a bias.
@@ -80,11 +83,21 @@ impl Softmax {
     }
 
     pub fn predict_proba(&self, row: &Row) -> Vec<f32> {
-        self.proba(&row.dense, &row.sparse)
+        self.proba_with(&row.dense, &row.sparse, &row.offset)
     }
 
     pub fn proba(&self, dense: &[f32], sparse: &[(u32, f32)]) -> Vec<f32> {
         softmax(&self.logits(dense, sparse))
+    }
+
+    /// [`Softmax::proba`] with fixed per-class scores added to the logits
+    /// (`offset` empty: none).
+    pub fn proba_with(&self, dense: &[f32], sparse: &[(u32, f32)], offset: &[f32]) -> Vec<f32> {
+        let mut z = self.logits(dense, sparse);
+        for (z, o) in z.iter_mut().zip(offset) {
+            *z += o;
+        }
+        softmax(&z)
     }
 
     /// Fit on rows with class indices `y` (< `classes`) and weights `w`.
@@ -203,6 +216,9 @@ impl Problem<'_> {
                 for &(j, x) in &row.sparse {
                     s += p[base + dd + j as usize] * x as f64;
                 }
+                if let Some(o) = row.offset.get(c) {
+                    s += *o as f64;
+                }
                 *zc = s;
             }
             let max = z.iter().copied().fold(f64::MIN, f64::max);
@@ -263,6 +279,7 @@ mod tests {
         Row {
             dense: dense.to_vec(),
             sparse: sparse.to_vec(),
+            offset: Vec::new(),
         }
     }
 
