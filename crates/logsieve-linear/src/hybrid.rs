@@ -651,10 +651,9 @@ impl HybridModel {
         }
         if let Some((l, t)) = self.prior.prototypes.iter().find(|(l, _)| *l as usize >= k) {
             return Err(format!(
-                "prior prototype `{t}` has label index {l}, the model {k} labels"
+                "prior prototype `{t}` has label index {l}, but the model has {k} labels"
             ));
         }
-
         Ok(())
     }
 }
@@ -1016,6 +1015,14 @@ mod tests {
         let mut back: HybridModel = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back.prior, m.prior);
         back.bank = m.bank.clone();
+        assert_eq!(back.validate(3), Ok(()));
+        let mut broken = back.clone();
+        broken.prior.prototypes[0].0 = 9;
+        let err = broken.validate(3).unwrap_err();
+        assert!(
+            err.contains("disk failure detected") && err.contains("index 9"),
+            "{err}"
+        );
         for u in data() {
             let x = Input {
                 text: &u.text,
