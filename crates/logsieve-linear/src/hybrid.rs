@@ -480,23 +480,23 @@ fn fit_core<'o>(
 }
 
 impl Core<'_> {
-    fn proba(&self, text: &str, v: &[f32]) -> Vec<f32> {
-        proba(&self.lexicon, &self.softmax, &self.prior, self.opts, text, v)
+    fn proba(&self, x: &Sparse, v: &[f32]) -> Vec<f32> {
+        proba(&self.lexicon, &self.softmax, &self.prior, self.opts, x, v)
     }
 }
 
-/// Class probabilities of one line: its vector, its words and the prior.
+/// Class probabilities of one line: its vector, its words `x` (read by
+/// `lexicon`) and the prior.
 fn proba(
     lexicon: &Lexicon,
     softmax: &Softmax,
     prior: &Prior,
     opts: &HybridOptions,
-    text: &str,
+    x: &Sparse,
     v: &[f32],
 ) -> Vec<f32> {
-    let x = lexicon.vectorize(text);
-    let offset = prior.offsets(lexicon, &x, softmax.classes, opts.word_prior_weight);
-    softmax.proba_with(v, &x, &offset)
+    let offset = prior.offsets(lexicon, x, softmax.classes, opts.word_prior_weight);
+    softmax.proba_with(v, x, &offset)
 }
 
 /// The bank of `units`, each row labelled with its index in `labels`.
@@ -510,8 +510,9 @@ fn bank_of<'a>(units: impl Iterator<Item = &'a Unit>, labels: &[String], opts: &
     )
 }
 
-/// What the calibrator reads of a prediction `p` for one line.
-fn evidence(p: &[f32], lexicon: &Lexicon, bank: &Bank, same: f32, text: &str, v: &[f32]) -> Evidence {
+/// What the calibrator reads of a prediction `p` for one line of `words`
+/// known words.
+fn evidence(p: &[f32], bank: &Bank, same: f32, words: usize, v: &[f32]) -> Evidence {
     let (label, p1, p2) = top2(p);
     let (nearest, agree, known) = bank.familiarity_within(v, label, same);
     Evidence {
@@ -520,7 +521,7 @@ fn evidence(p: &[f32], lexicon: &Lexicon, bank: &Bank, same: f32, text: &str, v:
         nearest,
         agree,
         known,
-        words: lexicon.vectorize(text).len(),
+        words,
         label,
         classes: p.len(),
     }
@@ -602,14 +603,15 @@ impl HybridModel {
     /// for being close to another system's templates, which would mark the
     /// model's own templates down too.
     pub fn explain(&self, text: &str, v: &[f32]) -> (Vec<f32>, Evidence, f32) {
-        let p = self.proba(text, v);
+        let x = self.lexicon.vectorize(text);
+        let p = self.proba(&x, v);
         let same = self
             .calibrator
             .nearest_max
             .map_or(self.options.bank_merge_above, |m| {
                 m.min(self.options.bank_merge_above)
             });
-        let e = evidence(&p, &self.lexicon, &self.bank, same, text, v);
+        let e = evidence(&p, &self.bank, same, x.len(), v);
         let c = if e.known {
             e.p1
         } else {
@@ -618,8 +620,8 @@ impl HybridModel {
         (p, e, c)
     }
 
-    fn proba(&self, text: &str, v: &[f32]) -> Vec<f32> {
-        proba(&self.lexicon, &self.softmax, &self.prior, &self.options, text, v)
+    fn proba(&self, x: &Sparse, v: &[f32]) -> Vec<f32> {
+        proba(&self.lexicon, &self.softmax, &self.prior, &self.options, x, v)
     }
 
     /// Check shapes after loading (the bank included).
@@ -682,15 +684,10 @@ fn out_of_fold(
         let core = fit_core(&train, prototypes, prior, labels, opts)?;
         let bank = bank_of(train.iter().copied().chain(prototypes), labels, opts);
         for u in test {
-            let p = core.proba(&u.text, &u.vector);
-            oof.evidence.push(evidence(
-                &p,
-                &core.lexicon,
-                &bank,
-                opts.bank_merge_above,
-                &u.text,
-                &u.vector,
-            ));
+            let x = core.lexicon.vectorize(&u.text);
+            let p = core.proba(&x, &u.vector);
+            oof.evidence
+                .push(evidence(&p, &bank, opts.bank_merge_above, x.len(), &u.vector));
             let best = oof.evidence.last().expect("just pushed").label;
             oof.right.push(labels[best] == u.label);
             // Per line, as confidence is read: a template of 700 lines
@@ -707,7 +704,7 @@ impl Classifier for HybridModel {
     }
 
     fn predict_proba(&self, x: Input<'_>) -> Vec<f32> {
-        self.proba(x.text, x.vector)
+        self.proba(&self.lexicon.vectorize(x.text), x.vector)
     }
 
     /// From the bank: every distinct training template and prototype (near

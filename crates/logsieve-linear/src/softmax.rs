@@ -87,7 +87,7 @@ impl Softmax {
     }
 
     pub fn proba(&self, dense: &[f32], sparse: &[(u32, f32)]) -> Vec<f32> {
-        softmax(&self.logits(dense, sparse))
+        self.proba_with(dense, sparse, &[])
     }
 
     /// [`Softmax::proba`] with fixed per-class scores added to the logits
